@@ -1,0 +1,214 @@
+//! Framework events (RFC §8.2): global notifications published to
+//! subscribers and never stored in a timeline.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    BlockReason, ChannelId, ChannelType, EventId, HookTrigger, IdentityId, ParticipantId, RoomId,
+};
+
+/// A framework event, tagged by `type` with the RFC's names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FrameworkEvent {
+    /// A room was created.
+    RoomCreated {
+        /// Room.
+        room_id: RoomId,
+        /// Tenant.
+        organization_id: Option<String>,
+    },
+    /// A room moved to PAUSED.
+    RoomPaused {
+        /// Room.
+        room_id: RoomId,
+    },
+    /// A PAUSED room became ACTIVE again (decision D9).
+    RoomResumed {
+        /// Room.
+        room_id: RoomId,
+    },
+    /// A room moved to CLOSED.
+    RoomClosed {
+        /// Room.
+        room_id: RoomId,
+    },
+    /// A CLOSED room was reopened.
+    RoomReopened {
+        /// Room.
+        room_id: RoomId,
+    },
+    /// A room moved to ARCHIVED.
+    RoomArchived {
+        /// Room.
+        room_id: RoomId,
+    },
+    /// A room and its history were deleted.
+    RoomDeleted {
+        /// Room.
+        room_id: RoomId,
+    },
+    /// A channel was registered.
+    ChannelRegistered {
+        /// Channel.
+        channel_id: ChannelId,
+        /// Its type.
+        channel_type: ChannelType,
+    },
+    /// A channel was unregistered.
+    ChannelUnregistered {
+        /// Channel.
+        channel_id: ChannelId,
+    },
+    /// A source provider connected (Level 2).
+    SourceConnected {
+        /// Source.
+        source_id: String,
+    },
+    /// A source provider disconnected (Level 2).
+    SourceDisconnected {
+        /// Source.
+        source_id: String,
+    },
+    /// An event finished processing (committed and its delivery set run).
+    EventProcessed {
+        /// Room.
+        room_id: RoomId,
+        /// Event.
+        event_id: EventId,
+    },
+    /// An event was stored as BLOCKED.
+    EventBlocked {
+        /// Room.
+        room_id: RoomId,
+        /// Event.
+        event_id: EventId,
+        /// Hook or rule (`blocked_by`).
+        hook_name: String,
+    },
+    /// A room refused an event because of its status, or the pipeline
+    /// rejected it before storing anything (RFC §5.1 asks for this signal
+    /// without naming it).
+    EventRefused {
+        /// Room.
+        room_id: RoomId,
+        /// Why.
+        reason: BlockReason,
+    },
+    /// An event reached a channel.
+    DeliverySucceeded {
+        /// Room.
+        room_id: RoomId,
+        /// Event.
+        event_id: EventId,
+        /// Target.
+        channel_id: ChannelId,
+    },
+    /// An event could not reach a channel.
+    DeliveryFailed {
+        /// Room.
+        room_id: RoomId,
+        /// Event.
+        event_id: EventId,
+        /// Target.
+        channel_id: ChannelId,
+        /// What went wrong.
+        error: String,
+    },
+    /// Some targets of an event failed while the event stayed DELIVERED
+    /// (RFC §13.6).
+    BroadcastPartialFailure {
+        /// Room.
+        room_id: RoomId,
+        /// Event.
+        event_id: EventId,
+        /// Channels that failed.
+        failed_channels: Vec<ChannelId>,
+    },
+    /// An identity was resolved.
+    IdentityResolved {
+        /// Participant.
+        participant_id: ParticipantId,
+        /// Identity.
+        identity_id: IdentityId,
+    },
+    /// Identity resolution timed out.
+    IdentityTimeout {
+        /// Room.
+        room_id: RoomId,
+        /// Sender address.
+        address: String,
+    },
+    /// A response was blocked by the chain-depth limit.
+    ChainDepthExceeded {
+        /// Room.
+        room_id: RoomId,
+        /// Responding channel.
+        channel_id: ChannelId,
+        /// Its depth.
+        depth: u32,
+    },
+    /// A hook failed.
+    HookError {
+        /// Hook.
+        hook_name: String,
+        /// Trigger.
+        trigger: HookTrigger,
+        /// What went wrong.
+        error: String,
+    },
+    /// A hook exceeded its timeout.
+    HookTimeout {
+        /// Hook.
+        hook_name: String,
+        /// Trigger.
+        trigger: HookTrigger,
+        /// The limit.
+        timeout_ms: u64,
+    },
+    /// A channel's circuit breaker opened.
+    CircuitBreakerOpened {
+        /// Channel.
+        channel_id: ChannelId,
+        /// Consecutive failures.
+        failure_count: u32,
+    },
+    /// A channel's circuit breaker closed.
+    CircuitBreakerClosed {
+        /// Channel.
+        channel_id: ChannelId,
+    },
+}
+
+impl FrameworkEvent {
+    /// The wire name of the event (`"room_created"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RoomCreated { .. } => "room_created",
+            Self::RoomPaused { .. } => "room_paused",
+            Self::RoomResumed { .. } => "room_resumed",
+            Self::RoomClosed { .. } => "room_closed",
+            Self::RoomReopened { .. } => "room_reopened",
+            Self::RoomArchived { .. } => "room_archived",
+            Self::RoomDeleted { .. } => "room_deleted",
+            Self::ChannelRegistered { .. } => "channel_registered",
+            Self::ChannelUnregistered { .. } => "channel_unregistered",
+            Self::SourceConnected { .. } => "source_connected",
+            Self::SourceDisconnected { .. } => "source_disconnected",
+            Self::EventProcessed { .. } => "event_processed",
+            Self::EventBlocked { .. } => "event_blocked",
+            Self::EventRefused { .. } => "event_refused",
+            Self::DeliverySucceeded { .. } => "delivery_succeeded",
+            Self::DeliveryFailed { .. } => "delivery_failed",
+            Self::BroadcastPartialFailure { .. } => "broadcast_partial_failure",
+            Self::IdentityResolved { .. } => "identity_resolved",
+            Self::IdentityTimeout { .. } => "identity_timeout",
+            Self::ChainDepthExceeded { .. } => "chain_depth_exceeded",
+            Self::HookError { .. } => "hook_error",
+            Self::HookTimeout { .. } => "hook_timeout",
+            Self::CircuitBreakerOpened { .. } => "circuit_breaker_opened",
+            Self::CircuitBreakerClosed { .. } => "circuit_breaker_closed",
+        }
+    }
+}
