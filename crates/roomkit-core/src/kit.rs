@@ -367,7 +367,9 @@ impl RoomKit {
 
     /// The current time of the engine's clock.
     pub fn now(&self) -> roomkit_model::time::Timestamp {
-        self.inner.clock.now()
+        // Timestamps are kept at the millisecond precision of their JSON
+        // form, so a stored value reads back equal from any backend or API.
+        chrono::SubsecRound::trunc_subsecs(self.inner.clock.now(), 3)
     }
 
     pub(crate) fn new_id(&self, prefix: &str) -> String {

@@ -373,6 +373,9 @@ impl RoomKit {
         } = pass;
         let room_id = event.room_id.clone();
         let store = self.inner.store.clone();
+        // Channel responses reach this point unchecked: hold them to the
+        // content rules inbound payloads pass (RFC §5.3, §17.1).
+        event.content.validate()?;
 
         // Step 6: lock, then re-read the status under it.
         let lock = match deadline {
