@@ -24,7 +24,7 @@ use crate::error::ChannelError;
 use crate::hooks::{HookPayload, panic_message};
 use crate::kit::RoomKit;
 use crate::pipeline::{Pass, PassKind};
-use crate::store::EventPatch;
+use crate::store::{EventPatch, Reader};
 use crate::transcode::truncate_text;
 
 /// A room's delivery queue.
@@ -424,6 +424,27 @@ impl RoomKit {
                 ev = Arc::new(copy);
             }
         }
+        // RFC §7.5 rule 8: the history handed to a channel is its own view,
+        // filtered here where the reader is known, not once per broadcast.
+        let reader = Reader {
+            channel_id: t.binding.channel_id.clone(),
+            category: t.binding.category,
+        };
+        let own_view;
+        let ctx = if ctx.recent_events.iter().all(|e| reader.may_see(e)) {
+            ctx
+        } else {
+            own_view = RoomContext {
+                recent_events: ctx
+                    .recent_events
+                    .iter()
+                    .filter(|e| reader.may_see(e))
+                    .cloned()
+                    .collect(),
+                ..ctx.clone()
+            };
+            &own_view
+        };
         let mut outcome = TargetOutcome {
             channel_id: t.binding.channel_id.clone(),
             ..TargetOutcome::default()
