@@ -422,7 +422,9 @@ impl RoomKit {
             }
         }
 
-        // Lazy participant record for an external sender (D18).
+        // Lazy participant record for an external sender (D18). A record
+        // created here is removed again if the pass ends up storing nothing.
+        let mut created_participant: Option<ParticipantId> = None;
         if let (
             PassKind::External {
                 sender: Some(address),
@@ -432,16 +434,23 @@ impl RoomKit {
             && event.source.participant_id.is_none()
             && !address.is_empty()
         {
-            let p = self
+            let (p, created) = self
                 .get_or_create_participant(&room_id, binding, address)
                 .await?;
+            if created {
+                created_participant = Some(p.id.clone());
+            }
             event.source.participant_id = Some(p.id);
         }
 
         // EDIT/DELETE validation (§10.3); nothing is stored on failure (D12).
         let target_update = match self.validate_mutation(&event, is_system).await? {
             Ok(t) => t,
-            Err(reason) => return Ok(self.refuse(&room_id, reason)),
+            Err(reason) => {
+                return Ok(self
+                    .refuse_discarding(&room_id, reason, created_participant.as_ref())
+                    .await);
+            }
         };
 
         // Step 8: identity and index.
@@ -515,7 +524,15 @@ impl RoomKit {
                 .await
             {
                 Ok(o) => o,
-                Err(()) => return Ok(self.refuse(&room_id, BlockReason::ProcessTimeout)),
+                Err(()) => {
+                    return Ok(self
+                        .refuse_discarding(
+                            &room_id,
+                            BlockReason::ProcessTimeout,
+                            created_participant.as_ref(),
+                        )
+                        .await);
+                }
             };
             event = match outcome.payload {
                 HookPayload::Event(modified) if !Arc::ptr_eq(&modified, &original) => {
@@ -555,7 +572,13 @@ impl RoomKit {
 
         // The pre-commit phase ends here; past the deadline nothing is written.
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(self.refuse(&room_id, BlockReason::ProcessTimeout));
+            return Ok(self
+                .refuse_discarding(
+                    &room_id,
+                    BlockReason::ProcessTimeout,
+                    created_participant.as_ref(),
+                )
+                .await);
         }
 
         let mut next_index = event.index + 1;
@@ -666,6 +689,24 @@ impl RoomKit {
         PassOutcome::Refused(reason)
     }
 
+    /// Refuses a pass that may have created its sender's participant record
+    /// on the way: the record is removed again, so a refused event leaves
+    /// no durable trace (RFC §13.6 for process_timeout, D12 for rejected
+    /// EDIT/DELETE). The caller holds the room lock.
+    async fn refuse_discarding(
+        &self,
+        room_id: &RoomId,
+        reason: BlockReason,
+        created_participant: Option<&ParticipantId>,
+    ) -> PassOutcome {
+        if let Some(id) = created_participant
+            && let Err(e) = self.inner.store.delete_participant(room_id, id).await
+        {
+            tracing::error!(target: "roomkit.store", room_id = %room_id, participant_id = %id, error = %e, "removing the participant of a refused event failed");
+        }
+        self.refuse(room_id, reason)
+    }
+
     /// Stores one injected event (D7): next index, DELIVERED, source
     /// `system`, no BEFORE_BROADCAST, delivered only to its targets.
     #[allow(clippy::too_many_arguments)]
@@ -749,15 +790,15 @@ impl RoomKit {
         Ok(stored)
     }
 
-    /// Finds or creates the participant of a sender address (D18). An
-    /// existing record is never re-homed; the channel is recorded in
-    /// `connected_via` (RFC §5.5).
+    /// Finds or creates the participant of a sender address (D18); the flag
+    /// says whether it was created now. An existing record is never
+    /// re-homed; the channel is recorded in `connected_via` (RFC §5.5).
     async fn get_or_create_participant(
         &self,
         room_id: &RoomId,
         binding: &ChannelBinding,
         address: &str,
-    ) -> Result<Participant> {
+    ) -> Result<(Participant, bool)> {
         let store = &self.inner.store;
         if let Some(mut p) = store
             .find_participant_by_address(room_id, &binding.channel_type, address)
@@ -770,7 +811,7 @@ impl RoomKit {
                 p.connected_via.push(binding.channel_id.clone());
                 p = store.update_participant(p).await?;
             }
-            return Ok(p);
+            return Ok((p, false));
         }
         let p = Participant {
             id: ParticipantId::from(self.new_id("par")),
@@ -792,7 +833,7 @@ impl RoomKit {
             channel_type: Some(binding.channel_type.clone()),
         };
         match store.create_participant(p).await {
-            Ok(p) => Ok(p),
+            Ok(p) => Ok((p, true)),
             Err(StoreError::Conflict { .. }) => {
                 Err(RoomKitError::Internal("participant id collision".into()))
             }
