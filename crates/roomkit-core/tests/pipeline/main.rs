@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broadcast;
+mod chain_depth;
 mod edit_delete;
 mod inbound;
+mod routing;
 mod support;
