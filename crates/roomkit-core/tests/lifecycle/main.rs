@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod concurrency;
 mod content;
+mod crosscut;
+mod indexing;
 mod room;
 mod util;

@@ -340,11 +340,24 @@ impl<T, F: std::future::Future<Output = StoreResult<T>>> NowOrNever<T> for F {
 #[derive(Default)]
 pub struct CountingLocks {
     inner: InMemoryLockManager,
+    /// Current holders.
     pub held: Arc<AtomicUsize>,
+    /// Most holders seen at once.
     pub max_held: Arc<AtomicUsize>,
+    /// Acquisitions so far.
     pub acquired: Arc<AtomicUsize>,
     /// Claims to coordinate several processes.
     pub distributed: bool,
+}
+
+impl CountingLocks {
+    /// A lock manager that claims to coordinate several processes.
+    pub fn distributed() -> Self {
+        Self {
+            distributed: true,
+            ..Self::default()
+        }
+    }
 }
 
 struct Held {
