@@ -685,6 +685,11 @@ async fn run_async_hook(kit: RoomKit, hook: Arc<HookRegistration>, input: HookIn
 
 /// Best-effort text of a panic payload.
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    // `&Box<dyn Any>` coerces to a `dyn Any` that is the box itself, which
+    // is what callers holding a caught panic pass: look inside it.
+    if let Some(inner) = p.downcast_ref::<Box<dyn std::any::Any + Send>>() {
+        return panic_message(inner.as_ref());
+    }
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -112,6 +112,8 @@ struct Block {
     blocked_by: String,
     reason: BlockReason,
     detail: Option<String>,
+    /// The blocking hook's own metadata, kept on the event under `hook`.
+    metadata: Map,
 }
 
 fn category_lookup(
@@ -488,6 +490,7 @@ impl RoomKit {
                 blocked_by: CHAIN_DEPTH_LIMIT.into(),
                 reason: BlockReason::ChainDepth,
                 detail: None,
+                metadata: Map::new(),
             });
         } else if self
             .inner
@@ -546,6 +549,7 @@ impl RoomKit {
                     blocked_by: name.clone(),
                     reason: BlockReason::Hook,
                     detail: result.reason.clone(),
+                    metadata: result.metadata.clone(),
                 });
                 hook_results.push((name, result));
             }
@@ -560,12 +564,14 @@ impl RoomKit {
                     blocked_by: "source_read_only".into(),
                     reason: BlockReason::Permission,
                     detail: None,
+                    metadata: Map::new(),
                 });
             } else if b.muted {
                 block = Some(Block {
                     blocked_by: "source_muted".into(),
                     reason: BlockReason::Permission,
                     detail: None,
+                    metadata: Map::new(),
                 });
             }
         }
@@ -591,6 +597,11 @@ impl RoomKit {
                     event
                         .metadata
                         .insert("block_reason".into(), detail.clone().into());
+                }
+                if !b.metadata.is_empty() {
+                    event
+                        .metadata
+                        .insert("hook".into(), b.metadata.clone().into());
                 }
                 let stored = store.add_event(event, None).await?;
                 tracing::info!(target: "roomkit.core.framework", room_id = %room_id, event_id = %stored.id, index = stored.index, blocked_by = %b.blocked_by, "event stored as blocked");

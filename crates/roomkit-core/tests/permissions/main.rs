@@ -5,4 +5,5 @@
 
 mod access;
 mod channels;
+mod hooks;
 mod support;
