@@ -7,6 +7,7 @@
 mod broadcast;
 mod chain_depth;
 mod edit_delete;
+mod flows;
 mod inbound;
 mod routing;
 mod support;
