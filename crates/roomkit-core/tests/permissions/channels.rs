@@ -274,6 +274,65 @@ async fn c34_response_stream_pipes_live_then_stores_once() {
     assert_eq!(reply.parent_event_id.as_ref(), Some(&msgs[0].id));
 }
 
+/// C-34 with C-48 and C-50: a stream obeys the responder's binding: a
+/// whispering AI streams only to the channels its visibility names, and a
+/// muted AI streams to nobody and its text is stored BLOCKED.
+#[tokio::test]
+async fn c34_response_stream_obeys_visibility_and_mute() {
+    for mute in [false, true] {
+        let sms = RecordingChannel::sms("sms");
+        let ws = RecordingChannel::websocket("ws");
+        ws.accept_streams(true);
+        let live = LiveSink::default();
+        let ai = RecordingChannel::ai("ai");
+        ai.respond_with(|e, _| {
+            if e.event_type == EventType::Message {
+                ChannelOutput::stream(text_stream(&["psst ", "agent"]))
+            } else {
+                ChannelOutput::empty()
+            }
+        });
+        let kit = RoomKit::builder()
+            .channel(sms.arc())
+            .channel(ws.arc())
+            .channel(Arc::new(live.clone()))
+            .channel(ai.arc())
+            .build()
+            .unwrap();
+        let ai_opts = AttachOptions {
+            visibility: "ws".parse().unwrap(),
+            muted: mute,
+            ..AttachOptions::default()
+        };
+        let room = room_with(
+            &kit,
+            "r",
+            &[("sms", rw()), ("ws", rw()), ("live", rw()), ("ai", ai_opts)],
+        )
+        .await;
+        say(&kit, &room, "sms", "hi").await;
+        kit.idle().await;
+
+        assert!(live.chunks.lock().is_empty(), "mute={mute}");
+        assert_eq!(*live.delivered.lock(), vec!["hi".to_string()]);
+        assert!(sms.delivered().is_empty(), "mute={mute}");
+        let expected_ws: Vec<&str> = if mute {
+            vec!["hi"]
+        } else {
+            vec!["hi", "psst agent"]
+        };
+        assert_eq!(ws.delivered_texts(), expected_ws, "mute={mute}");
+        let reply = messages(&kit, &room).await.pop().unwrap();
+        assert_eq!(reply.content.as_text(), Some("psst agent"));
+        if mute {
+            assert_eq!(reply.status, EventStatus::Blocked);
+            assert_eq!(reply.blocked_by.as_deref(), Some("source_muted"));
+        } else {
+            assert_eq!(reply.status, EventStatus::Delivered);
+        }
+    }
+}
+
 /// C-35: metadata_updates from a channel's output are merged into the
 /// room's metadata, even when the channel is muted (a side effect).
 #[tokio::test]
