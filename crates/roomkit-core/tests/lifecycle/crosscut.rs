@@ -598,10 +598,11 @@ fn c112_core_has_no_web_framework_dependency() {
             section = line.to_owned();
             continue;
         }
-        if section.contains("dependencies") && !line.is_empty() && !line.starts_with('#') {
-            if let Some((name, _)) = line.split_once('=') {
-                deps.push((section.clone(), name.trim().to_owned()));
-            }
+        if section.contains("dependencies")
+            && !line.starts_with('#')
+            && let Some((name, _)) = line.split_once('=')
+        {
+            deps.push((section.clone(), name.trim().to_owned()));
         }
     }
     assert!(deps.iter().any(|(_, n)| n == "tokio"), "parsed: {deps:?}");

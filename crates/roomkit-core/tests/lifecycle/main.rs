@@ -8,5 +8,6 @@ mod concurrency;
 mod content;
 mod crosscut;
 mod indexing;
+mod model_ops;
 mod room;
 mod util;
