@@ -1,14 +1,51 @@
-//! Benchmark runner: `roomkit-bench <workload>` prints one JSON line per run.
+//! Benchmark runner: `roomkit-bench <workload> [--key value ...]` prints one
+//! JSON line per run on stdout (logs go to stderr).
+//!
+//! Workloads are grouped by module: `inbound` (core pipeline and memory),
+//! `audio` (per-frame DSP), `store` (SQL stores), `server` (load through the
+//! real server binary).
+
+// The same allocator the `roomkit` binary ships with, so figures match.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audio;
+mod common;
+mod inbound;
+mod store;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(workload) = args.first() else {
-        eprintln!("usage: roomkit-bench <workload> [options]");
+    let Some(workload) = args.first().cloned() else {
+        eprintln!("usage: roomkit-bench <workload> [--key value ...]");
+        eprintln!(
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read"
+        );
         return std::process::ExitCode::from(2);
     };
-    match audio::run(workload) {
+    let opts = match common::Options::parse(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("roomkit-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = inbound::run(&workload, &opts)
+        .and_then(|done| {
+            if done {
+                Ok(true)
+            } else {
+                audio::run(&workload)
+            }
+        })
+        .and_then(|done| {
+            if done {
+                Ok(true)
+            } else {
+                store::run(&workload, &opts)
+            }
+        });
+    match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("unknown workload {workload:?}");

@@ -584,7 +584,7 @@ impl HookEngine {
                 kit: kit.clone(),
             };
             let kit2 = kit.clone();
-            kit.spawn(async move { run_async_hook(kit2, hook, input).await });
+            kit.spawn(Box::pin(run_async_hook(kit2, hook, input)));
         }
     }
 

@@ -411,6 +411,18 @@ impl RoomKit {
             .send(Arc::new(EphemeralEvent { room_id, event }));
     }
 
+    /// Publishes to this process's timeline subscribers an event that
+    /// another process sharing the store committed (cross-process fan-out).
+    pub fn publish_remote_event(&self, event: Arc<RoomEvent>) {
+        let _ = self.inner.bus.timeline.send(event);
+    }
+
+    /// Publishes to this process's subscribers a framework event raised by
+    /// another process sharing the store.
+    pub fn publish_remote_framework_event(&self, event: FrameworkEvent) {
+        let _ = self.inner.bus.framework.send(Arc::new(event));
+    }
+
     pub(crate) fn publish_stored(&self, event: &Arc<RoomEvent>) {
         let _ = self.inner.bus.timeline.send(event.clone());
     }
@@ -1047,13 +1059,8 @@ impl RoomKit {
             address: options.address,
             channel_type,
         };
-        let p = match self.inner.store.create_participant(p).await {
-            Ok(p) => p,
-            Err(StoreError::Conflict { kind, id }) => {
-                return Err(RoomKitError::Invalid(format!("{kind} {id} already exists")));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // A taken id stays a store conflict, so surfaces can report it as one.
+        let p = self.inner.store.create_participant(p).await?;
         drop(lock);
         self.spawn_hooks(
             HookTrigger::OnParticipantJoined,

@@ -285,7 +285,8 @@ impl RoomKit {
                 }
             };
             let room_id = job.event.room_id.clone();
-            if let Err(panic) = AssertUnwindSafe(self.execute_job(job)).catch_unwind().await {
+            let run = Box::pin(self.execute_job(job));
+            if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
                 tracing::error!(target: "roomkit.core.framework", room_id = %room_id, error = %panic_message(&panic), "delivery job panicked; the lane goes on");
             }
         }
@@ -544,8 +545,9 @@ impl RoomKit {
             deadline: None,
             group: job.group.clone(),
             exclude,
+            context: None,
         };
-        if let Err(e) = self.commit_pass(pass).await {
+        if let Err(e) = Box::pin(self.commit_pass(pass)).await {
             tracing::error!(target: "roomkit.core.framework", room_id = %job.event.room_id, channel_id = %responder, error = %e, "committing a response failed");
         }
     }

@@ -92,6 +92,9 @@ pub(crate) struct Pass {
     pub group: Arc<JobGroup>,
     /// Channels already served (streamed) that must not get it again.
     pub exclude: Vec<ChannelId>,
+    /// Context read before the lock (step 3); its participants and recent
+    /// events are reused for the hook chain, room and bindings are re-read.
+    pub context: Option<Arc<RoomContext>>,
 }
 
 pub(crate) enum PassOutcome {
@@ -148,7 +151,7 @@ impl RoomKit {
         let task = self
             .inner
             .tracker
-            .spawn(async move { kit.inbound_inner(message).await });
+            .spawn(Box::pin(async move { kit.inbound_inner(message).await }));
         task.await
             .map_err(|e| RoomKitError::Internal(format!("inbound task failed: {e}")))?
     }
@@ -166,7 +169,7 @@ impl RoomKit {
         let task = self
             .inner
             .tracker
-            .spawn(async move { kit.send_inner(request).await });
+            .spawn(Box::pin(async move { kit.send_inner(request).await }));
         task.await
             .map_err(|e| RoomKitError::Internal(format!("send task failed: {e}")))?
     }
@@ -191,10 +194,11 @@ impl RoomKit {
         // Steps 3-4: context, then the channel's conversion, both bounded.
         let ctx = match tokio::time::timeout_at(deadline, self.build_context(&room_id, None)).await
         {
-            Ok(c) => c?,
+            Ok(c) => Arc::new(c?),
             Err(_) => return Ok(refused(BlockReason::ProcessTimeout)),
         };
-        let converted = AssertUnwindSafe(channel.handle_inbound(&message, &ctx)).catch_unwind();
+        let converted =
+            AssertUnwindSafe(channel.handle_inbound(&message, ctx.as_ref())).catch_unwind();
         let mut event = match tokio::time::timeout_at(deadline, converted).await {
             Err(_) => return Ok(refused(BlockReason::ProcessTimeout)),
             Ok(Err(panic)) => {
@@ -235,6 +239,7 @@ impl RoomKit {
             deadline: Some(deadline),
             group: JobGroup::new(),
             exclude: Vec::new(),
+            context: Some(ctx),
         };
         self.run_pass(pass).await
     }
@@ -292,6 +297,7 @@ impl RoomKit {
             deadline: Some(deadline),
             group: JobGroup::new(),
             exclude: Vec::new(),
+            context: None,
         };
         self.run_pass(pass).await
     }
@@ -299,7 +305,9 @@ impl RoomKit {
     /// Runs a pass and waits for its delivery group (RFC §10.1 step 18).
     async fn run_pass(&self, pass: Pass) -> Result<InboundResult> {
         let group = pass.group.clone();
-        let outcome = self.commit_pass(pass).await?;
+        // Boxed: the commit pass is a large state machine; keeping it off the
+        // caller's future avoids copying it around.
+        let outcome = Box::pin(self.commit_pass(pass)).await?;
         group.wait().await;
         Ok(match outcome {
             PassOutcome::Refused(reason) => refused(reason),
@@ -372,6 +380,7 @@ impl RoomKit {
             deadline,
             group,
             exclude,
+            context,
         } = pass;
         let room_id = event.room_id.clone();
         let store = self.inner.store.clone();
@@ -498,19 +507,26 @@ impl RoomKit {
             .has_hooks(HookTrigger::BeforeBroadcast, &room_id)
         {
             // Step 9: BEFORE_BROADCAST in priority order.
+            let (participants, recent_events) = match &context {
+                Some(c) => (c.participants.clone(), c.recent_events.clone()),
+                None => (
+                    store.list_participants(&room_id).await?,
+                    store
+                        .list_events(
+                            &room_id,
+                            &EventQuery {
+                                last: Some(self.inner.config.context_events),
+                                ..EventQuery::default()
+                            },
+                        )
+                        .await?,
+                ),
+            };
             let ctx = Arc::new(RoomContext {
                 room: room.clone(),
                 bindings: bindings.clone(),
-                participants: store.list_participants(&room_id).await?,
-                recent_events: store
-                    .list_events(
-                        &room_id,
-                        &EventQuery {
-                            last: Some(self.inner.config.context_events),
-                            ..EventQuery::default()
-                        },
-                    )
-                    .await?,
+                participants,
+                recent_events,
             });
             let original = Arc::new(event);
             let outcome = match self

@@ -241,8 +241,124 @@ impl DeliveryResult {
     }
 }
 
-/// Per-channel delivery outcomes of one event.
-pub type DeliveryResults = BTreeMap<ChannelId, DeliveryResult>;
+/// Per-channel delivery outcomes of one event, written in JSON as an object
+/// keyed by channel id. Kept as a small vector sorted by channel id: an
+/// event has a handful of targets, and a tree node per event would cost more
+/// memory than the event itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeliveryResults(Vec<DeliveryResult>);
+
+impl DeliveryResults {
+    /// No results.
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Records (or replaces) the result of a channel.
+    pub fn insert(
+        &mut self,
+        channel_id: ChannelId,
+        mut result: DeliveryResult,
+    ) -> Option<DeliveryResult> {
+        result.channel_id = channel_id;
+        match self
+            .0
+            .binary_search_by(|r| r.channel_id.cmp(&result.channel_id))
+        {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i], result)),
+            Err(i) => {
+                self.0.insert(i, result);
+                None
+            }
+        }
+    }
+
+    /// The result of a channel.
+    pub fn get(&self, channel_id: &ChannelId) -> Option<&DeliveryResult> {
+        self.0
+            .binary_search_by(|r| r.channel_id.cmp(channel_id))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// Whether a channel has a result.
+    pub fn contains_key(&self, channel_id: &ChannelId) -> bool {
+        self.get(channel_id).is_some()
+    }
+
+    /// Number of channels with a result.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there is no result.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `(channel id, result)` pairs in channel id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ChannelId, &DeliveryResult)> {
+        self.0.iter().map(|r| (&r.channel_id, r))
+    }
+
+    /// Channel ids in order.
+    pub fn keys(&self) -> impl Iterator<Item = &ChannelId> {
+        self.0.iter().map(|r| &r.channel_id)
+    }
+
+    /// Results in channel id order.
+    pub fn values(&self) -> impl Iterator<Item = &DeliveryResult> {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Index<&ChannelId> for DeliveryResults {
+    type Output = DeliveryResult;
+
+    fn index(&self, channel_id: &ChannelId) -> &DeliveryResult {
+        match self.get(channel_id) {
+            Some(r) => r,
+            None => panic!("no delivery result for channel {channel_id}"),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a DeliveryResults {
+    type Item = (&'a ChannelId, &'a DeliveryResult);
+    type IntoIter = Box<dyn Iterator<Item = (&'a ChannelId, &'a DeliveryResult)> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl FromIterator<(ChannelId, DeliveryResult)> for DeliveryResults {
+    fn from_iter<I: IntoIterator<Item = (ChannelId, DeliveryResult)>>(iter: I) -> Self {
+        let mut out = Self::new();
+        for (k, v) in iter {
+            out.insert(k, v);
+        }
+        out
+    }
+}
+
+impl Serialize for DeliveryResults {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for r in &self.0 {
+            map.serialize_entry(&r.channel_id, r)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for DeliveryResults {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<ChannelId, DeliveryResult>::deserialize(d)?;
+        Ok(map.into_iter().collect())
+    }
+}
 
 /// An event in a room's timeline (RFC §5.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
