@@ -536,6 +536,9 @@ impl HookEngine {
                         return Ok(outcome);
                     }
                     HookAction::Modify => match r.event.take() {
+                        Some(HookPayload::Event(e)) if e.content.validate().is_err() => {
+                            Some("modify returned content that breaks the model's rules".to_owned())
+                        }
                         Some(p) if p.same_kind(&outcome.payload) => {
                             outcome.payload = p;
                             outcome.allowed.push((hook.name.clone(), r));

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod binding;
+mod channel_data;
 mod content;
 mod event;
 mod framework;
@@ -19,6 +20,7 @@ pub mod time;
 mod visibility;
 
 pub use binding::*;
+pub use channel_data::*;
 pub use content::*;
 pub use event::*;
 pub use framework::*;

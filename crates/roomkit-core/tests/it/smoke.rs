@@ -68,3 +68,45 @@ async fn ai_reply_reenters_with_depth_and_parent() {
     assert_eq!(last.parent_event_id.as_ref(), Some(&first.id));
     assert_eq!(ws.delivered_texts(), vec!["hi there".to_string()]);
 }
+
+/// C-22, C-61: a MODIFY that nests composites too deeply is a hook failure:
+/// the original event goes through unchanged and `hook_error` is emitted.
+#[tokio::test]
+async fn c22_hook_modify_with_too_deep_content_fails_open() {
+    let a = RecordingChannel::websocket("a");
+    let b = RecordingChannel::websocket("b");
+    let kit = RoomKit::builder()
+        .channel(a.arc())
+        .channel(b.arc())
+        .hook(HookRegistration::sync(
+            HookTrigger::BeforeBroadcast,
+            "nester",
+            |input: HookInput| async move {
+                let mut e = input.event().cloned().unwrap();
+                let mut c = EventContent::text("deep");
+                for _ in 0..7 {
+                    c = EventContent::Composite(CompositeContent { parts: vec![c] });
+                }
+                e.content = c;
+                Ok(HookResult::modify_event(e))
+            },
+        ))
+        .build()
+        .unwrap();
+    let log = FrameworkLog::start(&kit);
+    kit.create_room(CreateRoom::with_id("r")).await.unwrap();
+    kit.attach_channel(&"r".into(), &"a".into(), AttachOptions::default())
+        .await
+        .unwrap();
+    kit.attach_channel(&"r".into(), &"b".into(), AttachOptions::default())
+        .await
+        .unwrap();
+    let r = kit
+        .process_inbound(InboundMessage::text("a", "u", "plain").in_room("r"))
+        .await
+        .unwrap();
+    assert!(!r.blocked);
+    assert_eq!(r.event.unwrap().content.as_text(), Some("plain"));
+    assert_eq!(b.delivered_texts(), vec!["plain".to_string()]);
+    assert!(log.names().await.contains(&"hook_error"));
+}
