@@ -11,6 +11,7 @@ pub mod channel;
 pub mod clock;
 pub mod error;
 pub mod hooks;
+mod identity;
 mod kit;
 mod lane;
 pub mod lock;
@@ -26,6 +27,7 @@ pub use error::{ChannelError, HookError, Result, RoomKitError, StoreError};
 pub use hooks::{
     HookAction, HookInput, HookPayload, HookRegistration, HookResult, InjectedEvent, SideEffects,
 };
+pub use identity::IdentityUpdate;
 pub use kit::{
     AddParticipant, AttachOptions, BindingUpdate, CreateRoom, KitConfig, RoomKit, RoomKitBuilder,
     RoomUpdate, TimelineQuery,

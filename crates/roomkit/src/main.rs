@@ -1,6 +1,8 @@
 //! Entry point of the `roomkit` command.
 
 mod audio_cmd;
+mod config;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -16,15 +18,15 @@ struct Cli {
 enum Command {
     /// Audio tools for debugging calls and tuning pipelines.
     Audio(audio_cmd::AudioArgs),
-    /// Run the quickstart: a room with two WebSocket-like channels and an echo agent.
-    Quickstart,
+    /// Run the RoomKit server: REST API, WebSocket, HTTP hooks and a web chat.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Audio(args) => audio_cmd::run(args),
-        Command::Quickstart => quickstart(),
+        Command::Serve(args) => return serve::main(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -33,8 +35,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn quickstart() -> anyhow::Result<()> {
-    anyhow::bail!("quickstart is not available yet")
 }

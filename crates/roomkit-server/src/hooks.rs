@@ -1,0 +1,313 @@
+//! HTTP hooks: hooks written in any language, reached by POSTing the hook
+//! input as JSON to a URL. Sync hooks answer with a decision; async hooks
+//! are fire-and-forget.
+//!
+//! The engine owns ordering and the hook timeout. This adapter adds what is
+//! specific to HTTP: the wire format, and the `on_error` policy (a sync hook
+//! with `on_error = "block"` turns a failure into a block named after it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use roomkit_core::hooks::{AsyncHook, SyncHook};
+use roomkit_core::model::{
+    ChannelId, EventContent, EventType, FrameworkEvent, HookExecution, HookTrigger, Map,
+    Observation, Room, RoomEvent, Task,
+};
+use roomkit_core::{
+    HookError, HookInput, HookPayload, HookRegistration, HookResult, InjectedEvent, SideEffects,
+};
+use serde::Deserialize;
+
+use crate::error::ServerError;
+
+/// What a failed or timed-out sync hook means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Let the event through (fail open).
+    #[default]
+    Allow,
+    /// Block the event, with the hook's name as `blocked_by`.
+    Block,
+}
+
+/// A validated HTTP hook.
+#[derive(Debug, Clone)]
+pub struct HttpHookConfig {
+    /// Name (the `blocked_by` of what it blocks).
+    pub name: String,
+    /// When it fires.
+    pub trigger: HookTrigger,
+    /// Sync (decides) or async (observes).
+    pub execution: HookExecution,
+    /// Where to POST.
+    pub url: reqwest::Url,
+    /// How long to wait for an answer.
+    pub timeout: Duration,
+    /// Lower runs first.
+    pub priority: i32,
+    /// Failure policy of a sync hook.
+    pub on_error: OnError,
+}
+
+impl HttpHookConfig {
+    /// Checks the URL scheme and parses it.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] for a URL that is not `http(s)://...`.
+    pub fn parse_url(url: &str) -> Result<reqwest::Url, ServerError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| ServerError::config("url", format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(ServerError::config(
+                "url",
+                format!("{url:?} must be an http:// or https:// URL with a host"),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// The engine registration of this hook.
+    pub fn registration(self, client: reqwest::Client) -> HookRegistration {
+        let name = self.name.clone();
+        let trigger = self.trigger;
+        let priority = self.priority;
+        let timeout = self.timeout;
+        let hook = Arc::new(HttpHook {
+            config: self,
+            client,
+        });
+        match hook.config.execution {
+            HookExecution::Sync => {
+                // With `block`, the adapter applies the timeout itself (so it
+                // can block); the engine's limit is only a backstop.
+                let engine_timeout = if hook.config.on_error == OnError::Block {
+                    timeout + Duration::from_secs(1)
+                } else {
+                    timeout
+                };
+                HookRegistration::sync(trigger, name, SyncAdapter(hook))
+                    .priority(priority)
+                    .timeout(engine_timeout)
+            }
+            HookExecution::Async => HookRegistration::async_hook(trigger, name, AsyncAdapter(hook))
+                .priority(priority)
+                .timeout(timeout),
+        }
+    }
+}
+
+struct HttpHook {
+    config: HttpHookConfig,
+    client: reqwest::Client,
+}
+
+/// The answer of a sync HTTP hook.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    action: Action,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    inject: Vec<Inject>,
+    #[serde(default)]
+    tasks: Vec<Task>,
+    #[serde(default)]
+    observations: Vec<Observation>,
+    #[serde(default)]
+    event: Option<RoomEvent>,
+    #[serde(default)]
+    metadata_updates: Map,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    Allow,
+    Block,
+    Modify,
+}
+
+#[derive(Debug, Deserialize)]
+struct Inject {
+    content: EventContent,
+    #[serde(default)]
+    target_channel_ids: Option<Vec<ChannelId>>,
+}
+
+enum Failure {
+    Timeout,
+    Error(String),
+}
+
+impl HttpHook {
+    async fn request_body(&self, input: &HookInput) -> serde_json::Value {
+        let room: Option<Room> = match (&input.payload, &input.context) {
+            (HookPayload::Room(r), _) => Some(r.clone()),
+            (_, Some(ctx)) => Some(ctx.room.clone()),
+            _ => match &input.room_id {
+                Some(id) => input.kit.get_room(id).await.ok(),
+                None => None,
+            },
+        };
+        let (event, payload) = match &input.payload {
+            HookPayload::Event(e) => (serde_json::to_value(&**e).ok(), None),
+            HookPayload::Room(_) => (None, None),
+            HookPayload::Binding(b) => (None, serde_json::to_value(b).ok()),
+            HookPayload::Participant(p) => (None, serde_json::to_value(p).ok()),
+            HookPayload::Task(t) => (None, serde_json::to_value(t).ok()),
+            HookPayload::Text(t) => (None, Some(serde_json::Value::String(t.clone()))),
+            HookPayload::Json(v) => (None, Some(v.clone())),
+            _ => (None, None),
+        };
+        serde_json::json!({
+            "hook": self.config.name,
+            "trigger": self.config.trigger,
+            "room": room,
+            "event": event,
+            "payload": payload,
+        })
+    }
+
+    async fn post(&self, input: &HookInput) -> Result<Vec<u8>, Failure> {
+        let body = self.request_body(input).await;
+        let call = async {
+            let response = self
+                .client
+                .post(self.config.url.clone())
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| Failure::Error(format!("request failed: {e}")))?;
+            let status = response.status();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| Failure::Error(format!("reading the answer failed: {e}")))?;
+            if !status.is_success() {
+                return Err(Failure::Error(format!("answered HTTP {}", status.as_u16())));
+            }
+            Ok(bytes.to_vec())
+        };
+        match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    fn decide(&self, answer: Answer, input: &HookInput) -> Result<HookResult, String> {
+        let mut result = match answer.action {
+            Action::Allow => HookResult::allow(),
+            Action::Block => HookResult::block(
+                answer
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("blocked by hook {}", self.config.name)),
+            ),
+            Action::Modify => {
+                let Some(event) = answer.event else {
+                    return Err("`modify` needs an `event`".into());
+                };
+                if !matches!(input.payload, HookPayload::Event(_)) {
+                    return Err("`modify` is only possible for event triggers".into());
+                }
+                let mut r = HookResult::modify_event(event);
+                r.reason = answer.reason.clone();
+                r
+            }
+        };
+        for inj in answer.inject {
+            inj.content.validate().map_err(|e| format!("inject: {e}"))?;
+            result.injected_events.push(InjectedEvent {
+                event: RoomEvent::system(EventType::Message, inj.content),
+                target_channel_ids: inj.target_channel_ids,
+            });
+        }
+        result.tasks = answer.tasks;
+        result.observations = answer.observations;
+        result.metadata_updates = answer.metadata_updates;
+        Ok(result)
+    }
+
+    /// Reports a failure the engine did not see (on_error = block).
+    fn report(&self, input: &HookInput, failure: &Failure) {
+        let event = match failure {
+            Failure::Timeout => FrameworkEvent::HookTimeout {
+                hook_name: self.config.name.clone(),
+                trigger: self.config.trigger,
+                timeout_ms: self.config.timeout.as_millis() as u64,
+            },
+            Failure::Error(e) => FrameworkEvent::HookError {
+                hook_name: self.config.name.clone(),
+                trigger: self.config.trigger,
+                error: e.clone(),
+            },
+        };
+        input.kit.publish_remote_framework_event(event);
+    }
+}
+
+struct SyncAdapter(Arc<HttpHook>);
+
+#[async_trait]
+impl SyncHook for SyncAdapter {
+    async fn call(&self, input: HookInput) -> Result<HookResult, HookError> {
+        let hook = &self.0;
+        let outcome = match hook.post(&input).await {
+            Ok(bytes) => match serde_json::from_slice::<Answer>(&bytes) {
+                Ok(answer) => hook.decide(answer, &input).map_err(Failure::Error),
+                Err(e) => Err(Failure::Error(format!("unreadable answer: {e}"))),
+            },
+            Err(f) => Err(f),
+        };
+        match outcome {
+            Ok(result) => Ok(result),
+            Err(failure) => {
+                let message = match &failure {
+                    Failure::Timeout => {
+                        format!("no answer within {} ms", hook.config.timeout.as_millis())
+                    }
+                    Failure::Error(e) => e.clone(),
+                };
+                tracing::warn!(target: "roomkit.server.hooks", hook = %hook.config.name, url = %hook.config.url, error = %message, on_error = ?hook.config.on_error, "http hook failed");
+                match hook.config.on_error {
+                    OnError::Block => {
+                        hook.report(&input, &failure);
+                        Ok(HookResult::block(format!(
+                            "hook {} failed: {message}",
+                            hook.config.name
+                        )))
+                    }
+                    OnError::Allow => match failure {
+                        // The engine reports errors itself; a timeout is
+                        // reported here because the adapter's own limit
+                        // fired first.
+                        Failure::Timeout => {
+                            hook.report(&input, &failure);
+                            Ok(HookResult::allow())
+                        }
+                        Failure::Error(e) => Err(HookError::new(e)),
+                    },
+                }
+            }
+        }
+    }
+}
+
+struct AsyncAdapter(Arc<HttpHook>);
+
+#[async_trait]
+impl AsyncHook for AsyncAdapter {
+    async fn call(&self, input: HookInput) -> Result<SideEffects, HookError> {
+        match self.0.post(&input).await {
+            Ok(_) => Ok(SideEffects::default()),
+            Err(Failure::Timeout) => Err(HookError::new(format!(
+                "no answer within {} ms",
+                self.0.config.timeout.as_millis()
+            ))),
+            Err(Failure::Error(e)) => Err(HookError::new(e)),
+        }
+    }
+}

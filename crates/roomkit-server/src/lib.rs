@@ -1,0 +1,261 @@
+//! The RoomKit server: a thin HTTP surface over the engine.
+//!
+//! It translates REST calls, WebSocket frames and HTTP hook calls into calls
+//! of [`roomkit_core::RoomKit`] and back; every rule lives in the core. This
+//! crate is the only one that knows HTTP status codes.
+//!
+//! Start one with [`Server::new`] and [`Server::run`]; register the
+//! [`WebSocketChannel`]s with the engine first, all sharing one
+//! [`ConnectionRegistry`].
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod hooks;
+pub mod metrics;
+pub mod openapi;
+pub mod state;
+pub mod ui;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use roomkit_core::RoomKit;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{ApiError, ServerError};
+pub use hooks::{HttpHookConfig, OnError};
+pub use state::AppState;
+pub use ws::{ConnectionRegistry, WebSocketChannel};
+
+/// Default limit of request bodies and WebSocket messages: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// How the server listens and guards its endpoints.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub addr: SocketAddr,
+    /// Key REST and WebSocket clients must present, when set.
+    pub api_key: Option<auth::ApiKey>,
+    /// Requests per second per key, when set.
+    pub rate_limit_per_key: Option<u32>,
+    /// Largest request body.
+    pub body_limit: usize,
+    /// Largest WebSocket message.
+    pub frame_limit: usize,
+    /// How long shutdown waits for open requests and connections.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_key: None,
+            rate_limit_per_key: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            frame_limit: DEFAULT_BODY_LIMIT,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configured server, ready to run.
+pub struct Server {
+    state: AppState,
+    options: ServerOptions,
+}
+
+/// An HTTP client for hooks, with the TLS backend set up.
+///
+/// # Errors
+/// When the client cannot be built.
+pub fn http_client() -> Result<reqwest::Client, ServerError> {
+    // Installing twice is harmless: the first provider stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ServerError::config("http client", e.to_string()))
+}
+
+impl Server {
+    /// A server over `kit`, whose WebSocket channels use `connections`.
+    pub fn new(kit: RoomKit, connections: Arc<ConnectionRegistry>, options: ServerOptions) -> Self {
+        let state = AppState {
+            kit,
+            connections,
+            api_key: options.api_key.clone(),
+            limiter: options
+                .rate_limit_per_key
+                .map(|n| Arc::new(auth::RateLimiter::new(n))),
+            metrics: Arc::new(metrics::Metrics::default()),
+            body_limit: options.body_limit,
+            frame_limit: options.frame_limit,
+            shutdown: CancellationToken::new(),
+            ws_tasks: TaskTracker::new(),
+        };
+        Self { state, options }
+    }
+
+    /// The router (for tests that drive it without a socket).
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Listens, prints `roomkit listening on http://ADDR` on stdout once
+    /// connections are accepted, serves until `shutdown` completes, then
+    /// drains: stops accepting, finishes open requests, closes WebSocket
+    /// connections (code 1001) and shuts the engine down.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be used.
+    pub async fn run<F>(self, shutdown: F) -> Result<(), ServerError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(self.options.addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: self.options.addr.to_string(),
+                source,
+            })?;
+        let local = listener.local_addr()?;
+        let state = self.state.clone();
+        let hub = ws::spawn_hub(
+            &state.kit,
+            state.connections.clone(),
+            state.metrics.clone(),
+            state.shutdown.clone(),
+        );
+        let app = router(state.clone());
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "roomkit listening on http://{local}");
+            let _ = out.flush();
+        }
+        tracing::info!(target: "roomkit.server", addr = %local, "listening");
+        let token = state.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(target: "roomkit.server", "shutting down: no new connections");
+            // Upgraded connections are not requests: close them now.
+            token.cancel();
+        };
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        serve.await?;
+        state.ws_tasks.close();
+        if tokio::time::timeout(self.options.drain_timeout, state.ws_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(target: "roomkit.server", "websocket connections did not close in time");
+        }
+        hub.abort();
+        if tokio::time::timeout(self.options.drain_timeout, state.kit.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(target: "roomkit.server", "engine did not drain in time");
+        }
+        tracing::info!(target: "roomkit.server", "stopped");
+        Ok(())
+    }
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = if let Some(s) = err.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = err.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        "unknown panic".to_owned()
+    };
+    tracing::error!(target: "roomkit.server", panic = %detail, "a request handler panicked");
+    ApiError::internal("the server failed while handling this request").into_response()
+}
+
+/// The complete router: REST, WebSocket, health, metrics, docs and the web
+/// chat, behind the auth, metrics, body-limit and panic layers.
+pub fn router(state: AppState) -> Router {
+    use api::*;
+    let body_limit = state.body_limit;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/", get(ui::index))
+        .route("/app.js", get(ui::script))
+        .route("/style.css", get(ui::style))
+        .route("/channels", get(list_channels))
+        .route("/rooms", post(create_room).get(list_rooms))
+        .route(
+            "/rooms/{id}",
+            get(get_room).patch(update_room).delete(delete_room),
+        )
+        .route(
+            "/rooms/{id}/channels",
+            post(attach_channel).get(list_bindings),
+        )
+        .route(
+            "/rooms/{id}/channels/{cid}",
+            patch(update_binding).delete(detach_channel),
+        )
+        .route("/rooms/{id}/channels/{cid}/mute", post(mute))
+        .route("/rooms/{id}/channels/{cid}/unmute", post(unmute))
+        .route("/rooms/{id}/events", post(send_event))
+        .route("/rooms/{id}/events/{eid}", get(get_event))
+        .route("/rooms/{id}/timeline", get(timeline))
+        .route(
+            "/rooms/{id}/participants",
+            post(add_participant).get(list_participants),
+        )
+        .route(
+            "/rooms/{id}/participants/{pid}",
+            axum::routing::delete(remove_participant),
+        )
+        .route(
+            "/rooms/{id}/participants/{pid}/resolve",
+            post(resolve_participant),
+        )
+        .route("/rooms/{id}/tasks", get(list_tasks))
+        .route("/tasks/{id}", patch(update_task))
+        .route("/rooms/{id}/observations", get(list_observations))
+        .route("/identities", post(create_identity))
+        .route("/identities/resolve", get(resolve_identity))
+        .route("/identities/{id}", get(get_identity).patch(update_identity))
+        .route("/webhooks/{channel_type}/{provider}", post(webhook))
+        .route("/webhooks/{channel_type}/{provider}/status", post(webhook))
+        .route("/ws/{room_id}", get(ws::upgrade))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}

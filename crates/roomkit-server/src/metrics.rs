@@ -1,0 +1,194 @@
+//! Counters of the server, written as Prometheus text at `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use dashmap::DashMap;
+
+use crate::state::AppState;
+
+/// Request and connection counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: DashMap<(String, String, u16), AtomicU64>,
+    request_seconds_sum: AtomicU64,
+    request_count: AtomicU64,
+    ws_open: AtomicI64,
+    ws_total: AtomicU64,
+    ws_frames_in: AtomicU64,
+    ws_frames_out: AtomicU64,
+    ws_resyncs: AtomicU64,
+    rate_limited: AtomicU64,
+    events_seen: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one answered request.
+    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+        self.request_count.fetch_add(1, Ordering::Relaxed);
+        self.request_seconds_sum
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A WebSocket connection opened.
+    pub fn ws_opened(&self) {
+        self.ws_open.fetch_add(1, Ordering::Relaxed);
+        self.ws_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket connection closed.
+    pub fn ws_closed(&self) {
+        self.ws_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A frame arrived from a client.
+    pub fn frame_in(&self) {
+        self.ws_frames_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A frame was sent to a client.
+    pub fn frame_out(&self) {
+        self.ws_frames_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection re-read the store to close a gap.
+    pub fn resync(&self) {
+        self.ws_resyncs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused by the rate limiter.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stored event reached the connection hub.
+    pub fn event_seen(&self) {
+        self.events_seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_http_requests_total HTTP requests answered."
+        );
+        let _ = writeln!(out, "# TYPE roomkit_http_requests_total counter");
+        let mut rows: Vec<_> = self
+            .requests
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        rows.sort();
+        for ((method, route, status), n) in rows {
+            let _ = writeln!(
+                out,
+                "roomkit_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                route.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+        let sum = self.request_seconds_sum.load(Ordering::Relaxed) as f64 / 1e6;
+        let count = self.request_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_http_request_duration_seconds Time to answer HTTP requests."
+        );
+        let _ = writeln!(out, "# TYPE roomkit_http_request_duration_seconds summary");
+        let _ = writeln!(out, "roomkit_http_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "roomkit_http_request_duration_seconds_count {count}");
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        gauge(
+            &mut out,
+            "roomkit_ws_connections",
+            "Open WebSocket connections.",
+            self.ws_open.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_ws_connections_total",
+            "WebSocket connections accepted.",
+            self.ws_total.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_ws_frames_received_total",
+            "WebSocket frames received from clients.",
+            self.ws_frames_in.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_ws_frames_sent_total",
+            "WebSocket frames sent to clients.",
+            self.ws_frames_out.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_ws_resyncs_total",
+            "Times a connection re-read the store to close a gap.",
+            self.ws_resyncs.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_rate_limited_total",
+            "Requests refused by the per-key rate limit.",
+            self.rate_limited.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_events_stored_total",
+            "Stored room events seen by this server.",
+            self.events_seen.load(Ordering::Relaxed),
+        );
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                &mut out,
+                "process_resident_memory_bytes",
+                "Resident memory of the server process.",
+                rss,
+            );
+        }
+        out
+    }
+}
+
+/// Resident memory of this process, from `/proc` (Linux only).
+fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The middleware that counts every answered request by route template.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    state.metrics.request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}

@@ -1,0 +1,34 @@
+//! The shared state of the HTTP surface.
+
+use std::sync::Arc;
+
+use roomkit_core::RoomKit;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{ApiKey, RateLimiter};
+use crate::metrics::Metrics;
+use crate::ws::ConnectionRegistry;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine every endpoint calls.
+    pub kit: RoomKit,
+    /// Live WebSocket connections by room.
+    pub connections: Arc<ConnectionRegistry>,
+    /// The API key, when one is required.
+    pub api_key: Option<ApiKey>,
+    /// Per-key request limiter, when configured.
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// Counters served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Largest accepted WebSocket message, in bytes.
+    pub frame_limit: usize,
+    /// Cancelled when the server shuts down (closes WebSocket connections).
+    pub shutdown: CancellationToken,
+    /// WebSocket connection tasks, awaited on shutdown.
+    pub ws_tasks: TaskTracker,
+}

@@ -1,0 +1,716 @@
+//! The WebSocket transport: the `websocket` channel, its connection
+//! registry, the hub that fans stored events out to connections, and the
+//! per-connection protocol of `GET /ws/{room_id}`.
+//!
+//! A connection is a live view of its room's timeline through its channel's
+//! permissions: every stored event the channel may see, in index order,
+//! without gaps, its own sent events included. Each connection tracks the
+//! next index it owes its client. Live events come from one hub task that
+//! follows the engine's timeline stream (and from `deliver()`); anything
+//! out of order, dropped by a full queue or lost by a lagging stream is
+//! re-read from the store, which always holds every published event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use dashmap::DashMap;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use roomkit_core::model::{
+    ChannelBinding, ChannelCapabilities, ChannelCategory, ChannelId, ChannelType, EventContent,
+    EventType, Map, ParticipantId, RoomEvent, RoomId, SystemContent,
+};
+use roomkit_core::store::Reader;
+use roomkit_core::{
+    Channel, ChannelError, ChannelOutput, EphemeralEvent, RoomContext, RoomKit, SendEvent,
+    TimelineQuery,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Params, parse_json};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// Close code for an unknown room or a channel not attached to it.
+pub const CLOSE_NOT_FOUND: u16 = 4404;
+/// Close code for a message over the size limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code when the server shuts down.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Queue bound of one connection; when full the connection re-reads the
+/// store instead of receiving more live events.
+const CONNECTION_QUEUE: usize = 256;
+/// Events read from the store per catch-up page.
+const CATCH_UP_PAGE: usize = 500;
+
+/// What the hub hands a connection.
+enum Feed {
+    /// A stored event and its ready-made `{"type":"event"}` frame.
+    Event(Arc<RoomEvent>, Utf8Bytes),
+    /// A ready-made `{"type":"ephemeral"}` frame.
+    Ephemeral(Utf8Bytes),
+}
+
+#[derive(Clone)]
+struct Handle {
+    channel_id: ChannelId,
+    tx: mpsc::Sender<Feed>,
+    resync: Arc<Notify>,
+}
+
+/// The live WebSocket connections, by room.
+#[derive(Default)]
+pub struct ConnectionRegistry {
+    rooms: DashMap<RoomId, HashMap<u64, Handle>>,
+    next_id: AtomicU64,
+}
+
+/// A registered connection; unregisters itself when dropped.
+pub struct Registration {
+    /// Connection id, unique in this process.
+    pub id: u64,
+    room_id: RoomId,
+    rx: mpsc::Receiver<Feed>,
+    resync: Arc<Notify>,
+    registry: Arc<ConnectionRegistry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.unregister_connection(&self.room_id, self.id);
+    }
+}
+
+#[derive(Serialize)]
+struct EventFrame<'a> {
+    r#type: &'static str,
+    event: &'a RoomEvent,
+}
+
+fn frame_of(kind: &'static str, event: &RoomEvent) -> Utf8Bytes {
+    let frame = EventFrame {
+        r#type: kind,
+        event,
+    };
+    // Serializing a model value into a string cannot fail: every map key is
+    // a string and there are no non-finite floats in stored events.
+    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
+}
+
+impl ConnectionRegistry {
+    /// An empty registry.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Registers a connection of `channel_id` in `room_id`.
+    pub fn register_connection(
+        self: &Arc<Self>,
+        room_id: &RoomId,
+        channel_id: &ChannelId,
+    ) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        let resync = Arc::new(Notify::new());
+        self.rooms.entry(room_id.clone()).or_default().insert(
+            id,
+            Handle {
+                channel_id: channel_id.clone(),
+                tx,
+                resync: resync.clone(),
+            },
+        );
+        Registration {
+            id,
+            room_id: room_id.clone(),
+            rx,
+            resync,
+            registry: self.clone(),
+        }
+    }
+
+    /// Removes a connection.
+    pub fn unregister_connection(&self, room_id: &RoomId, id: u64) {
+        let empty = match self.rooms.get_mut(room_id) {
+            Some(mut conns) => {
+                conns.remove(&id);
+                conns.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.rooms.remove_if(room_id, |_, conns| conns.is_empty());
+        }
+    }
+
+    /// Connections open in a room.
+    pub fn connection_count(&self, room_id: &RoomId) -> usize {
+        self.rooms.get(room_id).map_or(0, |c| c.len())
+    }
+
+    /// Connections open in all rooms.
+    pub fn total_connections(&self) -> usize {
+        self.rooms.iter().map(|c| c.len()).sum()
+    }
+
+    /// Hands a stored event to the room's connections (of one channel only,
+    /// when given). Never waits: a full connection is told to resync.
+    pub fn dispatch(&self, event: &Arc<RoomEvent>, only: Option<&ChannelId>) {
+        let Some(conns) = self.rooms.get(&event.room_id) else {
+            return;
+        };
+        let frame = frame_of("event", event);
+        for h in conns.values() {
+            if only.is_some_and(|c| c != &h.channel_id) {
+                continue;
+            }
+            if h.tx
+                .try_send(Feed::Event(event.clone(), frame.clone()))
+                .is_err()
+            {
+                h.resync.notify_one();
+            }
+        }
+    }
+
+    /// Hands a typing or presence notice to the room's connections; dropped
+    /// for connections whose queue is full.
+    pub fn dispatch_ephemeral(&self, event: &EphemeralEvent) {
+        let Some(conns) = self.rooms.get(&event.room_id) else {
+            return;
+        };
+        let frame = frame_of("ephemeral", &event.event);
+        for h in conns.values() {
+            let _ = h.tx.try_send(Feed::Ephemeral(frame.clone()));
+        }
+    }
+
+    /// Tells every connection to re-read the store (the hub lagged).
+    pub fn resync_all(&self) {
+        for conns in self.rooms.iter() {
+            for h in conns.values() {
+                h.resync.notify_one();
+            }
+        }
+    }
+}
+
+/// Follows the engine's timeline and ephemeral streams and fans them out to
+/// the connections of each room, until `shutdown`.
+pub fn spawn_hub(
+    kit: &RoomKit,
+    registry: Arc<ConnectionRegistry>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut timeline = kit.subscribe_timeline();
+    let mut ephemeral = kit.subscribe_ephemeral();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = timeline.recv() => match r {
+                    Ok(event) => {
+                        metrics.event_seen();
+                        registry.dispatch(&event, None);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(target: "roomkit.server.ws", missed = n, "timeline stream lagged; connections resync from the store");
+                        registry.resync_all();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                r = ephemeral.recv() => match r {
+                    Ok(e) => registry.dispatch_ephemeral(&e),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    })
+}
+
+/// The `websocket` channel (RFC Appendix A.8): full capabilities, and a
+/// `deliver()` that hands the event to the connections of this channel.
+pub struct WebSocketChannel {
+    id: ChannelId,
+    registry: Arc<ConnectionRegistry>,
+}
+
+impl WebSocketChannel {
+    /// A WebSocket channel whose connections live in `registry`.
+    pub fn new(id: impl Into<ChannelId>, registry: Arc<ConnectionRegistry>) -> Self {
+        Self {
+            id: id.into(),
+            registry,
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for WebSocketChannel {
+    fn id(&self) -> &ChannelId {
+        &self.id
+    }
+
+    fn channel_type(&self) -> ChannelType {
+        ChannelType::Websocket
+    }
+
+    fn category(&self) -> ChannelCategory {
+        ChannelCategory::Transport
+    }
+
+    fn provider_name(&self) -> Option<&str> {
+        Some("websocket")
+    }
+
+    fn capabilities(&self) -> ChannelCapabilities {
+        ChannelCapabilities::full()
+    }
+
+    fn sender_is_participant(&self) -> bool {
+        true
+    }
+
+    async fn deliver(
+        &self,
+        event: &RoomEvent,
+        _binding: &ChannelBinding,
+        _context: &RoomContext,
+    ) -> Result<ChannelOutput, ChannelError> {
+        // Connections de-duplicate by index, so an event that also arrived
+        // through the hub is shown once.
+        self.registry
+            .dispatch(&Arc::new(event.clone()), Some(&self.id));
+        Ok(ChannelOutput::empty())
+    }
+}
+
+/// A frame from a client. Parsed once per frame and consumed at once, so
+/// the size of the `send` variant does not matter.
+#[derive(Debug, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Runs the inbound pipeline; answered by an `ack`.
+    Send {
+        /// The content.
+        content: EventContent,
+        /// Duplicate-prevention key.
+        #[serde(default)]
+        idempotency_key: Option<String>,
+        /// Echoed back in the `ack`.
+        #[serde(default)]
+        client_ref: Option<serde_json::Value>,
+        /// Correlation reference.
+        #[serde(default)]
+        correlation_id: Option<String>,
+        /// Event metadata.
+        #[serde(default)]
+        metadata: Option<Map>,
+        /// Intelligence channels asked to act.
+        #[serde(default)]
+        addressed_to: Option<Vec<ChannelId>>,
+    },
+    /// A typing notice (ephemeral, never stored).
+    Typing {},
+    /// A read receipt up to an index (stored as READ_RECEIPT).
+    Read {
+        /// Highest index read.
+        index: u64,
+    },
+    /// Answered by `pong`.
+    Ping {},
+}
+
+/// `GET /ws/{room_id}?channel_id=..[&participant_id=..][&after_index=N]`.
+///
+/// # Errors
+/// 400 when `channel_id` is missing or `after_index` is not a number. An
+/// unknown room or unattached channel is reported after the upgrade, with
+/// close code 4404.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(room_id): Path<String>,
+    params: Params,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let channel_id = ChannelId::from(params.required("channel_id")?);
+    let participant_id = params.text("participant_id").map(ParticipantId::from);
+    let after_index = params.u64("after_index")?;
+    let limit = state.frame_limit;
+    let tasks = state.ws_tasks.clone();
+    let session = Session {
+        room_id: RoomId::from(room_id),
+        channel_id,
+        participant_id,
+        state,
+        next: 0,
+        reader: None,
+        sent_close: false,
+    };
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| tasks.track_future(session.run(socket, after_index))))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+struct Session {
+    room_id: RoomId,
+    channel_id: ChannelId,
+    participant_id: Option<ParticipantId>,
+    state: AppState,
+    /// The next index this client is owed.
+    next: u64,
+    reader: Option<Reader>,
+    sent_close: bool,
+}
+
+/// The client is gone (or the connection is being closed).
+struct Gone;
+
+impl Session {
+    async fn run(mut self, socket: WebSocket, after_index: Option<u64>) {
+        let (mut sink, mut stream) = socket.split();
+        let kit = self.state.kit.clone();
+        let binding = match kit.get_room(&self.room_id).await {
+            Ok(_) => kit.get_binding(&self.room_id, &self.channel_id).await,
+            Err(e) => Err(e),
+        };
+        let binding = match binding {
+            Ok(b) if b.channel_type == ChannelType::Websocket => b,
+            Ok(_) => {
+                let reason = format!("channel {} is not a websocket channel", self.channel_id);
+                self.close(&mut sink, &mut stream, CLOSE_NOT_FOUND, &reason)
+                    .await;
+                return;
+            }
+            Err(e) => {
+                self.close(&mut sink, &mut stream, CLOSE_NOT_FOUND, &e.to_string())
+                    .await;
+                return;
+            }
+        };
+        self.reader = Some(Reader {
+            channel_id: self.channel_id.clone(),
+            category: binding.category,
+        });
+        // Register before reading the position, so nothing committed in
+        // between is missed.
+        let mut reg = self
+            .state
+            .connections
+            .register_connection(&self.room_id, &self.channel_id);
+        let metrics = self.state.metrics.clone();
+        metrics.ws_opened();
+        tracing::info!(target: "roomkit.server.ws", room_id = %self.room_id, channel_id = %self.channel_id, connection = reg.id, "websocket connected");
+        self.next = match after_index {
+            Some(n) => n.saturating_add(1),
+            None => match kit.get_room(&self.room_id).await {
+                Ok(r) => r.event_count,
+                Err(e) => {
+                    self.close(&mut sink, &mut stream, CLOSE_NOT_FOUND, &e.to_string())
+                        .await;
+                    metrics.ws_closed();
+                    return;
+                }
+            },
+        };
+        let shutdown = self.state.shutdown.clone();
+        let outcome: Result<(), Gone> = async {
+            self.catch_up(&mut sink).await?;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        self.close(&mut sink, &mut stream, CLOSE_GOING_AWAY, "server shutting down").await;
+                        return Err(Gone);
+                    }
+                    msg = stream.next() => match msg {
+                        None => return Err(Gone),
+                        Some(Ok(Message::Text(text))) => {
+                            metrics.frame_in();
+                            self.on_text(&mut sink, text.as_str()).await?;
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            metrics.frame_in();
+                            self.send_error(&mut sink, "unsupported_frame", "binary frames are not supported; send JSON text frames", None).await?;
+                        }
+                        Some(Ok(Message::Close(_))) => return Err(Gone),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            let text = e.to_string();
+                            if text.contains("too long") || text.contains("Space limit") || text.contains("apacity") {
+                                tracing::info!(target: "roomkit.server.ws", room_id = %self.room_id, error = %text, "websocket message over the limit");
+                                self.close(&mut sink, &mut stream, CLOSE_TOO_BIG, "message too big").await;
+                            } else {
+                                tracing::debug!(target: "roomkit.server.ws", room_id = %self.room_id, error = %text, "websocket read failed");
+                            }
+                            return Err(Gone);
+                        }
+                    },
+                    feed = reg.rx.recv() => match feed {
+                        Some(Feed::Event(event, frame)) => self.on_event(&mut sink, &event, Some(frame)).await?,
+                        Some(Feed::Ephemeral(frame)) => self.send(&mut sink, Message::Text(frame)).await?,
+                        None => return Err(Gone),
+                    },
+                    _ = reg.resync.notified() => {
+                        metrics.resync();
+                        self.catch_up(&mut sink).await?;
+                    }
+                }
+            }
+        }
+        .await;
+        let _ = outcome;
+        if !self.sent_close {
+            let _ = sink.close().await;
+        }
+        metrics.ws_closed();
+        tracing::info!(target: "roomkit.server.ws", room_id = %self.room_id, channel_id = %self.channel_id, connection = reg.id, "websocket disconnected");
+        drop(reg);
+    }
+
+    async fn send(&mut self, sink: &mut Sink, msg: Message) -> Result<(), Gone> {
+        sink.send(msg).await.map_err(|_| Gone)?;
+        self.state.metrics.frame_out();
+        Ok(())
+    }
+
+    async fn send_json(&mut self, sink: &mut Sink, value: serde_json::Value) -> Result<(), Gone> {
+        self.send(sink, Message::Text(Utf8Bytes::from(value.to_string())))
+            .await
+    }
+
+    async fn send_error(
+        &mut self,
+        sink: &mut Sink,
+        code: &str,
+        message: &str,
+        client_ref: Option<serde_json::Value>,
+    ) -> Result<(), Gone> {
+        let mut frame =
+            serde_json::json!({"type": "error", "error": {"code": code, "message": message}});
+        if let Some(r) = client_ref {
+            frame["client_ref"] = r;
+        }
+        self.send_json(sink, frame).await
+    }
+
+    /// Sends a close frame and waits (briefly) for the client's answer.
+    async fn close(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut futures::stream::SplitStream<WebSocket>,
+        code: u16,
+        reason: &str,
+    ) {
+        let mut reason: String = reason.chars().take(100).collect();
+        while reason.len() > 120 {
+            reason.pop();
+        }
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        self.sent_close = true;
+        if sink.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Sends what the store holds from `next` on (what the client may see).
+    async fn catch_up(&mut self, sink: &mut Sink) -> Result<(), Gone> {
+        loop {
+            let query = TimelineQuery {
+                after_index: self.next.checked_sub(1),
+                limit: Some(CATCH_UP_PAGE),
+                visible_to: None,
+            };
+            let page = match self.state.kit.timeline(&self.room_id, query).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(target: "roomkit.server.ws", room_id = %self.room_id, error = %e, "catch-up read failed");
+                    return Ok(());
+                }
+            };
+            let full = page.len() == CATCH_UP_PAGE;
+            for event in page {
+                // The store is authoritative: a hole (hard-deleted events)
+                // is skipped rather than waited for.
+                if event.index >= self.next {
+                    self.emit(sink, &event, None).await?;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        sink: &mut Sink,
+        event: &Arc<RoomEvent>,
+        frame: Option<Utf8Bytes>,
+    ) -> Result<(), Gone> {
+        if event.room_id != self.room_id || event.index < self.next {
+            return Ok(());
+        }
+        if event.index > self.next {
+            // A gap: the store holds everything up to this event.
+            self.state.metrics.resync();
+            return self.catch_up(sink).await;
+        }
+        self.emit(sink, event, frame).await
+    }
+
+    /// Sends `event` when the channel may see it and moves past it.
+    async fn emit(
+        &mut self,
+        sink: &mut Sink,
+        event: &Arc<RoomEvent>,
+        frame: Option<Utf8Bytes>,
+    ) -> Result<(), Gone> {
+        self.next = event.index + 1;
+        let visible = self.reader.as_ref().is_some_and(|r| r.may_see(event));
+        if visible {
+            let frame = frame.unwrap_or_else(|| frame_of("event", event));
+            self.send(sink, Message::Text(frame)).await?;
+        }
+        if event.event_type == EventType::ChannelDetached && detaches(event, &self.channel_id) {
+            let reason = format!("channel {} was detached from the room", self.channel_id);
+            let frame = CloseFrame {
+                code: CLOSE_NOT_FOUND,
+                reason: Utf8Bytes::from(reason),
+            };
+            self.sent_close = true;
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            return Err(Gone);
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, sink: &mut Sink, text: &str) -> Result<(), Gone> {
+        let frame: ClientFrame = match parse_json(text.as_bytes()) {
+            Ok(f) => f,
+            Err(e) => return self.send_error(sink, &e.code, &e.message, None).await,
+        };
+        let kit = self.state.kit.clone();
+        match frame {
+            ClientFrame::Ping {} => {
+                self.send_json(sink, serde_json::json!({"type": "pong"}))
+                    .await
+            }
+            ClientFrame::Send {
+                content,
+                idempotency_key,
+                client_ref,
+                correlation_id,
+                metadata,
+                addressed_to,
+            } => {
+                let request = SendEvent {
+                    room_id: self.room_id.clone(),
+                    channel_id: self.channel_id.clone(),
+                    content: Some(content),
+                    participant_id: self.participant_id.clone(),
+                    idempotency_key,
+                    correlation_id,
+                    metadata: metadata.unwrap_or_default(),
+                    addressed_to,
+                    ..SendEvent::default()
+                };
+                // Handled inline: events of this send reach the client only
+                // after its ack.
+                match kit.send_event(request).await {
+                    Ok(result) => {
+                        let ack = serde_json::json!({
+                            "type": "ack",
+                            "client_ref": client_ref,
+                            "result": result,
+                        });
+                        self.send_json(sink, ack).await
+                    }
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        let r = client_ref.unwrap_or(serde_json::Value::Null);
+                        self.send_error(sink, &e.code, &e.message, Some(r)).await
+                    }
+                }
+            }
+            ClientFrame::Typing {} => {
+                let request = SendEvent {
+                    room_id: self.room_id.clone(),
+                    channel_id: self.channel_id.clone(),
+                    content: Some(EventContent::system("typing", "typing")),
+                    event_type: Some(EventType::Typing),
+                    participant_id: self.participant_id.clone(),
+                    ..SendEvent::default()
+                };
+                match kit.send_event(request).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        self.send_error(sink, &e.code, &e.message, None).await
+                    }
+                }
+            }
+            ClientFrame::Read { index } => {
+                let mut data = Map::new();
+                data.insert("index".into(), index.into());
+                let request = SendEvent {
+                    room_id: self.room_id.clone(),
+                    channel_id: self.channel_id.clone(),
+                    content: Some(EventContent::System(SystemContent {
+                        code: "read".into(),
+                        message: format!("read up to index {index}"),
+                        data,
+                    })),
+                    event_type: Some(EventType::ReadReceipt),
+                    participant_id: self.participant_id.clone(),
+                    ..SendEvent::default()
+                };
+                match kit.send_event(request).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        self.send_error(sink, &e.code, &e.message, None).await
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// True when `event` (a CHANNEL_DETACHED marker) detaches `channel_id`.
+fn detaches(event: &RoomEvent, channel_id: &ChannelId) -> bool {
+    match &event.content {
+        EventContent::System(s) => s
+            .data
+            .get("channel_id")
+            .and_then(|v| v.as_str())
+            .is_some_and(|c| c == channel_id.as_str()),
+        _ => false,
+    }
+}

@@ -1,0 +1,831 @@
+//! The config file of `roomkit serve` (TOML), read with exactly the keys of
+//! the server contract and validated once into [`Settings`], the runtime
+//! values. Unknown keys are errors; secrets are only ever named by an
+//! environment variable, read here, once.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use roomkit_core::model::{ChannelType, HookExecution, HookTrigger};
+use roomkit_server::{HttpHookConfig, OnError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The default listening address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// The default store.
+pub const DEFAULT_STORE: &str = "sqlite://roomkit.db";
+
+/// A problem with the configuration: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("config error{}: {key}: {problem}", file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file, when the problem is in one.
+    pub file: Option<PathBuf>,
+    /// The key, e.g. `channels[1].provider`, or the flag, e.g. `--addr`.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    rooms: RoomsSection,
+    /// Kept as tables: each is read by the shape of its `type`.
+    #[serde(default)]
+    channels: Vec<toml::Table>,
+    #[serde(default)]
+    hooks: Vec<HookSection>,
+    #[serde(default)]
+    analytics: Option<AnalyticsSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    /// Listening address.
+    addr: Option<String>,
+    /// Variable holding the API key.
+    api_key_env: Option<String>,
+    /// Public URL webhooks are signed against.
+    public_url: Option<String>,
+    /// Requests per second per API key.
+    rate_limit_per_key: Option<i64>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    /// `sqlite://PATH`, `memory://` or `postgres://...`.
+    url: Option<String>,
+}
+
+/// `[rooms]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsSection {
+    /// RFC 8.3 chain-depth limit, at least 1.
+    max_chain_depth: Option<i64>,
+    /// How close to their deadline room timers fire.
+    timer_resolution_ms: Option<i64>,
+    /// Bound of the pre-commit phase of the pipeline.
+    process_timeout_ms: Option<i64>,
+}
+
+/// `[[channels]]` of type `websocket`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebSocketSection {
+    id: String,
+    #[serde(rename = "type")]
+    _type: String,
+}
+
+/// `[[channels]]` of type `ai`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AiSection {
+    id: String,
+    #[serde(rename = "type")]
+    _type: String,
+    provider: String,
+    model: Option<String>,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    system_prompt: Option<String>,
+}
+
+/// `[[channels]]` of type `sms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SmsSection {
+    id: String,
+    #[serde(rename = "type")]
+    _type: String,
+    provider: String,
+    from: String,
+    account_sid: Option<String>,
+    auth_token_env: Option<String>,
+    api_key_env: Option<String>,
+    base_url: Option<String>,
+}
+
+/// `[[channels]]` of type `email`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct EmailSection {
+    id: String,
+    #[serde(rename = "type")]
+    _type: String,
+    provider: String,
+    from: String,
+    smtp_url: Option<String>,
+    api_key_env: Option<String>,
+    base_url: Option<String>,
+}
+
+/// `[[hooks]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookSection {
+    name: String,
+    trigger: String,
+    execution: Option<String>,
+    url: String,
+    timeout_ms: Option<i64>,
+    priority: Option<i64>,
+    on_error: Option<String>,
+}
+
+/// `[analytics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsSection {
+    roark: Option<RoarkSection>,
+}
+
+/// `[analytics.roark]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RoarkSection {
+    api_key_env: String,
+    agent_id: String,
+    base_url: Option<String>,
+}
+
+/// A channel to register, as validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelSpec {
+    /// A WebSocket channel.
+    WebSocket {
+        /// Channel id.
+        id: String,
+    },
+    /// The built-in echo agent.
+    Echo {
+        /// Channel id.
+        id: String,
+    },
+}
+
+/// The store to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// Its URL.
+    pub url: String,
+    /// True when nobody asked for it (the built-in default).
+    pub is_default: bool,
+}
+
+/// Runtime values of `roomkit serve`.
+#[derive(Debug)]
+pub struct Settings {
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// The API key, read from its variable; `None` when auth is off.
+    pub api_key: Option<String>,
+    /// The public URL webhooks are signed against.
+    pub public_url: Option<String>,
+    /// Requests per second per key.
+    pub rate_limit_per_key: Option<u32>,
+    /// The store.
+    pub store: StoreSpec,
+    /// Chain-depth limit.
+    pub max_chain_depth: u32,
+    /// Room timer resolution.
+    pub timer_resolution: Duration,
+    /// Pre-commit processing timeout.
+    pub process_timeout: Duration,
+    /// Channels to register.
+    pub channels: Vec<ChannelSpec>,
+    /// HTTP hooks to register.
+    pub hooks: Vec<HttpHookConfig>,
+    /// Warnings to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--addr`.
+    pub addr: Option<String>,
+    /// `--store`.
+    pub store: Option<String>,
+}
+
+/// Reads the environment: a seam so tests need not change the process's.
+pub trait Env {
+    /// The value of a variable, when set and not empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+struct Ctx<'a> {
+    file: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.map(Path::to_path_buf),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn section<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        table: toml::Table,
+    ) -> Result<T, ConfigError> {
+        serde_path_to_error::deserialize(table).map_err(|e| {
+            let path = e.path().to_string();
+            let key = match (prefix.is_empty(), path.as_str()) {
+                (true, ".") => "(file)".to_owned(),
+                (true, p) => p.to_owned(),
+                (false, ".") => prefix.to_owned(),
+                (false, p) => format!("{prefix}.{p}"),
+            };
+            self.err(key, e.into_inner().message().to_owned())
+        })
+    }
+}
+
+/// Loads and validates the configuration: the file when given, then the
+/// command-line overrides.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file, key and problem.
+pub fn load(
+    file: Option<&Path>,
+    overrides: &Overrides,
+    env: &dyn Env,
+) -> Result<Settings, ConfigError> {
+    let ctx = Ctx { file };
+    let parsed = match file {
+        None => FileConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ctx.err("(file)", format!("cannot read the file: {e}")))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| ctx.err("(syntax)", e.to_string().trim().replace('\n', " ")))?;
+            ctx.section("", table)?
+        }
+    };
+    validate(&ctx, parsed, overrides, env)
+}
+
+fn positive_ms(
+    ctx: &Ctx<'_>,
+    key: &str,
+    v: Option<i64>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(Duration::from_millis(default)),
+        Some(n) if n > 0 => Ok(Duration::from_millis(n as u64)),
+        Some(n) => Err(ctx.err(
+            key,
+            format!("must be a positive number of milliseconds, got {n}"),
+        )),
+    }
+}
+
+fn check_store_url(url: &str) -> Result<(), String> {
+    if url == "memory://" || url == "memory" {
+        return Ok(());
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("sqlite:// needs a file path, e.g. sqlite://roomkit.db".into());
+        }
+        return Ok(());
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(());
+    }
+    Err(format!(
+        "{url:?} is not a store URL; use sqlite://PATH, memory:// or postgres://USER:PASS@HOST:PORT/DB"
+    ))
+}
+
+fn validate(
+    ctx: &Ctx<'_>,
+    f: FileConfig,
+    o: &Overrides,
+    env: &dyn Env,
+) -> Result<Settings, ConfigError> {
+    let mut warnings = Vec::new();
+    let (addr_key, addr_text) = match (&o.addr, &f.server.addr) {
+        (Some(a), _) => ("--addr", a.clone()),
+        (None, Some(a)) => ("server.addr", a.clone()),
+        (None, None) => ("server.addr", DEFAULT_ADDR.to_owned()),
+    };
+    let addr: SocketAddr = addr_text.parse().map_err(|_| {
+        let e = ctx.err(
+            addr_key,
+            format!("{addr_text:?} is not a socket address like 127.0.0.1:8080"),
+        );
+        if addr_key == "--addr" {
+            ConfigError { file: None, ..e }
+        } else {
+            e
+        }
+    })?;
+    let api_key = match &f.server.api_key_env {
+        Some(name) if name.trim().is_empty() => {
+            return Err(ctx.err("server.api_key_env", "must name an environment variable"));
+        }
+        Some(name) => {
+            let key = env.var(name);
+            if key.is_none() {
+                warnings.push(format!("server.api_key_env names {name}, which is not set: the API is open to anyone who can reach it"));
+            }
+            key
+        }
+        None => None,
+    };
+    if let Some(url) = &f.server.public_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ctx.err(
+            "server.public_url",
+            format!("{url:?} must start with http:// or https://"),
+        ));
+    }
+    let rate_limit_per_key = match f.server.rate_limit_per_key {
+        None => None,
+        Some(n) if n >= 1 && n <= i64::from(u32::MAX) => Some(n as u32),
+        Some(n) => {
+            return Err(ctx.err(
+                "server.rate_limit_per_key",
+                format!("must be at least 1 request per second, got {n}"),
+            ));
+        }
+    };
+
+    let store = match (&o.store, &f.store.url) {
+        (Some(u), _) => {
+            check_store_url(u).map_err(|p| ConfigError {
+                file: None,
+                key: "--store".into(),
+                problem: p,
+            })?;
+            StoreSpec {
+                url: u.clone(),
+                is_default: false,
+            }
+        }
+        (None, Some(u)) => {
+            check_store_url(u).map_err(|p| ctx.err("store.url", p))?;
+            StoreSpec {
+                url: u.clone(),
+                is_default: false,
+            }
+        }
+        (None, None) => StoreSpec {
+            url: DEFAULT_STORE.into(),
+            is_default: true,
+        },
+    };
+
+    let max_chain_depth = match f.rooms.max_chain_depth {
+        None => 5,
+        Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
+        Some(n) => {
+            return Err(ctx.err(
+                "rooms.max_chain_depth",
+                format!("must be at least 1 (the limit cannot be disabled), got {n}"),
+            ));
+        }
+    };
+    let timer_resolution = positive_ms(
+        ctx,
+        "rooms.timer_resolution_ms",
+        f.rooms.timer_resolution_ms,
+        1000,
+    )?;
+    let process_timeout = positive_ms(
+        ctx,
+        "rooms.process_timeout_ms",
+        f.rooms.process_timeout_ms,
+        30_000,
+    )?;
+
+    let mut channels = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, table) in f.channels.into_iter().enumerate() {
+        let key = format!("channels[{i}]");
+        let spec = channel(ctx, &key, table, env, &mut warnings)?;
+        let id = match &spec {
+            ChannelSpec::WebSocket { id } | ChannelSpec::Echo { id } => id.clone(),
+        };
+        if id.trim().is_empty() || id == roomkit_core::model::SYSTEM_CHANNEL_ID {
+            return Err(ctx.err(
+                format!("{key}.id"),
+                format!("{id:?} cannot be a channel id"),
+            ));
+        }
+        if !ids.insert(id.clone()) {
+            return Err(ctx.err(
+                format!("{key}.id"),
+                format!("channel id {id:?} is used twice"),
+            ));
+        }
+        channels.push(spec);
+    }
+    if channels.is_empty() {
+        channels = default_channels(env, &mut warnings);
+    }
+
+    let mut hooks = Vec::new();
+    let mut names = HashSet::new();
+    for (i, h) in f.hooks.into_iter().enumerate() {
+        let key = format!("hooks[{i}]");
+        if h.name.trim().is_empty() {
+            return Err(ctx.err(format!("{key}.name"), "must not be empty"));
+        }
+        if !names.insert(h.name.clone()) {
+            return Err(ctx.err(
+                format!("{key}.name"),
+                format!("hook name {:?} is used twice", h.name),
+            ));
+        }
+        let trigger: HookTrigger = h.trigger.parse().map_err(|_| {
+            ctx.err(format!("{key}.trigger"), format!("{:?} is not a hook trigger (lower snake case RFC names, e.g. before_broadcast)", h.trigger))
+        })?;
+        let execution = match h.execution.as_deref() {
+            None => trigger.default_execution(),
+            Some("sync") => HookExecution::Sync,
+            Some("async") => HookExecution::Async,
+            Some(other) => {
+                return Err(ctx.err(
+                    format!("{key}.execution"),
+                    format!("{other:?} must be sync or async"),
+                ));
+            }
+        };
+        let url = HttpHookConfig::parse_url(&h.url)
+            .map_err(|e| ctx.err(format!("{key}.url"), strip_key(&e.to_string())))?;
+        let timeout = positive_ms(ctx, &format!("{key}.timeout_ms"), h.timeout_ms, 30_000)?;
+        let priority = match h.priority {
+            None => 0,
+            Some(p) => i32::try_from(p)
+                .map_err(|_| ctx.err(format!("{key}.priority"), format!("{p} is out of range")))?,
+        };
+        let on_error = match h.on_error.as_deref() {
+            None | Some("allow") => OnError::Allow,
+            Some("block") => OnError::Block,
+            Some(other) => {
+                return Err(ctx.err(
+                    format!("{key}.on_error"),
+                    format!("{other:?} must be allow or block"),
+                ));
+            }
+        };
+        hooks.push(HttpHookConfig {
+            name: h.name,
+            trigger,
+            execution,
+            url,
+            timeout,
+            priority,
+            on_error,
+        });
+    }
+
+    if let Some(a) = f.analytics
+        && a.roark.is_some()
+    {
+        return Err(ctx.err(
+            "analytics.roark",
+            "call analytics export is not available in this build",
+        ));
+    }
+
+    Ok(Settings {
+        addr,
+        api_key,
+        public_url: f.server.public_url,
+        rate_limit_per_key,
+        store,
+        max_chain_depth,
+        timer_resolution,
+        process_timeout,
+        channels,
+        hooks,
+        warnings,
+    })
+}
+
+fn strip_key(message: &str) -> String {
+    message.strip_prefix("url: ").unwrap_or(message).to_owned()
+}
+
+/// The channels of a server started without any configured: `ws` and an
+/// `ai` echo agent.
+fn default_channels(env: &dyn Env, warnings: &mut Vec<String>) -> Vec<ChannelSpec> {
+    for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
+        if env.var(name).is_some() {
+            warnings.push(format!("{name} is set, but AI providers are not available in this build: channel `ai` is the echo agent"));
+        }
+    }
+    vec![
+        ChannelSpec::WebSocket { id: "ws".into() },
+        ChannelSpec::Echo { id: "ai".into() },
+    ]
+}
+
+fn channel(
+    ctx: &Ctx<'_>,
+    key: &str,
+    table: toml::Table,
+    env: &dyn Env,
+    warnings: &mut Vec<String>,
+) -> Result<ChannelSpec, ConfigError> {
+    let ty = match table.get("type") {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(_) => return Err(ctx.err(format!("{key}.type"), "must be a string")),
+        None => return Err(ctx.err(format!("{key}.type"), "is required")),
+    };
+    match ty.as_str() {
+        "websocket" => {
+            let s: WebSocketSection = ctx.section(key, table)?;
+            Ok(ChannelSpec::WebSocket { id: s.id })
+        }
+        "ai" => {
+            let s: AiSection = ctx.section(key, table)?;
+            match s.provider.as_str() {
+                "echo" => {
+                    if s.model.is_some() || s.base_url.is_some() || s.system_prompt.is_some() {
+                        warnings.push(format!(
+                            "{key}: the echo agent ignores model, base_url and system_prompt"
+                        ));
+                    }
+                    if let Some(var) = &s.api_key_env
+                        && env.var(var).is_none()
+                    {
+                        warnings.push(format!("{key}.api_key_env names {var}, which is not set (the echo agent needs no key)"));
+                    }
+                    Ok(ChannelSpec::Echo { id: s.id })
+                }
+                "openai" | "anthropic" => Err(ctx.err(
+                    format!("{key}.provider"),
+                    format!(
+                        "AI provider {:?} is not available in this build (use \"echo\")",
+                        s.provider
+                    ),
+                )),
+                other => Err(ctx.err(
+                    format!("{key}.provider"),
+                    format!("{other:?} is not an AI provider (openai, anthropic or echo)"),
+                )),
+            }
+        }
+        "sms" => {
+            let s: SmsSection = ctx.section(key, table)?;
+            if !matches!(s.provider.as_str(), "twilio" | "telnyx") {
+                return Err(ctx.err(
+                    format!("{key}.provider"),
+                    format!("{:?} is not an SMS provider (twilio or telnyx)", s.provider),
+                ));
+            }
+            Err(ctx.err(
+                format!("{key}.type"),
+                "channel type \"sms\" is not available in this build",
+            ))
+        }
+        "email" => {
+            let s: EmailSection = ctx.section(key, table)?;
+            if !matches!(s.provider.as_str(), "smtp" | "sendgrid") {
+                return Err(ctx.err(
+                    format!("{key}.provider"),
+                    format!(
+                        "{:?} is not an email provider (smtp or sendgrid)",
+                        s.provider
+                    ),
+                ));
+            }
+            Err(ctx.err(
+                format!("{key}.type"),
+                "channel type \"email\" is not available in this build",
+            ))
+        }
+        other => match other.parse::<ChannelType>() {
+            Ok(t) if !matches!(t, ChannelType::System | ChannelType::Custom(_)) => Err(ctx.err(
+                format!("{key}.type"),
+                format!("channel type {other:?} is not available in this build"),
+            )),
+            _ => Err(ctx.err(
+                format!("{key}.type"),
+                format!("{other:?} is not a channel type"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct FakeEnv(HashMap<&'static str, &'static str>);
+
+    impl Env for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| (*v).to_owned())
+        }
+    }
+
+    fn no_env() -> FakeEnv {
+        FakeEnv(HashMap::new())
+    }
+
+    fn from_text(text: &str, env: &dyn Env) -> Result<Settings, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("roomkit-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!(
+            "{:x}.toml",
+            text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let r = load(Some(&path), &Overrides::default(), env);
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = load(None, &Overrides::default(), &no_env()).unwrap();
+        assert_eq!(s.addr.to_string(), DEFAULT_ADDR);
+        assert!(s.store.is_default);
+        assert_eq!(s.max_chain_depth, 5);
+        assert_eq!(
+            s.channels,
+            vec![
+                ChannelSpec::WebSocket { id: "ws".into() },
+                ChannelSpec::Echo { id: "ai".into() }
+            ]
+        );
+        assert!(s.api_key.is_none());
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn provider_keys_without_config_warn_and_use_echo() {
+        let env = FakeEnv([("OPENAI_API_KEY", "sk-test")].into_iter().collect());
+        let s = load(None, &Overrides::default(), &env).unwrap();
+        assert!(s.channels.contains(&ChannelSpec::Echo { id: "ai".into() }));
+        assert_eq!(s.warnings.len(), 1);
+        assert!(!s.warnings[0].contains("sk-test"), "no secret in logs");
+    }
+
+    #[test]
+    fn full_file_is_read() {
+        let env = FakeEnv([("ROOMKIT_API_KEY", "k1")].into_iter().collect());
+        let s = from_text(
+            r#"
+[server]
+addr = "127.0.0.1:9999"
+api_key_env = "ROOMKIT_API_KEY"
+rate_limit_per_key = 100
+[store]
+url = "memory://"
+[rooms]
+max_chain_depth = 3
+timer_resolution_ms = 500
+process_timeout_ms = 1000
+[[channels]]
+id = "ws-user"
+type = "websocket"
+[[channels]]
+id = "bot"
+type = "ai"
+provider = "echo"
+[[hooks]]
+name = "moderation"
+trigger = "before_broadcast"
+execution = "sync"
+url = "http://127.0.0.1:9300/hook"
+timeout_ms = 2000
+priority = 0
+on_error = "block"
+"#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.addr.port(), 9999);
+        assert_eq!(s.api_key.as_deref(), Some("k1"));
+        assert_eq!(s.rate_limit_per_key, Some(100));
+        assert_eq!(s.store.url, "memory://");
+        assert_eq!(s.max_chain_depth, 3);
+        assert_eq!(s.channels.len(), 2);
+        assert_eq!(s.hooks.len(), 1);
+        assert_eq!(s.hooks[0].on_error, OnError::Block);
+        assert_eq!(s.hooks[0].timeout, Duration::from_millis(2000));
+    }
+
+    fn problem(text: &str) -> ConfigError {
+        from_text(text, &no_env()).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let e = problem("[server]\nadr = \"x\"\n");
+        assert!(e.key.contains("adr"), "{e}");
+        assert!(e.to_string().contains(".toml"), "{e}");
+        let e = problem("[server]\nrate_limit_per_key = \"many\"\n");
+        assert_eq!(e.key, "server.rate_limit_per_key", "{e}");
+        let e = problem("[rooms]\nmax_chain_depth = 0\n");
+        assert_eq!(e.key, "rooms.max_chain_depth");
+        let e = problem("[server]\naddr = \"nowhere\"\n");
+        assert_eq!(e.key, "server.addr");
+        let e = problem("[store]\nurl = \"mysql://x\"\n");
+        assert_eq!(e.key, "store.url");
+        let e = problem(
+            "[[hooks]]\nname = \"h\"\ntrigger = \"before_everything\"\nurl = \"http://x\"\n",
+        );
+        assert_eq!(e.key, "hooks[0].trigger");
+        let e =
+            problem("[[hooks]]\nname = \"h\"\ntrigger = \"before_broadcast\"\nurl = \"ftp://x\"\n");
+        assert_eq!(e.key, "hooks[0].url");
+        let e = problem(
+            "[[hooks]]\nname = \"h\"\ntrigger = \"before_broadcast\"\nurl = \"http://x\"\non_error = \"maybe\"\n",
+        );
+        assert_eq!(e.key, "hooks[0].on_error");
+        let e = problem("this is not toml");
+        assert_eq!(e.key, "(syntax)");
+        let e = problem(
+            "[[channels]]\nid = \"a\"\ntype = \"websocket\"\n[[channels]]\nid = \"a\"\ntype = \"websocket\"\n",
+        );
+        assert_eq!(e.key, "channels[1].id");
+        let e = problem("[[channels]]\nid = \"a\"\ntype = \"websocket\"\ncolour = 1\n");
+        assert!(e.key.starts_with("channels[0]"), "{e}");
+        assert!(e.problem.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn unavailable_features_are_refused_clearly() {
+        let e = problem(
+            "[[channels]]\nid = \"ai-bot\"\ntype = \"ai\"\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key_env = \"OPENAI_API_KEY\"\n",
+        );
+        assert_eq!(e.key, "channels[0].provider");
+        assert!(e.problem.contains("not available in this build"), "{e}");
+        let e = problem(
+            "[[channels]]\nid = \"s\"\ntype = \"sms\"\nprovider = \"twilio\"\nfrom = \"+1555\"\nauth_token_env = \"T\"\n",
+        );
+        assert!(e.problem.contains("not available in this build"), "{e}");
+        let e = problem(
+            "[[channels]]\nid = \"m\"\ntype = \"email\"\nprovider = \"smtp\"\nfrom = \"a@b\"\nsmtp_url = \"smtp://x\"\n",
+        );
+        assert!(e.problem.contains("not available in this build"), "{e}");
+        let e = problem("[[channels]]\nid = \"t\"\ntype = \"telegram\"\n");
+        assert!(e.problem.contains("not available in this build"), "{e}");
+        let e = problem("[[channels]]\nid = \"t\"\ntype = \"carrier_pigeon\"\n");
+        assert!(e.problem.contains("not a channel type"), "{e}");
+        let e = problem("[analytics.roark]\napi_key_env = \"R\"\nagent_id = \"a\"\n");
+        assert!(e.problem.contains("not available in this build"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = Overrides {
+            addr: Some("127.0.0.1:0".into()),
+            store: Some("memory://".into()),
+        };
+        let s = load(None, &o, &no_env()).unwrap();
+        assert_eq!(s.addr.port(), 0);
+        assert!(!s.store.is_default);
+        let bad = Overrides {
+            addr: Some("x".into()),
+            store: None,
+        };
+        let e = load(None, &bad, &no_env()).unwrap_err();
+        assert_eq!(e.key, "--addr");
+    }
+}

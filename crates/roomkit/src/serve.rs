@@ -1,0 +1,182 @@
+//! `roomkit serve`: loads the configuration, builds the engine with its
+//! channels and HTTP hooks, and runs the server until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use roomkit_ai::EchoAgent;
+use roomkit_core::RoomKit;
+use roomkit_core::store::MemoryStore;
+use roomkit_server::auth::ApiKey;
+use roomkit_server::{ConnectionRegistry, Server, ServerOptions, WebSocketChannel};
+
+use crate::config::{self, ChannelSpec, Overrides, ProcessEnv, Settings};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `roomkit serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without one, built-in defaults are used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listening address; overrides `[server] addr`.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Store URL (sqlite://PATH, memory://, postgres://...); overrides `[store] url`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Runs `roomkit serve`: exit 0 after a clean shutdown, 2 for a bad
+/// configuration, 1 when the server fails.
+pub fn main(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let overrides = Overrides {
+        addr: args.addr.clone(),
+        store: args.store.clone(),
+    };
+    let settings = match config::load(args.config.as_deref(), &overrides, &ProcessEnv) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("roomkit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = check_store(&settings) {
+        eprintln!("roomkit: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roomkit: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomkit: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The stores this build can open. The SQL stores are not part of it yet,
+/// so only an explicit request for one is an error; the built-in default
+/// falls back to memory.
+fn check_store(settings: &Settings) -> Result<(), config::ConfigError> {
+    let url = &settings.store.url;
+    let sql = url.starts_with("sqlite://") || url.starts_with("postgres");
+    if sql && !settings.store.is_default {
+        return Err(config::ConfigError {
+            file: None,
+            key: "store".into(),
+            problem: format!("the store {url:?} is not available in this build; use memory://"),
+        });
+    }
+    Ok(())
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    for w in &settings.warnings {
+        tracing::warn!(target: "roomkit.config", "{w}");
+    }
+    if settings.store.is_default && settings.store.url != "memory://" {
+        tracing::warn!(target: "roomkit.config", store = %settings.store.url, "the SQLite store is not available in this build; rooms are kept in memory and lost on exit");
+    }
+    let registry = ConnectionRegistry::new();
+    let mut builder = RoomKit::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .max_chain_depth(settings.max_chain_depth)
+        .process_timeout(settings.process_timeout);
+    for spec in &settings.channels {
+        builder = match spec {
+            ChannelSpec::WebSocket { id } => builder.channel(Arc::new(WebSocketChannel::new(
+                id.as_str(),
+                registry.clone(),
+            ))),
+            ChannelSpec::Echo { id } => builder.channel(Arc::new(EchoAgent::new(id.as_str()))),
+        };
+    }
+    if !settings.hooks.is_empty() {
+        let client = roomkit_server::http_client()?;
+        for hook in &settings.hooks {
+            tracing::info!(target: "roomkit.config", hook = %hook.name, trigger = %hook.trigger, url = %hook.url, "http hook registered");
+            builder = builder.hook(hook.clone().registration(client.clone()));
+        }
+    }
+    let kit = builder.build().context("building the engine")?;
+    kit.start_timers(settings.timer_resolution);
+    if settings.public_url.is_some() {
+        tracing::info!(target: "roomkit.config", "public_url is set; it is used by provider webhooks");
+    }
+    let options = ServerOptions {
+        addr: settings.addr,
+        api_key: settings.api_key.map(ApiKey::new),
+        rate_limit_per_key: settings.rate_limit_per_key,
+        ..ServerOptions::default()
+    };
+    Server::new(kit, registry, options)
+        .run(shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(target: "roomkit.server", error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(target: "roomkit.server", error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!(target: "roomkit.server", "SIGINT received"),
+        _ = terminate => tracing::info!(target: "roomkit.server", "SIGTERM received"),
+    }
+}
