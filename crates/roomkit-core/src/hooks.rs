@@ -46,6 +46,12 @@ pub enum HookPayload {
     Text(String),
     /// Anything else, as JSON.
     Json(serde_json::Value),
+    /// An AI request about to be sent (BEFORE_AI_GENERATION).
+    AiGeneration(crate::hook_api::AiGenerationPayload),
+    /// A tool call asked for by a model (ON_TOOL_CALL).
+    ToolCall(crate::hook_api::ToolCallPayload),
+    /// A finished AI turn (ON_AI_RESPONSE).
+    AiResponse(crate::hook_api::AiResponsePayload),
 }
 
 impl HookPayload {
@@ -381,7 +387,7 @@ fn payload_channel(p: &HookPayload) -> Option<(&ChannelId, &ChannelType, Channel
             e.source.direction,
         )),
         HookPayload::Binding(b) => Some((&b.channel_id, &b.channel_type, b.direction)),
-        _ => None,
+        _ => crate::hook_api::ai_payload_channel(p),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod channel;
 pub mod clock;
 pub mod error;
 pub mod hooks;
+mod hook_api;
 mod identity;
 mod kit;
 mod lane;
@@ -24,6 +25,9 @@ pub mod transcode;
 pub use bus::{BUS_CAPACITY, EphemeralEvent};
 pub use channel::{Channel, ChannelOutput, RoomContext, TextStream, inbound_event, response_event};
 pub use error::{ChannelError, HookError, Result, RoomKitError, StoreError};
+pub use hook_api::{
+    AiGenerationPayload, AiHookMessage, AiResponsePayload, HookDecision, ToolCallPayload,
+};
 pub use hooks::{
     HookAction, HookInput, HookPayload, HookRegistration, HookResult, InjectedEvent, SideEffects,
 };

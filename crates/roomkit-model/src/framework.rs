@@ -179,6 +179,32 @@ pub enum FrameworkEvent {
         /// Channel.
         channel_id: ChannelId,
     },
+    /// Figures of one AI generation turn (all provider rounds of it).
+    AiTurnMetrics {
+        /// Room.
+        room_id: RoomId,
+        /// The AI channel.
+        channel_id: ChannelId,
+        /// The event the turn answered.
+        event_id: EventId,
+        /// Time to the first text token, in milliseconds (`None` when the
+        /// turn produced no text).
+        ttft_ms: Option<f64>,
+        /// Wall time of the turn, in milliseconds.
+        duration_ms: f64,
+        /// Prompt tokens, summed over the provider rounds.
+        prompt_tokens: u64,
+        /// Completion tokens, summed over the provider rounds.
+        completion_tokens: u64,
+        /// Prompt tokens served from the provider's cache.
+        cached_tokens: u64,
+        /// Completion tokens per second of generation time.
+        tokens_per_second: Option<f64>,
+        /// Model.
+        model: String,
+        /// Provider.
+        provider: String,
+    },
 }
 
 impl FrameworkEvent {
@@ -209,6 +235,7 @@ impl FrameworkEvent {
             Self::HookTimeout { .. } => "hook_timeout",
             Self::CircuitBreakerOpened { .. } => "circuit_breaker_opened",
             Self::CircuitBreakerClosed { .. } => "circuit_breaker_closed",
+            Self::AiTurnMetrics { .. } => "ai_turn_metrics",
         }
     }
 }

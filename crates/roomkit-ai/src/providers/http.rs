@@ -1,0 +1,363 @@
+//! What both HTTP providers share: the client, timeouts, error
+//! classification of HTTP replies, retries with backoff, and the
+//! server-sent-events reader.
+
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
+
+use crate::error::AiError;
+use crate::secret::SecretString;
+
+/// When and how often a failed request is tried again. Only failures that
+/// happen before any part of the answer was read are retried, so a retry
+/// never duplicates text already handed on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Delay before the first retry; doubled for each further one.
+    pub base_delay: Duration,
+    /// Upper bound of any delay, a provider's `retry-after` included.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub fn none() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+
+    /// The delay before retry number `attempt` (0-based) after `error`:
+    /// the provider's `retry-after` when it gave one, else exponential
+    /// backoff; never more than `max_delay`.
+    pub fn delay(&self, attempt: u32, error: &AiError) -> Duration {
+        let backoff = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.min(16)));
+        error.retry_after().unwrap_or(backoff).min(self.max_delay)
+    }
+}
+
+/// Connection settings of an HTTP provider.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// API root, without a trailing slash.
+    pub base_url: String,
+    /// API key.
+    pub api_key: Option<SecretString>,
+    /// Limit on connecting.
+    pub connect_timeout: Duration,
+    /// Limit on the wait for the reply's status and headers.
+    pub first_byte_timeout: Duration,
+    /// Limit on the gap between two pieces of a streamed reply, and on
+    /// reading a whole non-streamed body.
+    pub read_timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+}
+
+impl HttpSettings {
+    /// Defaults for `base_url`.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_key: None,
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Builds the HTTP client with the TLS backend installed.
+pub(crate) fn client(settings: &HttpSettings) -> Result<reqwest::Client, AiError> {
+    // Installing twice is harmless: the first provider stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| AiError::config("http client", e.to_string()))
+}
+
+/// Transport-level failure of a request.
+fn transport_error(provider: &str, e: &reqwest::Error) -> AiError {
+    if e.is_timeout() {
+        return AiError::Timeout {
+            provider: provider.to_owned(),
+            phase: if e.is_connect() { "connect" } else { "request" },
+        };
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    AiError::Connection {
+        provider: provider.to_owned(),
+        message,
+    }
+}
+
+/// The `retry-after` of a reply: seconds, or Anthropic/OpenAI's
+/// `retry-after-ms`. HTTP dates are ignored (backoff applies).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v < 86_400.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// The human message of an error body: `error.message` in both wire
+/// formats, else the body itself, shortened.
+pub(crate) fn error_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let from_json = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+    });
+    let text = from_json.unwrap_or_else(|| body.trim().to_owned());
+    let mut short: String = text.chars().take(500).collect();
+    if short.is_empty() {
+        short = "(empty body)".to_owned();
+    }
+    short
+}
+
+/// Classifies a non-success HTTP reply.
+pub(crate) fn classify(provider: &str, status: u16, headers: &HeaderMap, body: &str) -> AiError {
+    let provider = provider.to_owned();
+    let message = error_message(body);
+    match status {
+        429 => AiError::RateLimited {
+            provider,
+            retry_after: retry_after(headers),
+            message,
+        },
+        401 | 403 => AiError::Auth {
+            provider,
+            status,
+            message,
+        },
+        408 => AiError::Timeout {
+            provider,
+            phase: "request",
+        },
+        500..=599 => AiError::Overloaded {
+            provider,
+            status,
+            message,
+            retry_after: retry_after(headers),
+        },
+        _ => AiError::BadRequest {
+            provider,
+            status,
+            message,
+        },
+    }
+}
+
+/// Sends a JSON POST and returns the successful reply (status 2xx, headers
+/// read, body not yet). Failures before that point are retried by the
+/// policy when they are retryable.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    settings: &HttpSettings,
+    provider: &str,
+    url: &str,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+) -> Result<reqwest::Response, AiError> {
+    let mut attempt = 0u32;
+    loop {
+        let result = post_once(client, settings, provider, url, headers, body).await;
+        match result {
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_retryable() && attempt < settings.retry.max_retries => {
+                let delay = settings.retry.delay(attempt, &e);
+                tracing::warn!(target: "roomkit.providers.ai.http", provider, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, error = %e, "provider call failed; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn post_once(
+    client: &reqwest::Client,
+    settings: &HttpSettings,
+    provider: &str,
+    url: &str,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+) -> Result<reqwest::Response, AiError> {
+    let request = client.post(url).headers(headers.clone()).json(body).send();
+    let response = match tokio::time::timeout(settings.first_byte_timeout, request).await {
+        Err(_) => {
+            return Err(AiError::Timeout {
+                provider: provider.to_owned(),
+                phase: "first byte",
+            });
+        }
+        Ok(Err(e)) => return Err(transport_error(provider, &e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let text = match tokio::time::timeout(settings.read_timeout, response.text()).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(_)) | Err(_) => String::new(),
+    };
+    Err(classify(provider, status, &headers, &text))
+}
+
+/// Reads a whole non-streamed reply body as JSON.
+pub(crate) async fn read_json(
+    settings: &HttpSettings,
+    provider: &str,
+    response: reqwest::Response,
+) -> Result<serde_json::Value, AiError> {
+    let bytes = match tokio::time::timeout(settings.read_timeout, response.bytes()).await {
+        Err(_) => {
+            return Err(AiError::Timeout {
+                provider: provider.to_owned(),
+                phase: "stream",
+            });
+        }
+        Ok(Err(e)) => return Err(transport_error(provider, &e)),
+        Ok(Ok(b)) => b,
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        AiError::malformed(
+            provider,
+            format!("the body is not JSON ({e}): {}", preview(&bytes)),
+        )
+    })
+}
+
+/// The start of a byte string, for error messages.
+pub(crate) fn preview(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+}
+
+/// The server-sent events of a streamed reply, each with the read timeout
+/// applied to the wait for it. Transport and UTF-8 errors end the stream
+/// with an error.
+pub(crate) fn sse_events(
+    settings: &HttpSettings,
+    provider: &str,
+    response: reqwest::Response,
+) -> impl Stream<Item = Result<Event, AiError>> + Send + 'static {
+    let provider = provider.to_owned();
+    let idle = settings.read_timeout;
+    let events = response.bytes_stream().eventsource();
+    futures::stream::unfold(
+        (Box::pin(events), provider, false),
+        move |(mut events, provider, done)| async move {
+            if done {
+                return None;
+            }
+            match tokio::time::timeout(idle, events.next()).await {
+                Err(_) => Some((
+                    Err(AiError::Timeout {
+                        provider: provider.clone(),
+                        phase: "stream",
+                    }),
+                    (events, provider, true),
+                )),
+                Ok(None) => None,
+                Ok(Some(Ok(ev))) => Some((Ok(ev), (events, provider, false))),
+                Ok(Some(Err(e))) => {
+                    let err = match e {
+                        eventsource_stream::EventStreamError::Transport(t) => {
+                            transport_error(&provider, &t)
+                        }
+                        other => AiError::malformed(&provider, format!("event stream: {other}")),
+                    };
+                    Some((Err(err), (events, provider, true)))
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "retry-after",
+            "7".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        let e = classify("p", 429, &h, r#"{"error":{"message":"slow down"}}"#);
+        assert_eq!(e.code(), "rate_limited");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        assert!(e.to_string().contains("slow down"));
+        assert!(e.is_retryable());
+        assert_eq!(classify("p", 401, &h, "").code(), "auth");
+        assert!(!classify("p", 401, &h, "").is_retryable());
+        assert_eq!(classify("p", 400, &h, "nope").code(), "bad_request");
+        assert_eq!(classify("p", 529, &h, "").code(), "overloaded");
+        assert_eq!(classify("p", 503, &h, "").code(), "overloaded");
+    }
+
+    #[test]
+    fn retry_after_ms_wins_and_delays_are_capped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "retry-after-ms",
+            "1500".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        let policy = RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        let e = classify("p", 429, &h, "");
+        assert_eq!(policy.delay(0, &e), Duration::from_secs(1));
+        let e = classify("p", 500, &HeaderMap::new(), "");
+        assert_eq!(policy.delay(0, &e), Duration::from_millis(100));
+        assert_eq!(policy.delay(2, &e), Duration::from_millis(400));
+        assert_eq!(policy.delay(10, &e), Duration::from_secs(1));
+    }
+}
