@@ -52,6 +52,8 @@ pub enum HookPayload {
     ToolCall(crate::hook_api::ToolCallPayload),
     /// A finished AI turn (ON_AI_RESPONSE).
     AiResponse(crate::hook_api::AiResponsePayload),
+    /// An identity question (ON_IDENTITY_AMBIGUOUS, ON_IDENTITY_UNKNOWN).
+    Identity(Box<crate::identity_pipeline::IdentityHookPayload>),
 }
 
 impl HookPayload {
@@ -387,6 +389,7 @@ fn payload_channel(p: &HookPayload) -> Option<(&ChannelId, &ChannelType, Channel
             e.source.direction,
         )),
         HookPayload::Binding(b) => Some((&b.channel_id, &b.channel_type, b.direction)),
+        HookPayload::Identity(_) => crate::identity_pipeline::identity_payload_channel(p),
         _ => crate::hook_api::ai_payload_channel(p),
     }
 }

@@ -165,6 +165,8 @@ pub(crate) struct Inner {
     pub config: KitConfig,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    pub resilience: crate::resilience::Resilience,
+    pub identity: crate::identity_pipeline::IdentitySettings,
 }
 
 /// The RoomKit engine. Cheap to clone: clones share one engine.
@@ -194,6 +196,8 @@ pub struct RoomKitBuilder {
     hooks: Vec<HookRegistration>,
     config: KitConfig,
     allow_unsafe_locking: bool,
+    pub(crate) resilience: crate::resilience::ResilienceConfig,
+    pub(crate) identity: crate::identity_pipeline::IdentitySettings,
 }
 
 impl RoomKitBuilder {
@@ -316,6 +320,8 @@ impl RoomKitBuilder {
                 config,
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                resilience: crate::resilience::Resilience::new(self.resilience),
+                identity: self.identity,
             }),
         };
         for c in self.channels {
@@ -342,6 +348,8 @@ impl RoomKit {
             hooks: Vec::new(),
             config: KitConfig::default(),
             allow_unsafe_locking: false,
+            resilience: Default::default(),
+            identity: Default::default(),
         }
     }
 

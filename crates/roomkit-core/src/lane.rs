@@ -460,7 +460,7 @@ impl RoomKit {
         }
         if t.deliver {
             let started = std::time::Instant::now();
-            match self.call(t.channel.deliver(&ev, &t.binding, ctx)).await {
+            match self.resilient_deliver(t, &ev, ctx).await {
                 Ok(mut out) => {
                     let status = out.delivery_status.unwrap_or(DeliveryStatus::Sent);
                     let mut result = DeliveryResult::sent(

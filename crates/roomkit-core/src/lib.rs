@@ -10,13 +10,15 @@ mod bus;
 pub mod channel;
 pub mod clock;
 pub mod error;
-pub mod hooks;
 mod hook_api;
+pub mod hooks;
 mod identity;
+mod identity_pipeline;
 mod kit;
 mod lane;
 pub mod lock;
 mod pipeline;
+pub mod resilience;
 pub mod router;
 pub mod store;
 mod timers;
@@ -32,9 +34,14 @@ pub use hooks::{
     HookAction, HookInput, HookPayload, HookRegistration, HookResult, InjectedEvent, SideEffects,
 };
 pub use identity::IdentityUpdate;
+pub use identity_pipeline::{
+    AddressResolver, DEFAULT_RESOLVER_TIMEOUT, DeliveryStatusUpdate, IdentityAction, IdentityError,
+    IdentityHookPayload, IdentityHookResult, IdentityResolver, IdentityResult, IdentitySettings,
+};
 pub use kit::{
     AddParticipant, AttachOptions, BindingUpdate, CreateRoom, KitConfig, RoomKit, RoomKitBuilder,
     RoomUpdate, TimelineQuery,
 };
 pub use pipeline::{EventUpdate, SendEvent};
+pub use resilience::{BreakerState, Jitter, ResilienceConfig};
 pub use roomkit_model as model;

@@ -231,6 +231,13 @@ impl RoomKit {
         normalize_type(&mut event);
         event.chain_depth = 0;
         event.parent_event_id = None;
+        // Step 5: identity resolution (RFC §11).
+        if let Some(done) = self
+            .identity_step(&channel, &message, &ctx, &mut event, deadline)
+            .await?
+        {
+            return Ok(done);
+        }
         let pass = Pass {
             event,
             kind: PassKind::External {
