@@ -1,1 +1,182 @@
-// app
+// The RoomKit web chat: pick or create a room, read its timeline over REST,
+// then follow it live over the WebSocket and send messages through it.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { room: null, ws: null, lastIndex: null, seen: new Set(), retry: 0, typingAt: 0, closing: false };
+
+function key() { return $("key").value.trim(); }
+function me() { return $("name").value.trim() || "guest"; }
+function status(text) { $("status").textContent = text; }
+
+async function api(method, path, body) {
+  const headers = { "content-type": "application/json" };
+  if (key()) headers.authorization = "Bearer " + key();
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) {
+    const err = new Error((data && data.error && data.error.message) || res.statusText);
+    err.status = res.status;
+    err.code = data && data.error && data.error.code;
+    throw err;
+  }
+  return data;
+}
+
+async function loadRooms() {
+  try {
+    const page = await api("GET", "/rooms?limit=500");
+    $("rooms").replaceChildren(...page.items.map((r) => { const o = document.createElement("option"); o.value = r.id; return o; }));
+  } catch (e) { /* the list is a convenience */ }
+}
+
+function textOf(content) {
+  if (!content) return "";
+  switch (content.type) {
+    case "text": return content.text;
+    case "system": return content.message;
+    case "media": return "[media] " + content.url;
+    case "location": return "[location] " + content.latitude + ", " + content.longitude;
+    case "composite": return content.parts.map(textOf).join(" ");
+    case "rich": return content.body || content.text || "[rich content]";
+    case "edit": return "[edit] " + textOf(content.new_content);
+    case "delete": return "[deleted a message]";
+    default: return "[" + content.type + "]";
+  }
+}
+
+function render(event) {
+  if (state.seen.has(event.index)) return;
+  state.seen.add(event.index);
+  if (state.lastIndex === null || event.index > state.lastIndex) state.lastIndex = event.index;
+  if (event.type === "read_receipt") return;
+  const li = document.createElement("li");
+  li.dataset.index = event.index;
+  const src = event.source || {};
+  const who = src.participant_id || src.external_id || src.channel_id;
+  if (event.type !== "message") li.className = "system";
+  else if (src.channel_type === "ai") li.className = "ai";
+  else if (src.participant_id === me()) li.className = "mine";
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = "#" + event.index + " " + (event.type === "message" ? who : event.type.replace(/_/g, " "));
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = textOf(event.content);
+  li.append(meta, text);
+  if (event.status === "blocked") {
+    li.classList.add("blocked");
+    const b = document.createElement("span");
+    b.className = "badge";
+    b.textContent = "blocked by " + (event.blocked_by || "a rule");
+    li.append(b);
+  }
+  const list = $("messages");
+  const after = [...list.children].find((c) => Number(c.dataset.index) > event.index);
+  list.insertBefore(li, after || null);
+  list.scrollTop = list.scrollHeight;
+}
+
+async function ensureRoom(id) {
+  try { await api("GET", "/rooms/" + encodeURIComponent(id)); }
+  catch (e) {
+    if (e.status !== 404) throw e;
+    await api("POST", "/rooms", { id });
+  }
+  const bindings = await api("GET", "/rooms/" + encodeURIComponent(id) + "/channels?limit=500");
+  const attached = new Set(bindings.items.map((b) => b.channel_id));
+  const channels = await api("GET", "/channels?limit=500");
+  for (const c of channels.items) {
+    if ((c.type === "websocket" || c.type === "ai") && !attached.has(c.id)) {
+      try { await api("POST", "/rooms/" + encodeURIComponent(id) + "/channels", { channel_id: c.id }); }
+      catch (e) { if (e.status !== 409) throw e; }
+    }
+  }
+  return channels.items.find((c) => c.type === "websocket");
+}
+
+async function loadTimeline(id) {
+  let cursor = null;
+  do {
+    const q = "/rooms/" + encodeURIComponent(id) + "/timeline?limit=500" + (cursor ? "&cursor=" + cursor : "");
+    const page = await api("GET", q);
+    page.items.forEach(render);
+    cursor = page.next_cursor;
+  } while (cursor);
+}
+
+function connect() {
+  const params = new URLSearchParams({ channel_id: state.channel, participant_id: me() });
+  if (state.lastIndex !== null) params.set("after_index", state.lastIndex);
+  if (key()) params.set("token", key());
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(proto + "//" + location.host + "/ws/" + encodeURIComponent(state.room) + "?" + params);
+  state.ws = ws;
+  ws.onopen = () => { state.retry = 0; status("Connected to room " + state.room + " as " + me() + "."); setComposer(true); };
+  ws.onmessage = (m) => {
+    const frame = JSON.parse(m.data);
+    if (frame.type === "event") render(frame.event);
+    else if (frame.type === "ephemeral" && frame.event.type === "typing") showTyping(frame.event);
+    else if (frame.type === "ack" && frame.result.blocked) status("Your message was " + (frame.result.reason === "duplicate" ? "a duplicate" : "blocked (" + frame.result.reason + ")") + ".");
+    else if (frame.type === "error") status("Error: " + frame.error.message);
+  };
+  ws.onclose = (e) => {
+    setComposer(false);
+    if (state.ws !== ws || state.closing) return;
+    if (e.code === 4404) { status("Cannot join: " + (e.reason || "room or channel not found")); return; }
+    const wait = Math.min(10000, 500 * 2 ** state.retry++);
+    status("Disconnected; reconnecting…");
+    setTimeout(() => { if (state.ws === ws) connect(); }, wait);
+  };
+}
+
+function showTyping(event) {
+  const who = (event.source && event.source.participant_id) || "someone";
+  if (who === me()) return;
+  $("typing").textContent = who + " is typing…";
+  clearTimeout(showTyping.timer);
+  showTyping.timer = setTimeout(() => { $("typing").textContent = ""; }, 3000);
+}
+
+function setComposer(on) { $("message").disabled = !on; $("send").disabled = !on; if (on) $("message").focus(); }
+
+async function open(id) {
+  if (state.ws) { state.closing = true; state.ws.close(); }
+  state.closing = false;
+  Object.assign(state, { room: id, ws: null, lastIndex: null, seen: new Set(), retry: 0 });
+  $("messages").replaceChildren();
+  status("Opening room " + id + "…");
+  try {
+    const channel = await ensureRoom(id);
+    if (!channel) { status("This server has no websocket channel."); return; }
+    state.channel = channel.id;
+    await loadTimeline(id);
+    history.replaceState(null, "", "?room=" + encodeURIComponent(id));
+    connect();
+    loadRooms();
+  } catch (e) { status("Cannot open the room: " + e.message); }
+}
+
+$("join").addEventListener("submit", (e) => { e.preventDefault(); const id = $("room").value.trim(); if (id) open(id); });
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = $("message").value.trim();
+  if (!text || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  state.ws.send(JSON.stringify({ type: "send", content: { type: "text", text }, client_ref: String(Date.now()) }));
+  $("message").value = "";
+});
+$("message").addEventListener("input", () => {
+  const now = Date.now();
+  if (state.ws && state.ws.readyState === WebSocket.OPEN && now - state.typingAt > 2000) {
+    state.typingAt = now;
+    state.ws.send(JSON.stringify({ type: "typing" }));
+  }
+});
+$("name").value = localStorage.getItem("roomkit.name") || "";
+$("key").value = sessionStorage.getItem("roomkit.key") || "";
+$("name").addEventListener("change", () => localStorage.setItem("roomkit.name", me()));
+$("key").addEventListener("change", () => sessionStorage.setItem("roomkit.key", key()));
+loadRooms();
+const initial = new URLSearchParams(location.search).get("room");
+if (initial) { $("room").value = initial; open(initial); }

@@ -349,10 +349,14 @@ pub async fn upgrade(
     let channel_id = ChannelId::from(params.required("channel_id")?);
     let participant_id = params.text("participant_id").map(ParticipantId::from);
     let after_index = params.u64("after_index")?;
+    let room_id = RoomId::from(room_id);
+    // Join before answering the handshake: everything committed after the
+    // client sees the upgrade reaches it.
+    let joined = join(&state, &room_id, &channel_id, after_index).await;
     let limit = state.frame_limit;
     let tasks = state.ws_tasks.clone();
     let session = Session {
-        room_id: RoomId::from(room_id),
+        room_id,
         channel_id,
         participant_id,
         state,
@@ -363,7 +367,54 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| tasks.track_future(session.run(socket, after_index))))
+        .on_upgrade(move |socket| tasks.track_future(session.run(socket, joined))))
+}
+
+/// A connection that joined its room: registered, with its reader and the
+/// first index it owes the client.
+struct Joined {
+    registration: Registration,
+    reader: Reader,
+    next: u64,
+}
+
+/// Checks the room and binding, registers the connection and takes its
+/// starting position; the error is the close reason (code 4404).
+async fn join(
+    state: &AppState,
+    room_id: &RoomId,
+    channel_id: &ChannelId,
+    after_index: Option<u64>,
+) -> Result<Joined, String> {
+    let kit = &state.kit;
+    kit.get_room(room_id).await.map_err(|e| e.to_string())?;
+    let binding = kit
+        .get_binding(room_id, channel_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if binding.channel_type != ChannelType::Websocket {
+        return Err(format!("channel {channel_id} is not a websocket channel"));
+    }
+    // Register before reading the position, so nothing committed in
+    // between is missed.
+    let registration = state.connections.register_connection(room_id, channel_id);
+    let next = match after_index {
+        Some(n) => n.saturating_add(1),
+        None => {
+            kit.get_room(room_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .event_count
+        }
+    };
+    Ok(Joined {
+        registration,
+        reader: Reader {
+            channel_id: channel_id.clone(),
+            category: binding.category,
+        },
+        next,
+    })
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -383,52 +434,23 @@ struct Session {
 struct Gone;
 
 impl Session {
-    async fn run(mut self, socket: WebSocket, after_index: Option<u64>) {
+    async fn run(mut self, socket: WebSocket, joined: Result<Joined, String>) {
         let (mut sink, mut stream) = socket.split();
-        let kit = self.state.kit.clone();
-        let binding = match kit.get_room(&self.room_id).await {
-            Ok(_) => kit.get_binding(&self.room_id, &self.channel_id).await,
-            Err(e) => Err(e),
-        };
-        let binding = match binding {
-            Ok(b) if b.channel_type == ChannelType::Websocket => b,
-            Ok(_) => {
-                let reason = format!("channel {} is not a websocket channel", self.channel_id);
+        let mut reg = match joined {
+            Ok(j) => {
+                self.reader = Some(j.reader);
+                self.next = j.next;
+                j.registration
+            }
+            Err(reason) => {
                 self.close(&mut sink, &mut stream, CLOSE_NOT_FOUND, &reason)
                     .await;
                 return;
             }
-            Err(e) => {
-                self.close(&mut sink, &mut stream, CLOSE_NOT_FOUND, &e.to_string())
-                    .await;
-                return;
-            }
         };
-        self.reader = Some(Reader {
-            channel_id: self.channel_id.clone(),
-            category: binding.category,
-        });
-        // Register before reading the position, so nothing committed in
-        // between is missed.
-        let mut reg = self
-            .state
-            .connections
-            .register_connection(&self.room_id, &self.channel_id);
         let metrics = self.state.metrics.clone();
         metrics.ws_opened();
         tracing::info!(target: "roomkit.server.ws", room_id = %self.room_id, channel_id = %self.channel_id, connection = reg.id, "websocket connected");
-        self.next = match after_index {
-            Some(n) => n.saturating_add(1),
-            None => match kit.get_room(&self.room_id).await {
-                Ok(r) => r.event_count,
-                Err(e) => {
-                    self.close(&mut sink, &mut stream, CLOSE_NOT_FOUND, &e.to_string())
-                        .await;
-                    metrics.ws_closed();
-                    return;
-                }
-            },
-        };
         let shutdown = self.state.shutdown.clone();
         let outcome: Result<(), Gone> = async {
             self.catch_up(&mut sink).await?;
