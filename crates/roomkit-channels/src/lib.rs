@@ -16,6 +16,10 @@ mod http;
 pub mod receiver;
 mod secret;
 pub mod sms;
+#[cfg(feature = "telegram")]
+pub mod telegram;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use error::ProviderError;
 pub use receiver::{

@@ -5,4 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
+mod telegram;
 mod twilio;
+mod webhook;

@@ -1,0 +1,262 @@
+//! The generic HTTP webhook channel (RFC §6.3, type WEBHOOK: text and rich,
+//! unlimited): every delivered event is POSTed as JSON to a configured URL,
+//! signed with `X-RoomKit-Signature: sha256=<hex HMAC-SHA256 of
+//! "{timestamp}.{body}">` and `X-RoomKit-Timestamp`; inbound JSON posts are
+//! verified with the same scheme.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hmac::{Hmac, KeyInit, Mac};
+use roomkit_core::{Channel, ChannelError, ChannelOutput, RoomContext};
+use roomkit_model::{
+    ChannelBinding, ChannelCapabilities, ChannelId, ChannelMediaType, ChannelType, EventContent,
+    InboundMessage, Map, RoomEvent, RoomId,
+};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::error::ProviderError;
+use crate::receiver::{
+    WebhookError, WebhookKind, WebhookOutcome, WebhookReceiver, WebhookRequest, constant_time_eq,
+};
+use crate::{Secret, http};
+
+const PROVIDER: &str = "generic";
+/// Signature header.
+pub const SIGNATURE_HEADER: &str = "X-RoomKit-Signature";
+/// Timestamp header (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "X-RoomKit-Timestamp";
+/// How far a signed timestamp may be from now.
+pub const TOLERANCE_SECONDS: i64 = 300;
+
+/// Webhook channel settings.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Where events are POSTed.
+    pub url: String,
+    /// Signs outbound posts and verifies inbound ones; without it nothing
+    /// is signed and inbound posts are accepted unsigned.
+    pub secret: Option<Secret>,
+}
+
+/// `sha256=<hex>` over `"{timestamp}.{body}"`.
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let mut out = String::from("sha256=");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The webhook channel.
+pub struct WebhookChannel {
+    id: ChannelId,
+    config: WebhookConfig,
+    client: reqwest::Client,
+}
+
+impl WebhookChannel {
+    /// A channel posting to `config.url`.
+    pub fn new(id: impl Into<ChannelId>, config: WebhookConfig) -> Self {
+        Self {
+            id: id.into(),
+            config,
+            client: http::client(),
+        }
+    }
+
+    /// The receiver for inbound posts (`/webhooks/webhook/generic`).
+    pub fn receiver(&self) -> Arc<dyn WebhookReceiver> {
+        Arc::new(WebhookInbound {
+            channel_id: self.id.clone(),
+            secret: self.config.secret.clone(),
+            now: Arc::new(|| chrono::Utc::now().timestamp()),
+        })
+    }
+
+    /// A receiver with a fixed clock (for tests of the timestamp window).
+    pub fn receiver_at(&self, now: i64) -> Arc<dyn WebhookReceiver> {
+        Arc::new(WebhookInbound {
+            channel_id: self.id.clone(),
+            secret: self.config.secret.clone(),
+            now: Arc::new(move || now),
+        })
+    }
+}
+
+#[async_trait]
+impl Channel for WebhookChannel {
+    fn id(&self) -> &ChannelId {
+        &self.id
+    }
+
+    fn channel_type(&self) -> ChannelType {
+        ChannelType::Webhook
+    }
+
+    fn provider_name(&self) -> Option<&str> {
+        Some(PROVIDER)
+    }
+
+    fn capabilities(&self) -> ChannelCapabilities {
+        let mut caps = ChannelCapabilities::text_only();
+        caps.media_types = vec![ChannelMediaType::Text, ChannelMediaType::Rich];
+        caps.supports_rich_text = true;
+        caps
+    }
+
+    async fn deliver(
+        &self,
+        event: &RoomEvent,
+        binding: &ChannelBinding,
+        _ctx: &RoomContext,
+    ) -> Result<ChannelOutput, ChannelError> {
+        let url = binding
+            .metadata
+            .get("url")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&self.config.url);
+        let body = serde_json::to_vec(&serde_json::json!({
+            "type": "room_event",
+            "room_id": event.room_id.as_str(),
+            "event": event,
+        }))
+        .map_err(|e| ProviderError::Invalid {
+            provider: PROVIDER,
+            operation: "deliver",
+            message: e.to_string(),
+        })?;
+        let ts = chrono::Utc::now().timestamp();
+        let mut req = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(TIMESTAMP_HEADER, ts.to_string());
+        if let Some(secret) = &self.config.secret {
+            req = req.header(SIGNATURE_HEADER, sign(secret.expose(), ts, &body));
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| http::transport(PROVIDER, "deliver", &e))?;
+        let answer = http::json_or_error(PROVIDER, "deliver", resp, |b| {
+            (
+                None,
+                b.get("error").and_then(|e| e.as_str()).map(str::to_owned),
+                None,
+            )
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(target: "roomkit.channels.webhook", channel_id = %self.id, error = %e, "webhook post failed");
+            ChannelError::from(e)
+        })?;
+        let id = answer.get("id").and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        tracing::debug!(target: "roomkit.channels.webhook", channel_id = %self.id, event_id = %event.id, "event posted");
+        let mut out = ChannelOutput::empty();
+        out.provider_message_id = id;
+        Ok(out)
+    }
+}
+
+/// An inbound post.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundPost {
+    sender_id: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    content: Option<EventContent>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    room_id: Option<RoomId>,
+    #[serde(default)]
+    metadata: Map,
+}
+
+type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+struct WebhookInbound {
+    channel_id: ChannelId,
+    secret: Option<Secret>,
+    now: Now,
+}
+
+impl WebhookReceiver for WebhookInbound {
+    fn channel_type(&self) -> &str {
+        "webhook"
+    }
+
+    fn provider(&self) -> &str {
+        PROVIDER
+    }
+
+    fn verify_and_parse(&self, req: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
+        if req.kind == WebhookKind::Status {
+            return Err(WebhookError::Unsupported(
+                "the webhook channel has no status callbacks".into(),
+            ));
+        }
+        if let Some(secret) = &self.secret {
+            let ts: i64 = req
+                .header(TIMESTAMP_HEADER)
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| WebhookError::BadSignature("timestamp missing".into()))?;
+            if ((self.now)() - ts).abs() > TOLERANCE_SECONDS {
+                return Err(WebhookError::BadSignature(
+                    "timestamp outside the window".into(),
+                ));
+            }
+            let given = req
+                .header(SIGNATURE_HEADER)
+                .ok_or_else(|| WebhookError::BadSignature("signature missing".into()))?;
+            let expected = sign(secret.expose(), ts, &req.body);
+            if !constant_time_eq(expected.as_bytes(), given.trim().as_bytes()) {
+                return Err(WebhookError::BadSignature("signature mismatch".into()));
+            }
+        }
+        let post: InboundPost = serde_json::from_slice(&req.body)
+            .map_err(|e| WebhookError::Malformed(format!("webhook JSON: {e}")))?;
+        if post.sender_id.is_empty() {
+            return Err(WebhookError::Malformed("sender_id is empty".into()));
+        }
+        let content = match (post.content, post.text) {
+            (Some(c), _) => c,
+            (None, Some(t)) => EventContent::text(t),
+            (None, None) => {
+                return Err(WebhookError::Malformed(
+                    "text or content is required".into(),
+                ));
+            }
+        };
+        let mut m = InboundMessage::text(self.channel_id.clone(), post.sender_id, "");
+        m.content = content;
+        m.idempotency_key = post
+            .idempotency_key
+            .or_else(|| post.message_id.as_ref().map(|id| format!("webhook:{id}")));
+        m.provider_message_id = post.message_id;
+        m.room_id = post.room_id;
+        m.metadata = post.metadata;
+        if let Ok(serde_json::Value::Object(raw)) = req.json() {
+            m.raw_payload = raw;
+        }
+        Ok(WebhookOutcome::messages(vec![m]))
+    }
+}
