@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod content;
+pub mod email;
 mod error;
 mod http;
 pub mod receiver;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod email;
 mod support;
 mod telegram;
 mod twilio;
