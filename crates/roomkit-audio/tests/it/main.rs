@@ -1,0 +1,13 @@
+//! Integration tests of roomkit-audio: signal-level properties of every stage and of the pipeline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod alloc;
+mod codec;
+mod dsp;
+mod dtmf;
+mod pipeline;
+mod recorder;
+mod resample;
+mod turn;
+mod util;
+mod vad;

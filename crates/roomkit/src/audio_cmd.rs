@@ -1,0 +1,490 @@
+//! `roomkit audio`: run the inbound audio pipeline over WAV files, for debugging calls and tuning pipelines.
+//!
+//! `roomkit audio process` streams the input through the chosen stages in
+//! 20 ms frames and writes the processed audio plus one JSON line per
+//! pipeline event. Memory use does not grow with the file's length. Outputs
+//! are written under temporary names and only renamed into place when the
+//! whole file was processed, so a failed run leaves no output behind.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, anyhow, bail};
+use roomkit_audio::aec::Aec3Canceller;
+use roomkit_audio::agc::{AgcConfig, LevelAgc};
+use roomkit_audio::denoise::RnnoiseDenoiser;
+use roomkit_audio::dtmf::GoertzelDtmf;
+use roomkit_audio::resample::ChunkResampler;
+use roomkit_audio::vad::{
+    EnergyVad, EnergyVadConfig, SegmentingVad, VadConfig, WebRtcVad, WebRtcVadMode,
+};
+use roomkit_audio::{AudioFormat, AudioFrame, AudioPipeline, AudioPipelineContract, PipelineEvent};
+
+/// Arguments of `roomkit audio`.
+#[derive(clap::Args)]
+pub struct AudioArgs {
+    #[command(subcommand)]
+    command: AudioCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum AudioCommand {
+    /// Run the inbound chain over a WAV file and write the result and the events.
+    Process(ProcessArgs),
+}
+
+/// Which VAD engine `process` uses.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum VadKind {
+    /// WebRTC (libfvad), aggressive mode.
+    Webrtc,
+    /// Energy above the noise floor.
+    Energy,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProcessArgs {
+    /// Near-end (caller) audio: 16- or 24-bit integer or 32-bit float WAV, mono or stereo, any rate.
+    #[arg(long)]
+    input: PathBuf,
+    /// Far-end audio played to the caller, used as the echo canceller's reference.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Stages to run, comma-separated, from: resample, aec, agc, denoise, vad, dtmf.
+    /// Default: all of them (aec only when --reference is given).
+    #[arg(long, value_delimiter = ',')]
+    stages: Option<Vec<String>>,
+    /// Internal (and output) sample rate in Hz.
+    #[arg(long, default_value_t = 16_000)]
+    rate: u32,
+    /// Processed audio (16-bit mono WAV at --rate).
+    #[arg(long)]
+    output: PathBuf,
+    /// Pipeline events, one JSON object per line.
+    #[arg(long)]
+    events: PathBuf,
+    /// VAD engine.
+    #[arg(long, value_enum, default_value_t = VadKind::Webrtc)]
+    vad: VadKind,
+    /// Do not print progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `roomkit audio`.
+///
+/// # Errors
+/// A one-line description of what went wrong (unreadable input, bad
+/// arguments, write failure); no output file is left behind then.
+pub fn run(args: AudioArgs) -> anyhow::Result<()> {
+    match args.command {
+        AudioCommand::Process(p) => process(&p),
+    }
+}
+
+const STAGES: [&str; 6] = ["resample", "aec", "agc", "denoise", "vad", "dtmf"];
+
+/// A WAV file read sample by sample as mono floats in [-1, 1].
+struct WavSource {
+    reader: hound::WavReader<BufReader<File>>,
+    channels: usize,
+    rate: u32,
+    float: bool,
+    scale: f32,
+    total_frames: u64,
+    path: PathBuf,
+}
+
+impl WavSource {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let reader = hound::WavReader::open(path)
+            .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+        let spec = reader.spec();
+        let float = match (spec.sample_format, spec.bits_per_sample) {
+            (hound::SampleFormat::Int, 8 | 16 | 24 | 32) => false,
+            (hound::SampleFormat::Float, 32) => true,
+            (f, b) => bail!(
+                "cannot read {}: unsupported sample format {f:?} {b}-bit",
+                path.display()
+            ),
+        };
+        if spec.channels == 0 || spec.sample_rate < 8_000 || spec.sample_rate > 192_000 {
+            bail!(
+                "cannot read {}: unsupported layout ({} channels at {} Hz)",
+                path.display(),
+                spec.channels,
+                spec.sample_rate
+            );
+        }
+        let scale = if float {
+            1.0
+        } else {
+            1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32
+        };
+        Ok(Self {
+            total_frames: u64::from(reader.duration()),
+            reader,
+            channels: usize::from(spec.channels),
+            rate: spec.sample_rate,
+            float,
+            scale,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Appends up to `frames` mono samples to `out`; returns how many were read.
+    fn read(&mut self, frames: usize, out: &mut Vec<f32>) -> anyhow::Result<usize> {
+        let ch = self.channels;
+        let mut got = 0;
+        let mut acc = 0f32;
+        let mut n = 0usize;
+        let path = &self.path;
+        let err = |e: hound::Error| anyhow!("cannot read {}: {e}", path.display());
+        if self.float {
+            for s in self.reader.samples::<f32>() {
+                acc += s.map_err(err)?;
+                n += 1;
+                if n == ch {
+                    out.push(acc / ch as f32);
+                    acc = 0.0;
+                    n = 0;
+                    got += 1;
+                    if got == frames {
+                        break;
+                    }
+                }
+            }
+        } else {
+            let scale = self.scale;
+            for s in self.reader.samples::<i32>() {
+                acc += s.map_err(err)? as f32 * scale;
+                n += 1;
+                if n == ch {
+                    out.push(acc / ch as f32);
+                    acc = 0.0;
+                    n = 0;
+                    got += 1;
+                    if got == frames {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// Turns a source at any rate into 20 ms frames at the internal rate, with
+/// the resampler's delay removed so frame times match the input's.
+struct FrameSource {
+    src: WavSource,
+    resampler: Option<ChunkResampler>,
+    chunk: Vec<f32>,
+    resampled: Vec<f32>,
+    fifo: std::collections::VecDeque<f32>,
+    skip: usize,
+    exhausted: bool,
+    flush_left: usize,
+    frame_len: usize,
+    emitted: u64,
+    expected: u64,
+}
+
+impl FrameSource {
+    fn new(src: WavSource, rate: u32, allow_resample: bool) -> anyhow::Result<Self> {
+        let frame_len = rate as usize / 50;
+        let (resampler, skip) = if src.rate == rate {
+            (None, 0)
+        } else {
+            if !allow_resample {
+                bail!(
+                    "{} is {} Hz but the pipeline runs at {rate} Hz: add the resample stage or pass --rate {}",
+                    src.path.display(),
+                    src.rate,
+                    src.rate
+                );
+            }
+            let r = ChunkResampler::new(src.rate, rate, src.rate as usize / 50)
+                .map_err(|e| anyhow!("cannot resample {}: {e}", src.path.display()))?;
+            let skip = (r.delay_ms() * f64::from(rate) / 1000.0).round() as usize;
+            (Some(r), skip)
+        };
+        let expected = src.total_frames * u64::from(rate) / u64::from(src.rate);
+        let out_cap = resampler.as_ref().map_or(0, ChunkResampler::output_len);
+        Ok(Self {
+            src,
+            chunk: Vec::with_capacity(8192),
+            resampled: vec![0.0; out_cap.max(1)],
+            fifo: std::collections::VecDeque::with_capacity(frame_len * 8 + out_cap),
+            flush_left: skip,
+            resampler,
+            skip,
+            exhausted: false,
+            frame_len,
+            emitted: 0,
+            expected,
+        })
+    }
+
+    /// Fills `frame` with the next 20 ms; false at the end of the input.
+    fn next(&mut self, frame: &mut AudioFrame, rate: u32) -> anyhow::Result<bool> {
+        while self.fifo.len() < self.frame_len && !(self.exhausted && self.flush_left == 0) {
+            self.chunk.clear();
+            let want = self
+                .resampler
+                .as_ref()
+                .map_or(self.frame_len, ChunkResampler::input_len);
+            let got = if self.exhausted {
+                0
+            } else {
+                self.src.read(want, &mut self.chunk)?
+            };
+            if got < want {
+                self.exhausted = true;
+            }
+            match self.resampler.as_mut() {
+                Some(r) => {
+                    if got == 0 && self.flush_left == 0 {
+                        break;
+                    }
+                    self.chunk.resize(want, 0.0);
+                    let n = r.process(&self.chunk, &mut self.resampled)?;
+                    let mut out = &self.resampled[..n];
+                    if self.skip > 0 {
+                        let s = self.skip.min(out.len());
+                        out = &out[s..];
+                        self.skip -= s;
+                    }
+                    if got < want {
+                        self.flush_left = self.flush_left.saturating_sub(n);
+                    }
+                    self.fifo.extend(out.iter().copied());
+                }
+                None => {
+                    self.flush_left = 0;
+                    self.fifo.extend(self.chunk.iter().copied());
+                }
+            }
+        }
+        // Never emit past the input's length (rounded up to a whole frame).
+        if self.fifo.is_empty() || self.emitted >= self.expected {
+            return Ok(false);
+        }
+        frame.samples.clear();
+        for _ in 0..self.frame_len {
+            let x = self.fifo.pop_front().unwrap_or(0.0);
+            frame
+                .samples
+                .push((x * 32768.0).round().clamp(-32768.0, 32767.0) as i16);
+        }
+        frame.sample_rate = rate;
+        frame.channels = 1;
+        frame.timestamp_ms = Some(self.emitted as f64 * 1000.0 / f64::from(rate));
+        frame.metadata.clear();
+        self.emitted += self.frame_len as u64;
+        Ok(true)
+    }
+}
+
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn process(args: &ProcessArgs) -> anyhow::Result<()> {
+    let stages: Vec<String> = match &args.stages {
+        Some(list) => list
+            .iter()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => STAGES
+            .iter()
+            .filter(|s| **s != "aec" || args.reference.is_some())
+            .map(|s| (*s).to_owned())
+            .collect(),
+    };
+    for s in &stages {
+        if !STAGES.contains(&s.as_str()) {
+            bail!("unknown stage {s:?} (choose from {})", STAGES.join(", "));
+        }
+    }
+    let has = |name: &str| stages.iter().any(|s| s == name);
+    if has("aec") && args.reference.is_none() {
+        bail!("the aec stage needs --reference far.wav");
+    }
+    if ![8_000, 16_000, 24_000, 32_000, 48_000].contains(&args.rate) {
+        bail!("--rate must be 8000, 16000, 24000, 32000 or 48000");
+    }
+    if has("vad") && matches!(args.vad, VadKind::Webrtc) && !WebRtcVad::supports_rate(args.rate) {
+        bail!(
+            "the WebRTC VAD cannot run at {} Hz; use --vad energy or another --rate",
+            args.rate
+        );
+    }
+    // Open every input before creating any output.
+    let near = WavSource::open(&args.input)?;
+    let far = args.reference.as_deref().map(WavSource::open).transpose()?;
+    let total_s = near.total_frames as f64 / f64::from(near.rate);
+    let mut near = FrameSource::new(near, args.rate, has("resample"))?;
+    let mut far = match far {
+        Some(f) if has("aec") => Some(FrameSource::new(f, args.rate, has("resample"))?),
+        _ => None,
+    };
+
+    let rate = args.rate;
+    let mut b = AudioPipeline::builder();
+    if has("aec") {
+        b = b.aec(Box::new(Aec3Canceller::default()));
+    }
+    if has("agc") {
+        b = b.agc(Box::new(LevelAgc::new(AgcConfig::default())?));
+    }
+    if has("denoise") {
+        b = b.denoiser(Box::new(RnnoiseDenoiser::new()));
+    }
+    if has("vad") {
+        b = match args.vad {
+            VadKind::Webrtc => b.vad(Box::new(SegmentingVad::new(
+                "webrtc",
+                VadConfig::default(),
+                || Ok(WebRtcVad::new(WebRtcVadMode::Aggressive)),
+            ))),
+            VadKind::Energy => b.vad(Box::new(SegmentingVad::new(
+                "energy",
+                VadConfig::default(),
+                || Ok(EnergyVad::new(EnergyVadConfig::default())),
+            ))),
+        };
+    }
+    if has("dtmf") {
+        b = b.dtmf(Box::new(GoertzelDtmf::default()));
+    }
+    let mut pipeline = b.build(AudioPipelineContract::uniform(AudioFormat::pcm_mono(rate)))?;
+
+    let out_tmp = partial(&args.output);
+    let ev_tmp = partial(&args.events);
+    let result = run_frames(
+        args,
+        &mut pipeline,
+        &mut near,
+        far.as_mut(),
+        &out_tmp,
+        &ev_tmp,
+        total_s,
+    );
+    match result {
+        Ok((frames, events)) => {
+            std::fs::rename(&out_tmp, &args.output)
+                .with_context(|| format!("cannot write {}", args.output.display()))?;
+            std::fs::rename(&ev_tmp, &args.events)
+                .with_context(|| format!("cannot write {}", args.events.display()))?;
+            if !args.quiet {
+                eprintln!(
+                    "wrote {} ({:.1} s at {rate} Hz) and {} events to {}",
+                    args.output.display(),
+                    frames as f64 * 0.02,
+                    events,
+                    args.events.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            std::fs::remove_file(&out_tmp).ok();
+            std::fs::remove_file(&ev_tmp).ok();
+            Err(e)
+        }
+    }
+}
+
+fn run_frames(
+    args: &ProcessArgs,
+    pipeline: &mut AudioPipeline,
+    near: &mut FrameSource,
+    mut far: Option<&mut FrameSource>,
+    out_tmp: &Path,
+    ev_tmp: &Path,
+    total_s: f64,
+) -> anyhow::Result<(u64, u64)> {
+    let rate = args.rate;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = hound::WavWriter::create(out_tmp, spec)
+        .map_err(|e| anyhow!("cannot write {}: {e}", args.output.display()))?;
+    let ev_file =
+        File::create(ev_tmp).map_err(|e| anyhow!("cannot write {}: {e}", args.events.display()))?;
+    let mut ev_out = BufWriter::new(ev_file);
+    let mut frame = AudioFrame::with_capacity(rate, 1, rate as usize / 50);
+    let mut reference = AudioFrame::with_capacity(rate, 1, rate as usize / 50);
+    let mut events: Vec<PipelineEvent> = Vec::with_capacity(8);
+    let mut n_frames = 0u64;
+    let mut n_events = 0u64;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let show_progress = !args.quiet && total_s > 60.0;
+    let stream = "input";
+    let write_events = |events: &mut Vec<PipelineEvent>,
+                        out: &mut BufWriter<File>,
+                        n: &mut u64|
+     -> anyhow::Result<()> {
+        for ev in events.drain(..) {
+            writeln!(out, "{}", ev.to_json_line())
+                .map_err(|e| anyhow!("cannot write {}: {e}", args.events.display()))?;
+            *n += 1;
+        }
+        Ok(())
+    };
+    while near.next(&mut frame, rate)? {
+        if let Some(f) = far.as_deref_mut() {
+            if f.next(&mut reference, rate)? {
+                pipeline.feed_aec_reference(stream, &reference)?;
+            } else {
+                // The far end ended: keep feeding silence so the canceller stays in step.
+                reference.samples.clear();
+                reference.samples.resize(rate as usize / 50, 0);
+                reference.sample_rate = rate;
+                pipeline.feed_aec_reference(stream, &reference)?;
+            }
+        }
+        pipeline.process_inbound(stream, &mut frame, &mut events)?;
+        let mut w = wav.get_i16_writer(frame.samples.len() as u32);
+        for &s in &frame.samples {
+            w.write_sample(s);
+        }
+        w.flush()
+            .map_err(|e| anyhow!("cannot write {}: {e}", args.output.display()))?;
+        write_events(&mut events, &mut ev_out, &mut n_events)?;
+        n_frames += 1;
+        if show_progress && last_report.elapsed().as_secs_f64() >= 2.0 {
+            last_report = Instant::now();
+            let done = n_frames as f64 * 0.02;
+            let speed = done / started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "progress: {:.0} of {:.0} s ({:.0}%), {:.0}x real time",
+                done,
+                total_s,
+                100.0 * done / total_s,
+                speed
+            );
+        }
+    }
+    pipeline.end_stream(stream, &mut events)?;
+    write_events(&mut events, &mut ev_out, &mut n_events)?;
+    ev_out
+        .flush()
+        .map_err(|e| anyhow!("cannot write {}: {e}", args.events.display()))?;
+    wav.finalize()
+        .map_err(|e| anyhow!("cannot write {}: {e}", args.output.display()))?;
+    Ok((n_frames, n_events))
+}
