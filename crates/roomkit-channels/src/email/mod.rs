@@ -396,6 +396,7 @@ fn to_message(channel_id: &ChannelId, provider: &str, mail: InboundEmail) -> Inb
 
 /// Parses the header block of an RFC 5322 message (unfolding continuation
 /// lines); returns the headers and the body.
+#[cfg_attr(not(any(feature = "smtp", feature = "sendgrid")), allow(dead_code))]
 pub(crate) fn parse_headers(raw: &str) -> (Vec<(String, String)>, &str) {
     let (head, body) = match raw.find("\r\n\r\n") {
         Some(i) => (&raw[..i], &raw[i + 4..]),
@@ -418,6 +419,7 @@ pub(crate) fn parse_headers(raw: &str) -> (Vec<(String, String)>, &str) {
     (headers, body)
 }
 
+#[cfg_attr(not(any(feature = "smtp", feature = "sendgrid")), allow(dead_code))]
 pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -426,6 +428,7 @@ pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<
 }
 
 /// Message ids in a References-style header.
+#[cfg_attr(not(any(feature = "smtp", feature = "sendgrid")), allow(dead_code))]
 pub(crate) fn message_ids(value: &str) -> Vec<String> {
     value
         .split_whitespace()
@@ -435,6 +438,7 @@ pub(crate) fn message_ids(value: &str) -> Vec<String> {
 }
 
 /// The bare address of `Name <a@b>`.
+#[cfg_attr(not(any(feature = "smtp", feature = "sendgrid")), allow(dead_code))]
 pub(crate) fn address(value: &str) -> String {
     match (value.rfind('<'), value.rfind('>')) {
         (Some(a), Some(b)) if a < b => value[a + 1..b].trim().to_owned(),
@@ -443,6 +447,7 @@ pub(crate) fn address(value: &str) -> String {
 }
 
 /// An inbound mail from headers and a text body.
+#[cfg_attr(not(any(feature = "smtp", feature = "sendgrid")), allow(dead_code))]
 pub(crate) fn inbound_from_headers(
     headers: &[(String, String)],
     text: &str,

@@ -17,6 +17,8 @@ use crate::receiver::{
 };
 use crate::{ProviderResult, content};
 
+#[cfg(feature = "telnyx")]
+pub mod telnyx;
 #[cfg(feature = "twilio")]
 pub mod twilio;
 

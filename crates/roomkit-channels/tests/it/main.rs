@@ -7,5 +7,6 @@
 mod email;
 mod support;
 mod telegram;
+mod telnyx;
 mod twilio;
 mod webhook;
