@@ -1,4 +1,14 @@
 //! Shared HTTP plumbing for vendor APIs: one client per provider, and the
+#![cfg_attr(
+    not(any(
+        feature = "twilio",
+        feature = "telnyx",
+        feature = "sendgrid",
+        feature = "webhook",
+        feature = "telegram"
+    )),
+    allow(dead_code)
+)]
 //! mapping of answers to [`ProviderError`].
 
 use std::time::Duration;
