@@ -181,6 +181,10 @@ pub trait WebhookReceiver: Send + Sync {
 }
 
 /// Constant-time comparison of two byte strings.
+#[cfg_attr(
+    not(any(feature = "twilio", feature = "webhook", feature = "telegram")),
+    allow(dead_code)
+)]
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))

@@ -347,6 +347,7 @@ impl SmsWebhook {
 }
 
 /// Maps a vendor status word to the RFC's delivery status.
+#[cfg_attr(not(any(feature = "twilio", feature = "telnyx")), allow(dead_code))]
 pub(crate) fn map_status(word: &str) -> Option<DeliveryStatus> {
     match word.to_ascii_lowercase().as_str() {
         "queued" | "accepted" | "scheduled" | "sending" | "queued_at_carrier" => {
