@@ -11,8 +11,23 @@ use roomkit_core::RoomKit;
 use roomkit_core::store::MemoryStore;
 use roomkit_server::auth::ApiKey;
 use roomkit_server::{ConnectionRegistry, Server, ServerOptions, WebSocketChannel};
+use roomkit_store_sql::SqlStoreError;
 
 use crate::config::{self, ChannelSpec, Overrides, ProcessEnv, Settings};
+
+/// A store URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -56,10 +71,6 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = check_store(&settings) {
-        eprintln!("roomkit: {e}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,7 +85,19 @@ pub fn main(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("roomkit: {e:#}");
-            ExitCode::FAILURE
+            // A store URL the store itself cannot parse is a configuration
+            // error; anything else is a failure to run.
+            let bad_url = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<SqlStoreError>(),
+                    Some(SqlStoreError::BadUrl { .. })
+                )
+            });
+            if bad_url {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -91,34 +114,29 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The stores this build can open. The SQL stores are not part of it yet,
-/// so only an explicit request for one is an error; the built-in default
-/// falls back to memory.
-fn check_store(settings: &Settings) -> Result<(), config::ConfigError> {
-    let url = &settings.store.url;
-    let sql = url.starts_with("sqlite://") || url.starts_with("postgres");
-    if sql && !settings.store.is_default {
-        return Err(config::ConfigError {
-            file: None,
-            key: "store".into(),
-            problem: format!("the store {url:?} is not available in this build; use memory://"),
-        });
-    }
-    Ok(())
-}
-
 async fn run(settings: Settings) -> anyhow::Result<()> {
     for w in &settings.warnings {
         tracing::warn!(target: "roomkit.config", "{w}");
     }
-    if settings.store.is_default && settings.store.url != "memory://" {
-        tracing::warn!(target: "roomkit.config", store = %settings.store.url, "the SQLite store is not available in this build; rooms are kept in memory and lost on exit");
-    }
     let registry = ConnectionRegistry::new();
     let mut builder = RoomKit::builder()
-        .store(Arc::new(MemoryStore::new()))
         .max_chain_depth(settings.max_chain_depth)
         .process_timeout(settings.process_timeout);
+    let url = settings.store.url.as_str();
+    let sql = if url == "memory://" || url == "memory" {
+        tracing::info!(target: "roomkit.config", "in-memory store: rooms are lost on exit");
+        builder = builder.store(Arc::new(MemoryStore::new()));
+        None
+    } else {
+        let backend = roomkit_store_sql::open(url)
+            .await
+            .with_context(|| format!("opening the store {}", redact(url)))?;
+        tracing::info!(target: "roomkit.config", store = %redact(url), "store opened");
+        builder = builder
+            .store(backend.store.clone())
+            .lock_manager(backend.locks.clone());
+        Some(backend)
+    };
     for spec in &settings.channels {
         builder = match spec {
             ChannelSpec::WebSocket { id } => builder.channel(Arc::new(WebSocketChannel::new(
@@ -136,6 +154,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let kit = builder.build().context("building the engine")?;
+    // Events committed by other processes sharing the store reach this
+    // one's connections; the handle lives as long as the server.
+    let _fanout = sql.as_ref().map(|b| b.start_fanout(&kit));
     kit.start_timers(settings.timer_resolution);
     if settings.public_url.is_some() {
         tracing::info!(target: "roomkit.config", "public_url is set; it is used by provider webhooks");

@@ -172,16 +172,28 @@ async fn web_chat_sends_and_shows_live_messages() {
     d.call(
         reqwest::Method::POST,
         &format!("/element/{button}/click"),
-        None,
+        Some(json!({})),
     )
     .await;
-    eventually("the page's message is stored", || async {
-        s.timeline("lobby")
-            .await
+    let mut stored = false;
+    for _ in 0..100 {
+        let timeline = s.timeline("lobby").await;
+        if timeline
             .iter()
             .any(|e| e["content"]["text"] == "hello from the page")
-    })
-    .await;
+        {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stored,
+        "the page's message was not stored; page status: {:?}; messages: {:?}; log: {}",
+        d.text("#status").await,
+        d.text("#messages").await,
+        s.log()
+    );
 
     s.post_text("lobby", "ws", "hello from rest").await;
     eventually("the REST message appears on the page", || async {

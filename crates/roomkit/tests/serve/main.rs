@@ -9,6 +9,7 @@ mod browser;
 mod config;
 mod hooks;
 mod rest;
+mod store;
 mod ws;
 
 use std::process::Stdio;
@@ -68,9 +69,11 @@ impl Server {
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = std::env::temp_dir().join(format!("roomkit-serve-{}.log", unique()));
         let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .args(["--addr", "127.0.0.1:0", "--store", "memory://"])
-            .args(args)
+        cmd.arg("serve").args(["--addr", "127.0.0.1:0"]);
+        if !args.contains(&"--store") {
+            cmd.args(["--store", "memory://"]);
+        }
+        cmd.args(args)
             .env_remove("ROOMKIT_API_KEY")
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY")
