@@ -49,7 +49,7 @@ impl std::fmt::Debug for ApiKey {
 pub fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/healthz" | "/openapi.json" | "/app.js" | "/style.css" | "/favicon.ico"
+        "/" | "/healthz" | "/openapi.json" | "/app.js" | "/style.css" | "/favicon.ico" | "/calls"
     ) || path.starts_with("/webhooks/")
 }
 

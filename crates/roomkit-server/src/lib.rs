@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calls;
 pub mod error;
 pub mod extract;
 pub mod hooks;
@@ -77,6 +78,7 @@ impl Default for ServerOptions {
 pub struct Server {
     state: AppState,
     options: ServerOptions,
+    call_reports: Option<std::path::PathBuf>,
 }
 
 /// An HTTP client for hooks, with the TLS backend set up.
@@ -108,12 +110,27 @@ impl Server {
             shutdown: CancellationToken::new(),
             ws_tasks: TaskTracker::new(),
         };
-        Self { state, options }
+        Self {
+            state,
+            options,
+            call_reports: None,
+        }
+    }
+
+    /// Serves the call reports under `dir` (see [`calls`]).
+    #[must_use]
+    pub fn with_call_reports(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.call_reports = Some(dir.into());
+        self
     }
 
     /// The router (for tests that drive it without a socket).
     pub fn router(&self) -> Router {
-        router(self.state.clone())
+        let app = router(self.state.clone());
+        match &self.call_reports {
+            Some(dir) => app.merge(calls::routes(dir.clone(), self.state.clone())),
+            None => app,
+        }
     }
 
     /// Listens, prints `roomkit listening on http://ADDR` on stdout once
@@ -141,7 +158,7 @@ impl Server {
             state.metrics.clone(),
             state.shutdown.clone(),
         );
-        let app = router(state.clone());
+        let app = self.router();
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
