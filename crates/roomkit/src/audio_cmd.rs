@@ -488,3 +488,142 @@ fn run_frames(
         .map_err(|e| anyhow!("cannot write {}: {e}", args.output.display()))?;
     Ok((n_frames, n_events))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("roomkit-audio-cmd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    /// Silence, DTMF "5" (100 ms) at 1.0 s, silence, a 1.2 s voiced burst at 2.0 s, silence.
+    fn signal(rate: u32) -> Vec<f32> {
+        let n = rate as usize * 5;
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / rate as f32;
+                let w = |f: f32| (2.0 * std::f32::consts::PI * f * t).sin();
+                if (1.0..1.1).contains(&t) {
+                    0.25 * (w(770.0) + w(1336.0))
+                } else if (2.0..3.2).contains(&t) {
+                    let env = 0.6 + 0.4 * w(4.0);
+                    0.2 * env * (w(180.0) + 0.5 * w(360.0) + 0.3 * w(720.0) + 0.2 * w(1440.0))
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    fn write(path: &Path, rate: u32, channels: u16, bits: u16, float: bool) {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: bits,
+            sample_format: if float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for x in signal(rate) {
+            for _ in 0..channels {
+                if float {
+                    w.write_sample(x).unwrap();
+                } else {
+                    let scale = (1i32 << (bits - 1)) as f32 - 1.0;
+                    w.write_sample((x * scale) as i32).unwrap();
+                }
+            }
+        }
+        w.finalize().unwrap();
+    }
+
+    fn args(input: &Path, output: &Path, events: &Path) -> ProcessArgs {
+        ProcessArgs {
+            input: input.to_owned(),
+            reference: None,
+            stages: None,
+            rate: 16_000,
+            output: output.to_owned(),
+            events: events.to_owned(),
+            vad: VadKind::Webrtc,
+            quiet: true,
+        }
+    }
+
+    #[test]
+    fn processes_common_wav_formats_into_audio_and_events() {
+        for (i, (rate, ch, bits, float)) in [
+            (44_100, 2, 16, false),
+            (48_000, 1, 24, false),
+            (22_050, 1, 32, true),
+            (16_000, 1, 16, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let input = tmp(&format!("in{i}.wav"));
+            let output = tmp(&format!("out{i}.wav"));
+            let events = tmp(&format!("ev{i}.jsonl"));
+            write(&input, rate, ch, bits, float);
+            process(&args(&input, &output, &events)).unwrap();
+            let out = hound::WavReader::open(&output).unwrap();
+            assert_eq!((out.spec().sample_rate, out.spec().channels), (16_000, 1));
+            assert!(
+                (out.duration() as i64 - 80_000).abs() <= 320,
+                "{rate} Hz: {} samples",
+                out.duration()
+            );
+            let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let dtmf: Vec<_> = lines.iter().filter(|l| l["type"] == "dtmf").collect();
+            assert_eq!(dtmf.len(), 1, "{rate} Hz: {lines:?}");
+            assert_eq!(dtmf[0]["digit"], "5");
+            assert!(
+                (dtmf[0]["t_ms"].as_f64().unwrap() - 1000.0).abs() < 5.0,
+                "{lines:?}"
+            );
+            assert!(
+                (dtmf[0]["duration_ms"].as_f64().unwrap() - 100.0).abs() < 5.0,
+                "{lines:?}"
+            );
+            let start = lines.iter().find(|l| l["type"] == "speech_start").unwrap();
+            let end = lines.iter().find(|l| l["type"] == "speech_end").unwrap();
+            assert!(
+                (start["t_ms"].as_f64().unwrap() - 2000.0).abs() <= 60.0,
+                "{rate} Hz: {lines:?}"
+            );
+            assert!(
+                (end["t_ms"].as_f64().unwrap() - 3200.0).abs() <= 200.0,
+                "{rate} Hz: {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_input_fails_with_one_line_and_no_output() {
+        let input = tmp("garbage.wav");
+        std::fs::write(&input, b"this is not a wav file").unwrap();
+        let output = tmp("never.wav");
+        let events = tmp("never.jsonl");
+        let err = process(&args(&input, &output, &events)).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.starts_with("cannot read"), "{text}");
+        assert!(!text.contains('\n'));
+        assert!(!output.exists() && !events.exists());
+        assert!(!partial(&output).exists() && !partial(&events).exists());
+        // Asking for AEC without a reference is refused before anything is written.
+        let mut a = args(&tmp("missing.wav"), &output, &events);
+        a.stages = Some(vec!["aec".into()]);
+        assert!(process(&a).is_err());
+        assert!(!output.exists());
+    }
+}

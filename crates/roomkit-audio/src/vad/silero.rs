@@ -43,7 +43,7 @@ fn build_plan() -> Result<Plan, String> {
         .map_err(|e| e.to_string())?
         .into_runnable()
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(plan))
+    Ok(plan)
 }
 
 fn plan() -> Result<Plan, AudioError> {
@@ -134,7 +134,11 @@ impl SileroVad {
         let out = self.plan.run(inputs).map_err(err)?;
         let prob = out
             .first()
-            .and_then(|t| t.as_slice::<f32>().ok().and_then(|s| s.first().copied()))
+            .and_then(|t| {
+                t.to_plain_array_view::<f32>()
+                    .ok()
+                    .and_then(|a| a.iter().next().copied())
+            })
             .ok_or_else(|| AudioError::provider("tract", "read Silero output", "empty"))?;
         if let Some(state) = out.get(1) {
             self.state = state.clone().into_tensor();
