@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audio;
 mod common;
 mod inbound;
+mod server;
 mod store;
 
 fn main() -> std::process::ExitCode {
@@ -19,7 +20,7 @@ fn main() -> std::process::ExitCode {
     let Some(workload) = args.first().cloned() else {
         eprintln!("usage: roomkit-bench <workload> [--key value ...]");
         eprintln!(
-            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read"
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load"
         );
         return std::process::ExitCode::from(2);
     };
@@ -43,6 +44,13 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             } else {
                 store::run(&workload, &opts)
+            }
+        })
+        .and_then(|done| {
+            if done {
+                Ok(true)
+            } else {
+                server::run(&workload, &opts)
             }
         });
     match result {
