@@ -122,7 +122,7 @@ pub struct FrameMetadata {
     pub gain_applied_db: Option<f32>,
     /// The frame was synthesised by packet loss concealment.
     pub concealed: bool,
-    /// The VAD judged this frame to contain speech.
+    /// Set on the frame where the VAD reported speech starting (`true`) or ending (`false`).
     pub speech: Option<bool>,
     /// Free-form annotations from custom stages.
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,

@@ -84,6 +84,8 @@ fn frames(x: &[i16], rate: u32) -> Vec<AudioFrame> {
 }
 
 struct Stats {
+    /// CPU microseconds per frame, when the run was long enough to measure.
+    cpu: Option<f64>,
     mean: f64,
     p50: f64,
     p99: f64,
@@ -95,6 +97,7 @@ fn stats(mut us: Vec<f64>) -> Stats {
     us.sort_by(f64::total_cmp);
     let pick = |q: f64| us[((us.len() as f64 - 1.0) * q).round() as usize];
     Stats {
+        cpu: None,
         mean: total / us.len() as f64,
         p50: pick(0.5),
         p99: pick(0.99),
@@ -138,6 +141,7 @@ fn emit(
         "p50_us": (s.p50 * 100.0).round() / 100.0,
         "p99_us": (s.p99 * 100.0).round() / 100.0,
         "rtf": s.total_s / 60.0,
+        "cpu_us_per_frame": s.cpu.map(|c| (c * 100.0).round() / 100.0),
     });
     if !reference.is_empty() {
         o["reference"] = refs(reference, s.mean, s.p50);
@@ -162,13 +166,22 @@ fn time_frames(
         f(&mut scratch, "warm", k)?;
     }
     let mut us = Vec::with_capacity(input.len());
+    let cpu_start = thread_cpu_us();
     for (k, fr) in input.iter().enumerate() {
         scratch.clone_from(fr);
         let t = Instant::now();
         f(&mut scratch, "bench", k)?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    Ok(stats(us))
+    let cpu_end = thread_cpu_us();
+    let mut st = stats(us);
+    // The CPU clock ticks every 10 ms: only report it over 100 ms or more.
+    if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
+        if b - a >= 100_000.0 {
+            st.cpu = Some((b - a) / input.len() as f64);
+        }
+    }
+    Ok(st)
 }
 
 fn stages() -> anyhow::Result<()> {

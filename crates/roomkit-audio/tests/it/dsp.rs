@@ -286,6 +286,12 @@ fn aec_tuning_experiment() {
     c.suppressor.normal_tuning.mask_hf.enr_suppress =
         v("NHFS", c.suppressor.normal_tuning.mask_hf.enr_suppress);
     c.suppressor.use_subband_nearend_detection = v("SUB", 0.0) > 0.5;
+    let len = v("LEN", c.filter.main.length_blocks as f32) as usize;
+    c.filter.main.length_blocks = len;
+    c.filter.shadow.length_blocks = len;
+    c.filter.main_initial.length_blocks = len.min(c.filter.main_initial.length_blocks);
+    c.filter.shadow_initial.length_blocks = len.min(c.filter.shadow_initial.length_blocks);
+    c.delay.num_filters = v("NF", c.delay.num_filters as f32) as usize;
     let n = RATE as usize * 12;
     let far = voice_like(RATE, n, 120.0, 0.5, 3);
     let echo = echo_path(&far);
@@ -304,6 +310,7 @@ fn aec_tuning_experiment() {
     let (far, near, talker) = (to_i16(&far), to_i16(&near), to_i16(&talker));
     let mut aec = Aec3Canceller::with_aec3_config(AecConfig::default(), c);
     let mut out = Vec::new();
+    let t0 = std::time::Instant::now();
     for (f, nn) in far.chunks_exact(FRAME).zip(near.chunks_exact(FRAME)) {
         aec.feed_reference(&AudioFrame::new(f.to_vec(), RATE, 1).unwrap(), "c")
             .unwrap();
@@ -315,6 +322,10 @@ fn aec_tuning_experiment() {
     let erle = db(e(&near[3 * r..6 * r]) / e(&out[3 * r..6 * r]).max(1.0));
     let erle2 = db(e(&near[10 * r + r / 2..12 * r]) / e(&out[10 * r + r / 2..12 * r]).max(1.0));
     let (gain, corr) = match_reference(&out[7 * r..10 * r], &talker[7 * r..10 * r], 400);
+    eprintln!(
+        "EXPERIMENT {:.1} us/frame",
+        t0.elapsed().as_secs_f64() * 1e6 / (n / FRAME) as f64
+    );
     eprintln!(
         "EXPERIMENT erle {erle:.1} erle-after {erle2:.1} kept {:.1} dB corr {corr:.3}",
         20.0 * gain.abs().log10()
