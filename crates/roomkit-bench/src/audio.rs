@@ -176,10 +176,10 @@ fn time_frames(
     let cpu_end = thread_cpu_us();
     let mut st = stats(us);
     // The CPU clock ticks every 10 ms: only report it over 100 ms or more.
-    if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
-        if b - a >= 100_000.0 {
-            st.cpu = Some((b - a) / input.len() as f64);
-        }
+    if let (Some(a), Some(b)) = (cpu_start, cpu_end)
+        && b - a >= 100_000.0
+    {
+        st.cpu = Some((b - a) / input.len() as f64);
     }
     Ok(st)
 }
