@@ -3,7 +3,7 @@
 //! token-bucket rate limits per binding and per channel, and the
 //! per-operation timeout around every `deliver()` call.
 //!
-//! The state lives in the engine ([`Resilience`]), keyed by channel (the
+//! The state lives in the engine (`Resilience`), keyed by channel (the
 //! breaker and the channel's own limit: one provider account behind it) and
 //! by `(room, channel)` (the binding's limit). Rate-limited deliveries wait
 //! their turn in reservation order; nothing is dropped. All waiting goes
