@@ -152,7 +152,23 @@ struct Segmenter<E> {
     pending: Option<VadEvent>,
     rate: u32,
     clock_ms: f64,
+    /// Noise floor (frame RMS, dBFS): follows quieter frames at once and
+    /// rises 1 dB/s otherwise.
+    floor_db: Option<f32>,
+    /// The most recent speech frames: (start, end, RMS dBFS).
+    tail: VecDeque<(f64, f64, f32)>,
+    /// Loudest frame RMS of the current segment, dBFS.
+    peak_db: f32,
 }
+
+/// Speech frames kept for trimming a detector's hang-over off the end.
+const TAIL_FRAMES: usize = 16;
+/// At most this much is trimmed off a segment's end, in milliseconds.
+const MAX_TRIM_MS: f64 = 200.0;
+/// Trailing speech frames this close to the noise floor count as hang-over.
+const HANGOVER_MARGIN_DB: f32 = 6.0;
+/// ... and so do frames this far below the segment's loudest frame.
+const HANGOVER_BELOW_PEAK_DB: f32 = 30.0;
 
 /// Any [`VadEngine`] with segmentation and speech capture.
 pub struct SegmentingVad<E> {
@@ -212,10 +228,37 @@ impl<E: VadEngine> Segmenter<E> {
             pending: None,
             rate: 0,
             clock_ms: 0.0,
+            floor_db: None,
+            tail: VecDeque::with_capacity(TAIL_FRAMES),
+            peak_db: -120.0,
         }
     }
 
+    /// End of the speech proper: the last speech frame, minus trailing
+    /// frames the detector still called speech although they sit at the
+    /// noise floor (its hang-over), within `MAX_TRIM_MS`.
+    fn refined_end(&self, cfg: &VadConfig) -> f64 {
+        let mut end = self.last_speech_end_ms;
+        let Some(floor) = self.floor_db else {
+            return end;
+        };
+        let earliest = (self.last_speech_end_ms - MAX_TRIM_MS)
+            .max(self.start_ms + f64::from(cfg.min_speech_duration_ms));
+        for &(s, e, rms) in self.tail.iter().rev() {
+            let quiet =
+                rms < floor + HANGOVER_MARGIN_DB || rms < self.peak_db - HANGOVER_BELOW_PEAK_DB;
+            if (e - end).abs() > 0.5 || s < earliest || !quiet {
+                break;
+            }
+            end = s;
+        }
+        end
+    }
+
     fn end_event(&mut self, cfg: &VadConfig) -> VadEvent {
+        self.last_speech_end_ms = self.refined_end(cfg);
+        self.tail.clear();
+        self.peak_db = -120.0;
         let pad = (cfg.speech_pad_ms as usize * self.rate as usize) / 1000;
         let extra = self.trailing.saturating_sub(pad);
         let keep = self.capture.len() - extra.min(self.capture.len());
@@ -277,6 +320,19 @@ impl<E: VadEngine> VadProvider for SegmentingVad<E> {
             .engine
             .speech_probability(&frame.samples, frame.sample_rate)?;
         let is_speech = prob >= seg.engine.threshold();
+        let rms = crate::signal::rms_dbfs(&frame.samples);
+        seg.floor_db = Some(match seg.floor_db {
+            None => rms,
+            Some(f) if rms < f => rms,
+            Some(f) => f + (dur / 1000.0) as f32,
+        });
+        if is_speech {
+            if seg.tail.len() == TAIL_FRAMES {
+                seg.tail.pop_front();
+            }
+            seg.tail.push_back((t0, t0 + dur, rms));
+            seg.peak_db = seg.peak_db.max(rms);
+        }
         let pad_samples = (cfg.speech_pad_ms as usize * frame.sample_rate as usize) / 1000;
         let cap_samples = (cfg.max_capture_ms as usize * frame.sample_rate as usize) / 1000;
 

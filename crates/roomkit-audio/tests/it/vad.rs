@@ -2,7 +2,7 @@
 //!
 //! Ground truth is where each synthesized phrase is non-silent. Detected
 //! segments must match phrase for phrase, starts within 120 ms and ends
-//! within 200 ms (the WebRTC detector's own hang-over is part of that).
+//! within 150 ms.
 
 use roomkit_audio::vad::{
     EnergyVad, EnergyVadConfig, SegmentingVad, VadConfig, VadEventType, VadProvider, WebRtcVad,
@@ -16,7 +16,7 @@ use roomkit_audio::{
 use crate::util::{Lcg, active_span, convert, espeak, frames};
 
 pub const START_TOL_MS: f64 = 120.0;
-pub const END_TOL_MS: f64 = 200.0;
+pub const END_TOL_MS: f64 = 150.0;
 
 pub struct Scene {
     pub samples: Vec<i16>,
