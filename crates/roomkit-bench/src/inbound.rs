@@ -25,6 +25,10 @@ pub fn run(workload: &str, opts: &Options) -> anyhow::Result<bool> {
         "inbound_single" | "inbound_multi" | "memory_rooms" => {}
         _ => return Ok(false),
     }
+    // A durable store is the store module's business.
+    if opts.get("store").is_some_and(|s| s != "memory") {
+        return Ok(false);
+    }
     let threads: usize = opts.num("threads", 1)?;
     let rt = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
