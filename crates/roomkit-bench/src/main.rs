@@ -9,6 +9,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod ai;
 mod audio;
 mod common;
 mod inbound;
@@ -20,7 +21,7 @@ fn main() -> std::process::ExitCode {
     let Some(workload) = args.first().cloned() else {
         eprintln!("usage: roomkit-bench <workload> [--key value ...]");
         eprintln!(
-            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load"
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load ai_single ai_multi"
         );
         return std::process::ExitCode::from(2);
     };
@@ -51,6 +52,13 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             } else {
                 server::run(&workload, &opts)
+            }
+        })
+        .and_then(|done| {
+            if done {
+                Ok(true)
+            } else {
+                ai::run(&workload, &opts)
             }
         });
     match result {

@@ -180,7 +180,31 @@ pub enum ChannelSpec {
         /// Channel id.
         id: String,
     },
+    /// An AI channel with a real provider (OpenAI-compatible or Anthropic).
+    Ai(AiSpec),
 }
+
+/// The configuration of a model-backed AI channel, validated, with its
+/// API key already read from the environment.
+#[derive(Debug, Clone)]
+pub struct AiSpec(pub Box<roomkit_ai::AiChannelConfig>);
+
+impl AiSpec {
+    /// The channel id.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+}
+
+// Specs compare by their printed form (the key prints redacted), which is
+// what tests need.
+impl PartialEq for AiSpec {
+    fn eq(&self, other: &Self) -> bool {
+        format!("{:?}", self.0) == format!("{:?}", other.0)
+    }
+}
+
+impl Eq for AiSpec {}
 
 /// The store to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -441,6 +465,7 @@ fn validate(
         let spec = channel(ctx, &key, table, env, &mut warnings)?;
         let id = match &spec {
             ChannelSpec::WebSocket { id } | ChannelSpec::Echo { id } => id.clone(),
+            ChannelSpec::Ai(a) => a.id().to_owned(),
         };
         if id.trim().is_empty() || id == roomkit_core::model::SYSTEM_CHANNEL_ID {
             return Err(ctx.err(
@@ -547,15 +572,65 @@ fn strip_key(message: &str) -> String {
 /// The channels of a server started without any configured: `ws` and an
 /// `ai` echo agent.
 fn default_channels(env: &dyn Env, warnings: &mut Vec<String>) -> Vec<ChannelSpec> {
-    for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
-        if env.var(name).is_some() {
-            warnings.push(format!("{name} is set, but AI providers are not available in this build: channel `ai` is the echo agent"));
-        }
-    }
+    let _ = warnings;
+    // A provider key in the environment makes `ai` a real model.
+    let real = [
+        (
+            "OPENAI_API_KEY",
+            roomkit_ai::ProviderKind::Openai,
+            "gpt-4o-mini",
+        ),
+        (
+            "ANTHROPIC_API_KEY",
+            roomkit_ai::ProviderKind::Anthropic,
+            "claude-sonnet-4-5",
+        ),
+    ]
+    .into_iter()
+    .find_map(|(var, kind, model)| {
+        let key = env.var(var)?;
+        let mut c = roomkit_ai::AiChannelConfig::new("ai", kind);
+        c.model = Some(model.into());
+        c.system_prompt = Some("You are a helpful assistant.".into());
+        c.api_key = Some(roomkit_ai::SecretString::new(key));
+        Some(ChannelSpec::Ai(AiSpec(Box::new(c))))
+    });
     vec![
         ChannelSpec::WebSocket { id: "ws".into() },
-        ChannelSpec::Echo { id: "ai".into() },
+        real.unwrap_or(ChannelSpec::Echo { id: "ai".into() }),
     ]
+}
+
+/// A model-backed `[[channels]] type = "ai"`: its keys are the AI
+/// crate's `AiChannelConfig`; the key is read from `api_key_env` (or the
+/// provider's usual variable) now, once.
+fn ai_channel(
+    ctx: &Ctx<'_>,
+    key: &str,
+    table: toml::Table,
+    env: &dyn Env,
+) -> Result<ChannelSpec, ConfigError> {
+    let mut c: roomkit_ai::AiChannelConfig = ctx.section(key, table)?;
+    let ai_err = |e: roomkit_ai::AiError| match e {
+        roomkit_ai::AiError::Config { key: k, message } => ctx.err(format!("{key}.{k}"), message),
+        other => ctx.err(key, other.to_string()),
+    };
+    c.validate().map_err(ai_err)?;
+    let default_var = match c.provider {
+        roomkit_ai::ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+        _ => "OPENAI_API_KEY",
+    };
+    match &c.api_key_env {
+        Some(var) => match env.var(var) {
+            Some(k) => c.api_key = Some(roomkit_ai::SecretString::new(k)),
+            None => {
+                return Err(ctx.err(format!("{key}.api_key_env"), format!("{var} is not set")));
+            }
+        },
+        // Local servers (Ollama, vLLM) need no key.
+        None => c.api_key = env.var(default_var).map(roomkit_ai::SecretString::new),
+    }
+    Ok(ChannelSpec::Ai(AiSpec(Box::new(c))))
 }
 
 fn channel(
@@ -575,6 +650,9 @@ fn channel(
             let s: WebSocketSection = ctx.section(key, table)?;
             Ok(ChannelSpec::WebSocket { id: s.id })
         }
+        "ai" if matches!(table.get("provider"), Some(toml::Value::String(p)) if p != "echo") => {
+            ai_channel(ctx, key, table, env)
+        }
         "ai" => {
             let s: AiSection = ctx.section(key, table)?;
             match s.provider.as_str() {
@@ -591,13 +669,6 @@ fn channel(
                     }
                     Ok(ChannelSpec::Echo { id: s.id })
                 }
-                "openai" | "anthropic" => Err(ctx.err(
-                    format!("{key}.provider"),
-                    format!(
-                        "AI provider {:?} is not available in this build (use \"echo\")",
-                        s.provider
-                    ),
-                )),
                 other => Err(ctx.err(
                     format!("{key}.provider"),
                     format!("{other:?} is not an AI provider (openai, anthropic or echo)"),
@@ -697,12 +768,72 @@ mod tests {
     }
 
     #[test]
-    fn provider_keys_without_config_warn_and_use_echo() {
+    fn provider_keys_without_config_make_ai_a_real_model() {
         let env = FakeEnv([("OPENAI_API_KEY", "sk-test")].into_iter().collect());
         let s = load(None, &Overrides::default(), &env).unwrap();
-        assert!(s.channels.contains(&ChannelSpec::Echo { id: "ai".into() }));
-        assert_eq!(s.warnings.len(), 1);
-        assert!(!s.warnings[0].contains("sk-test"), "no secret in logs");
+        let ai = s
+            .channels
+            .iter()
+            .find_map(|c| match c {
+                ChannelSpec::Ai(a) => Some(a),
+                _ => None,
+            })
+            .expect("an AI channel");
+        assert_eq!(ai.id(), "ai");
+        assert_eq!(ai.0.provider, roomkit_ai::ProviderKind::Openai);
+        assert!(
+            !format!("{s:?}").contains("sk-test"),
+            "no secret in debug output"
+        );
+    }
+
+    #[test]
+    fn ai_channels_with_providers_and_tools_are_read() {
+        let env = FakeEnv([("MY_KEY", "sk-x")].into_iter().collect());
+        let s = from_text(
+            r#"
+[[channels]]
+id = "ai-bot"
+type = "ai"
+provider = "anthropic"
+model = "claude-test"
+base_url = "http://127.0.0.1:9100"
+api_key_env = "MY_KEY"
+system_prompt = "Be kind."
+temperature = 0.2
+max_tokens = 300
+
+[[channels.tools]]
+type = "http"
+name = "lookup_order"
+description = "Finds an order"
+url = "http://127.0.0.1:9300/order"
+parameters = { type = "object", properties = { id = { type = "string" } } }
+
+[[channels.tools]]
+type = "mcp"
+name = "files"
+transport = "stdio"
+command = "mcp-files"
+"#,
+            &env,
+        )
+        .unwrap();
+        let ChannelSpec::Ai(a) = &s.channels[0] else {
+            panic!("{:?}", s.channels);
+        };
+        assert_eq!(a.0.tools.len(), 2);
+        assert_eq!(a.0.api_key.as_ref().map(|k| k.expose()), Some("sk-x"));
+        let e = problem(
+            "[[channels]]\nid = \"a\"\ntype = \"ai\"\nprovider = \"openai\"\nmodel = \"m\"\napi_key_env = \"NOPE_UNSET\"\n",
+        );
+        assert_eq!(e.key, "channels[0].api_key_env");
+        let e = problem("[[channels]]\nid = \"a\"\ntype = \"ai\"\nprovider = \"openai\"\n");
+        assert_eq!(e.key, "channels[0].model");
+        let e = problem(
+            "[[channels]]\nid = \"a\"\ntype = \"ai\"\nprovider = \"openai\"\nmodel = \"m\"\ncolour = 1\n",
+        );
+        assert!(e.problem.contains("colour"), "{e}");
     }
 
     #[test]
@@ -791,11 +922,6 @@ on_error = "block"
 
     #[test]
     fn unavailable_features_are_refused_clearly() {
-        let e = problem(
-            "[[channels]]\nid = \"ai-bot\"\ntype = \"ai\"\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key_env = \"OPENAI_API_KEY\"\n",
-        );
-        assert_eq!(e.key, "channels[0].provider");
-        assert!(e.problem.contains("not available in this build"), "{e}");
         let e = problem(
             "[[channels]]\nid = \"s\"\ntype = \"sms\"\nprovider = \"twilio\"\nfrom = \"+1555\"\nauth_token_env = \"T\"\n",
         );

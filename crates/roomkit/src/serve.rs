@@ -137,6 +137,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             .lock_manager(backend.locks.clone());
         Some(backend)
     };
+    let mut ai_channels = Vec::new();
     for spec in &settings.channels {
         builder = match spec {
             ChannelSpec::WebSocket { id } => builder.channel(Arc::new(WebSocketChannel::new(
@@ -144,6 +145,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 registry.clone(),
             ))),
             ChannelSpec::Echo { id } => builder.channel(Arc::new(EchoAgent::new(id.as_str()))),
+            ChannelSpec::Ai(spec) => {
+                let ai = (*spec.0)
+                    .clone()
+                    .build()
+                    .with_context(|| format!("building AI channel {}", spec.id()))?;
+                tracing::info!(target: "roomkit.config", channel_id = %spec.id(), provider = ?spec.0.provider, model = ?spec.0.model, "ai channel registered");
+                ai_channels.push(ai.clone());
+                builder.channel(ai)
+            }
         };
     }
     if !settings.hooks.is_empty() {
@@ -154,6 +164,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let kit = builder.build().context("building the engine")?;
+    // AI channels fire hooks and publish turn metrics through the engine.
+    for ai in &ai_channels {
+        ai.attach_kit(&kit);
+    }
     // Events committed by other processes sharing the store reach this
     // one's connections; the handle lives as long as the server.
     let _fanout = sql.as_ref().map(|b| b.start_fanout(&kit));

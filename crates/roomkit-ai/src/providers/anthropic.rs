@@ -158,12 +158,13 @@ fn encode_parts(m: &AIMessage) -> Vec<Value> {
             AIContentPart::Text { text } if !text.is_empty() => {
                 out.push(json!({"type": "text", "text": text}));
             }
-            AIContentPart::Thinking { text, signature } if m.role == Role::Assistant => {
-                // Unsigned reasoning (from another provider) cannot be
-                // sent back; signed blocks must be.
-                if let Some(sig) = signature {
-                    out.push(json!({"type": "thinking", "thinking": text, "signature": sig}));
-                }
+            // Unsigned reasoning (from another provider) cannot be sent
+            // back; signed blocks must be.
+            AIContentPart::Thinking {
+                text,
+                signature: Some(sig),
+            } if m.role == Role::Assistant => {
+                out.push(json!({"type": "thinking", "thinking": text, "signature": sig}));
             }
             AIContentPart::ToolCall(c) if m.role == Role::Assistant => {
                 let input = if c.arguments.is_object() {

@@ -257,7 +257,7 @@ async fn answers_with_history_prompt_and_chain_metadata() {
         ["first answer", "second answer"]
     );
 
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     let (msgs, ctx) = &calls[1];
     let seen: Vec<(roomkit_ai::Role, String)> =
         msgs.iter().map(|m| (m.role, m.plain_text())).collect();
@@ -310,7 +310,7 @@ async fn target_capabilities_reach_the_provider() {
     let sms = RecordingChannel::sms("user").with_capabilities(caps);
     let room = room_with(ai, sms).await;
     room.say("Bonjour").await;
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     let ctx = &calls[0].1;
     assert_eq!(
         ctx.target_capabilities.as_ref().unwrap().max_length,
@@ -339,7 +339,7 @@ async fn sliding_window_keeps_the_last_events() {
     for i in 0..4 {
         room.say(&format!("m{i}")).await;
     }
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     let last: Vec<String> = calls[3].0.iter().map(|m| m.plain_text()).collect();
     assert_eq!(last, ["m2", "default", "m3"]);
     assert!(
@@ -401,7 +401,7 @@ async fn tool_loop_feeds_results_back_and_respects_policy() {
     room.say("weather?").await;
 
     assert_eq!(p.count(), 3);
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     // Only allowed tools are offered.
     let offered: Vec<&str> = calls[0].1.tools.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(offered, ["get_weather"]);
@@ -426,7 +426,6 @@ async fn tool_loop_feeds_results_back_and_respects_policy() {
         }
         other => panic!("expected a tool result, got {other:?}"),
     }
-    drop(calls);
     assert_eq!(calls_seen.lock()[0].0, json!({"city": "Paris"}));
     let replies = room.ai_events().await;
     assert_eq!(replies[0].content.as_text(), Some("It is sunny in Paris."));
@@ -543,7 +542,7 @@ async fn hooks_rewrite_the_request_deny_and_rewrite_tools_and_observe() {
     let mut fw = room.kit.subscribe();
     room.say("go").await;
 
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     assert_eq!(
         calls[0].1.system_instructions.as_deref(),
         Some("base + injected")
@@ -555,7 +554,6 @@ async fn hooks_rewrite_the_request_deny_and_rewrite_tools_and_observe() {
         }
         other => panic!("{other:?}"),
     }
-    drop(calls);
     assert_eq!(*got.lock(), vec![json!({"q": "public", "safe": true})]);
     let obs = responses.lock().clone();
     assert_eq!(obs.len(), 1);
@@ -703,7 +701,7 @@ async fn an_agent_greets_when_attached_and_uses_its_identity() {
     let room = room_with(ai, RecordingChannel::websocket("user")).await;
     assert_eq!(room.user.delivered_texts(), ["Hi, I am Ava."]);
     room.say("help").await;
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     assert!(
         calls[0]
             .1
@@ -758,7 +756,7 @@ async fn history_honours_visibility() {
         .unwrap();
     room.kit.idle().await;
     room.say("question").await;
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     let texts: Vec<String> = calls
         .last()
         .unwrap()

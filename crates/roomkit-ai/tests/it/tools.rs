@@ -166,7 +166,7 @@ async fn mcp_tools_over_streamable_http() {
         .build();
     let room = room_with(ai, roomkit_testkit::RecordingChannel::websocket("user")).await;
     room.say("40 + 2?").await;
-    let calls = p.calls.lock();
+    let calls = p.calls.lock().clone();
     assert_eq!(calls[0].1.tools[0].name, "adder");
     let last = calls[1].0.last().unwrap();
     match &last.content[0] {
