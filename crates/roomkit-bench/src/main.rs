@@ -10,6 +10,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod ai;
+mod analytics;
 mod audio;
 mod common;
 mod inbound;
@@ -21,7 +22,7 @@ fn main() -> std::process::ExitCode {
     let Some(workload) = args.first().cloned() else {
         eprintln!("usage: roomkit-bench <workload> [--key value ...]");
         eprintln!(
-            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load ai_single ai_multi"
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load ai_single ai_multi analytics_call analytics_export"
         );
         return std::process::ExitCode::from(2);
     };
@@ -59,6 +60,13 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             } else {
                 ai::run(&workload, &opts)
+            }
+        })
+        .and_then(|done| {
+            if done {
+                Ok(true)
+            } else {
+                analytics::run(&workload, &opts)
             }
         });
     match result {
