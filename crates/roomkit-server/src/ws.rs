@@ -364,7 +364,12 @@ pub async fn upgrade(
         reader: None,
         sent_close: false,
     };
+    // Small initial buffers: the library's defaults (128 KiB each way) cost
+    // more than the rest of a connection. The read buffer still grows for a
+    // large frame, and writing through unbuffered sends each event at once.
     Ok(ws
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| tasks.track_future(session.run(socket, joined))))
