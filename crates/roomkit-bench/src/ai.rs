@@ -45,22 +45,7 @@ pub fn run(workload: &str, opts: &Options) -> anyhow::Result<bool> {
         },
         _ => return Ok(false),
     };
-    let threads: usize = opts.num("threads", 1)?;
-    let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
-    };
-    let runtime = if threads <= 1 {
-        "current_thread".to_owned()
-    } else {
-        format!("multi_thread:{threads}")
-    };
+    let (rt, runtime) = crate::common::runtime(opts)?;
     rt.block_on(roundtrip(opts, shape, &runtime))?;
     Ok(true)
 }

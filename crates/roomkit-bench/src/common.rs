@@ -39,6 +39,24 @@ impl Options {
     }
 }
 
+/// The runtime a pipeline workload runs on, from `--threads N` (default 1:
+/// a current-thread runtime, as the reference runs one event loop), and its
+/// name for the JSON output.
+pub fn runtime(opts: &Options) -> anyhow::Result<(tokio::runtime::Runtime, String)> {
+    let threads: usize = opts.num("threads", 1)?;
+    if threads <= 1 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return Ok((rt, "current_thread".to_owned()));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    Ok((rt, format!("multi_thread:{threads}")))
+}
+
 /// Nearest-rank percentile of a sorted sample (same rule as the reference
 /// harness: `idx = ceil(p/100 * n) - 1`, clamped).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -201,7 +201,7 @@ impl RoomKit {
             });
             let mut event = RoomEvent::system(EventType::ParticipantIdentified, content);
             event.source.participant_id = Some(participant.id.clone());
-            self.commit_system_event(&room, event, None).await?;
+            self.commit_system_event(&room, event).await?;
         }
         drop(lock);
         tracing::info!(target: "roomkit.identity", room_id = %room_id, participant_id = %participant.id, identity_id = %identity.id, "participant identified");

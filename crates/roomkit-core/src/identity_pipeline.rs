@@ -921,7 +921,7 @@ impl RoomKit {
             let injected = store.add_event(e, None).await?;
             self.publish_stored(&injected);
             if let Some(names) = inj.target_channel_ids {
-                let targets = self.plan_explicit(&injected, &bindings, &names);
+                let targets = self.plan_explicit(&bindings, &names);
                 self.enqueue(Job {
                     event: injected,
                     targets,

@@ -1019,7 +1019,7 @@ impl RoomKit {
             data,
         });
         let event = RoomEvent::system(ty, content);
-        self.commit_system_event(room, event, None).await?;
+        self.commit_system_event(room, event).await?;
         Ok(())
     }
 

@@ -213,7 +213,6 @@ impl RoomKit {
     /// channels.
     pub(crate) fn plan_explicit(
         &self,
-        event: &RoomEvent,
         bindings: &[ChannelBinding],
         names: &[ChannelId],
     ) -> Vec<Target> {
@@ -223,7 +222,6 @@ impl RoomKit {
             .filter_map(|b| {
                 let channel = self.channel(&b.channel_id)?;
                 let transport = b.category == ChannelCategory::Transport;
-                let _ = event;
                 Some(Target {
                     binding: b.clone(),
                     channel,
@@ -235,11 +233,7 @@ impl RoomKit {
     }
 
     /// Targets of a lifecycle marker: every readable channel, on_event only.
-    pub(crate) fn plan_lifecycle(
-        &self,
-        _event: &RoomEvent,
-        bindings: &[ChannelBinding],
-    ) -> Vec<Target> {
+    pub(crate) fn plan_lifecycle(&self, bindings: &[ChannelBinding]) -> Vec<Target> {
         bindings
             .iter()
             .filter(|b| b.access.can_read())

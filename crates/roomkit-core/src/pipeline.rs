@@ -777,7 +777,7 @@ impl RoomKit {
         let Some(targets) = inj.target_channel_ids else {
             return Ok(None);
         };
-        let targets = self.plan_explicit(&stored, bindings, &targets);
+        let targets = self.plan_explicit(bindings, &targets);
         Ok(Some(Job {
             event: stored,
             targets,
@@ -794,7 +794,6 @@ impl RoomKit {
         &self,
         room: &roomkit_model::Room,
         mut event: RoomEvent,
-        _unused: Option<()>,
     ) -> Result<Arc<RoomEvent>> {
         let store = &self.inner.store;
         // Re-read the counters: the caller's copy may predate its own writes.
@@ -810,7 +809,7 @@ impl RoomKit {
         let stored = store.add_event(event, None).await?;
         self.publish_stored(&stored);
         let bindings = store.list_bindings(&room.id).await?;
-        let targets = self.plan_lifecycle(&stored, &bindings);
+        let targets = self.plan_lifecycle(&bindings);
         if !targets.is_empty() {
             self.enqueue(Job {
                 event: stored.clone(),
