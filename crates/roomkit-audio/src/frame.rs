@@ -124,6 +124,8 @@ pub struct FrameMetadata {
     pub concealed: bool,
     /// Set on the frame where the VAD reported speech starting (`true`) or ending (`false`).
     pub speech: Option<bool>,
+    /// Set by diarization on the frame where it reported a speaker change: the new speaker's label.
+    pub speaker_id: Option<String>,
     /// Free-form annotations from custom stages.
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -137,6 +139,7 @@ impl FrameMetadata {
         self.gain_applied_db = None;
         self.concealed = false;
         self.speech = None;
+        self.speaker_id = None;
         self.extra.clear();
     }
 }

@@ -11,6 +11,7 @@ pub mod aec;
 pub mod agc;
 pub mod codec;
 pub mod denoise;
+pub mod diarize;
 pub mod dtmf;
 mod error;
 mod frame;

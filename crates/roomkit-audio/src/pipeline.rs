@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::aec::{Aec3Canceller, AecConfig};
 use crate::agc::{AgcConfig, LevelAgc};
 use crate::denoise::RnnoiseDenoiser;
+pub use crate::diarize::{DiarizationProvider, DiarizationResult};
+use crate::diarize::{DiarizerConfig, SpectralDiarizer};
 use crate::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent, GoertzelDtmf};
 use crate::recorder::{RecordingConfig, RecordingHandle, RecordingResult, WavRecorder};
 use crate::resample::{ResamplerConfig, RubatoResampler};
@@ -94,6 +96,14 @@ pub enum DenoiserChoice {
     Rnnoise,
 }
 
+/// Built-in diarizers selectable from configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum DiarizationChoice {
+    /// [`SpectralDiarizer`]: MFCC statistics per segment, clustered online.
+    Builtin(DiarizerConfig),
+}
+
 /// Declarative pipeline configuration; turned into running stages by [`AudioPipeline::from_config`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,42 +120,15 @@ pub struct AudioPipelineConfig {
     pub vad: Option<VadChoice>,
     /// Segmentation timing for the VAD.
     pub vad_config: Option<VadConfig>,
+    /// Speaker identification (`diarize` is accepted as an alias).
+    #[serde(alias = "diarize")]
+    pub diarization: Option<DiarizationChoice>,
     /// DTMF detection.
     pub dtmf: Option<DtmfConfig>,
     /// Barge-in behaviour (CONFIRMED when absent).
     pub interruption: Option<InterruptionConfig>,
     /// Diagnostic captures.
     pub debug_taps: Option<DebugTapsConfig>,
-}
-
-/// Speaker identification result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiarizationResult {
-    /// Provider-assigned label such as `speaker_0`.
-    pub speaker_id: String,
-    /// Confidence in [0, 1].
-    pub confidence: Option<f32>,
-    /// First time this speaker was seen.
-    pub is_new_speaker: bool,
-}
-
-/// Speaker identification stage.
-pub trait DiarizationProvider {
-    /// Provider name.
-    fn name(&self) -> &str;
-    /// Looks at one frame; returns a result when the speaker is known.
-    ///
-    /// # Errors
-    /// When the frame format is unsupported.
-    fn process(
-        &mut self,
-        frame: &AudioFrame,
-        stream: &str,
-    ) -> Result<Option<DiarizationResult>, AudioError>;
-    /// Drops `stream`'s state.
-    fn reset(&mut self, stream: &str);
-    /// Drops every stream.
-    fn close(&mut self);
 }
 
 /// Something the inbound chain noticed.
@@ -155,7 +138,7 @@ pub enum PipelineEvent {
     Vad(VadEvent),
     /// A key press.
     Dtmf(DtmfEvent),
-    /// A (new) speaker.
+    /// The speaker changed (or was first identified).
     Speaker(DiarizationResult),
 }
 
@@ -217,9 +200,12 @@ impl PipelineEvent {
                 ..empty
             },
             PipelineEvent::Speaker(s) => EventLine {
-                kind: "speaker",
+                kind: "speaker_change",
                 speaker_id: Some(&s.speaker_id),
                 is_new_speaker: Some(s.is_new_speaker),
+                t_ms: s.t_ms.map(r),
+                duration_ms: s.duration_ms.map(r),
+                confidence: s.confidence.map(r3),
                 ..empty
             },
         }
@@ -235,6 +221,12 @@ impl PipelineEvent {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self.line()).unwrap_or_default()
     }
+}
+
+/// Moves a diarization result's times from the diarizer's input onto the input timeline.
+fn shift_speaker(mut res: DiarizationResult, delay: f64) -> DiarizationResult {
+    res.t_ms = res.t_ms.map(|t| (t - delay).max(0.0));
+    res
 }
 
 #[derive(Debug, Default)]
@@ -525,6 +517,9 @@ impl AudioPipeline {
             let vc = config.vad_config.clone().unwrap_or_default();
             b = b.vad(make_vad(v, vc, rate)?);
         }
+        if let Some(DiarizationChoice::Builtin(d)) = &config.diarization {
+            b = b.diarization(Box::new(SpectralDiarizer::new(d.clone())));
+        }
         if let Some(d) = &config.dtmf {
             b = b.dtmf(Box::new(GoertzelDtmf::new(d.clone())));
         }
@@ -595,6 +590,11 @@ impl AudioPipeline {
         d
     }
 
+    /// Delay of the inbound chain in front of the diarizer, in ms.
+    fn diarize_delay_ms(&self) -> f64 {
+        self.vad_delay_ms() - self.vad.as_ref().map_or(0.0, |v| v.latency_ms())
+    }
+
     /// Runs one transport frame of `stream` through the inbound chain, in place.
     /// Events are appended to `events` (reserve capacity to avoid allocation).
     ///
@@ -663,14 +663,21 @@ impl AudioPipeline {
             if let Some(v) = self.vad.as_mut()
                 && let Some(ev) = v.process(frame, stream)?
             {
-                frame.metadata.speech = Some(matches!(ev.kind, VadEventType::SpeechStart));
+                match ev.kind {
+                    VadEventType::SpeechStart => frame.metadata.speech = Some(true),
+                    VadEventType::SpeechEnd => frame.metadata.speech = Some(false),
+                    // Level reports and silence say nothing about a boundary.
+                    VadEventType::Silence | VadEventType::AudioLevel => {}
+                }
                 self.push_vad(stream, ev, delay, frame.sample_rate, events)?;
             }
         }
         if let Some(d) = self.diarization.as_mut()
             && let Some(res) = d.process(frame, stream)?
         {
-            events.push(PipelineEvent::Speaker(res));
+            frame.metadata.speaker_id = Some(res.speaker_id.clone());
+            let delay = self.diarize_delay_ms();
+            events.push(PipelineEvent::Speaker(shift_speaker(res, delay)));
         }
         Ok(())
     }
@@ -785,6 +792,10 @@ impl AudioPipeline {
         }
         for ev in pending {
             self.push_vad(stream, ev, delay, rate, events)?;
+        }
+        let delay = self.diarize_delay_ms();
+        if let Some(res) = self.diarization.as_mut().and_then(|d| d.finish(stream)) {
+            events.push(PipelineEvent::Speaker(shift_speaker(res, delay)));
         }
         let rec = self.stop_recording(stream)?;
         if let Some(t) = self.taps.as_mut() {

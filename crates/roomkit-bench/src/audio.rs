@@ -336,6 +336,24 @@ fn stages() -> anyhow::Result<()> {
             &[],
             json!({"false_digits": digits}),
         );
+
+        let mut diarizer = roomkit_audio::diarize::SpectralDiarizer::default();
+        let mut changes = 0;
+        let s = time_frames(fr, |frame, st, _| {
+            use roomkit_audio::diarize::DiarizationProvider as _;
+            if diarizer.process(frame, st)?.is_some() && st == "bench" {
+                changes += 1;
+            }
+            Ok(())
+        })?;
+        emit(
+            w,
+            "diarize_builtin",
+            rate,
+            &s,
+            &[],
+            json!({"speaker_changes": changes}),
+        );
     }
 
     // G.711 µ-law round trip at 8 kHz.

@@ -158,3 +158,36 @@ fn warmed_up_inbound_chain_does_not_allocate_per_frame() {
     eprintln!("allocations in 200 warmed-up frames: {counted}");
     assert_eq!(counted, 0);
 }
+
+/// The diarizer allocates only on the frames where it reports a speaker change.
+#[test]
+fn warmed_up_diarizer_allocates_only_for_speaker_changes() {
+    use roomkit_audio::diarize::{DiarizationProvider, SpectralDiarizer};
+    // Two voices alternating in 2 s turns with 0.5 s pauses.
+    let a = crate::util::voice_like(16_000, 16_000 * 2, 110.0, 0.3, 5);
+    let b = crate::util::voice_like(16_000, 16_000 * 2, 240.0, 0.3, 6);
+    let mut x = Vec::new();
+    for turn in 0..6 {
+        x.extend(std::iter::repeat_n(0.0, 8_000));
+        x.extend_from_slice(if turn % 2 == 0 { &a } else { &b });
+    }
+    let x = crate::util::to_i16(&x);
+    let mut d = SpectralDiarizer::default();
+    let mut frame = AudioFrame::with_capacity(16_000, 1, 320);
+    let (mut quiet, mut changes) = (0u64, 0);
+    for (k, c) in x.chunks_exact(320).enumerate() {
+        frame.samples.clear();
+        frame.samples.extend_from_slice(c);
+        let mut result = None;
+        let used = count(|| result = d.process(&frame, "s").unwrap());
+        if let Some(r) = result {
+            changes += 1;
+            drop(r);
+        } else if k >= 1 {
+            quiet += used;
+        }
+    }
+    eprintln!("diarizer: {changes} speaker changes, {quiet} allocations on other frames");
+    assert!(changes >= 2);
+    assert_eq!(quiet, 0);
+}

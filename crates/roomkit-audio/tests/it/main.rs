@@ -3,6 +3,7 @@
 
 mod alloc;
 mod codec;
+mod diarize;
 mod dsp;
 mod dtmf;
 mod pipeline;

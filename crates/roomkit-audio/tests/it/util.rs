@@ -101,8 +101,16 @@ pub fn voice_like(rate: u32, n: usize, f0: f64, amp: f64, seed: u64) -> Vec<f64>
 /// Runs espeak-ng and returns mono 16-bit samples at its native rate, or
 /// `None` (after printing why) when espeak-ng is not installed.
 pub fn espeak(text: &str) -> Option<(Vec<i16>, u32)> {
+    espeak_voice(text, &[])
+}
+
+/// Like [`espeak`], with extra espeak-ng options choosing the voice
+/// (for example `["-v", "en+f3", "-p", "80"]`).
+pub fn espeak_voice(text: &str, voice: &[&str]) -> Option<(Vec<i16>, u32)> {
     let out = match Command::new("espeak-ng")
-        .args(["--stdout", "-s", "150", text])
+        .args(["--stdout", "-s", "150"])
+        .args(voice)
+        .arg(text)
         .output()
     {
         Ok(o) if o.status.success() => o.stdout,
