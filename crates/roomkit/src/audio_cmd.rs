@@ -12,15 +12,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow, bail};
-use roomkit_audio::aec::Aec3Canceller;
-use roomkit_audio::agc::{AgcConfig, LevelAgc};
-use roomkit_audio::denoise::RnnoiseDenoiser;
-use roomkit_audio::dtmf::GoertzelDtmf;
+use roomkit_audio::diarize::DiarizerConfig;
+use roomkit_audio::pipeline::{DenoiserChoice, DiarizationChoice, VadChoice};
 use roomkit_audio::resample::ChunkResampler;
-use roomkit_audio::vad::{
-    EnergyVad, EnergyVadConfig, SegmentingVad, VadConfig, WebRtcVad, WebRtcVadMode,
+use roomkit_audio::vad::{EnergyVadConfig, WebRtcVad, WebRtcVadMode};
+use roomkit_audio::{
+    AudioFormat, AudioFrame, AudioPipeline, AudioPipelineConfig, AudioPipelineContract,
+    PipelineEvent, TransportCapabilities,
 };
-use roomkit_audio::{AudioFormat, AudioFrame, AudioPipeline, AudioPipelineContract, PipelineEvent};
 
 /// Arguments of `roomkit audio`.
 #[derive(clap::Args)]
@@ -52,22 +51,29 @@ struct ProcessArgs {
     /// Far-end audio played to the caller, used as the echo canceller's reference.
     #[arg(long)]
     reference: Option<PathBuf>,
-    /// Stages to run, comma-separated, from: resample, aec, agc, denoise, vad, dtmf.
-    /// Default: all of them (aec only when --reference is given).
+    /// Pipeline configuration (`AudioPipelineConfig` as JSON, or TOML when
+    /// the name ends in `.toml`): stage tuning, VAD thresholds, AGC target,
+    /// debug taps. Without --stages, the stages it configures are the ones run.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Stages to run, comma-separated, from: resample, aec, agc, denoise, vad,
+    /// dtmf, diarize. Overrides the stages of --config. Default: all but
+    /// diarize (aec only when --reference is given).
     #[arg(long, value_delimiter = ',')]
     stages: Option<Vec<String>>,
-    /// Internal (and output) sample rate in Hz.
-    #[arg(long, default_value_t = 16_000)]
-    rate: u32,
+    /// Internal (and output) sample rate in Hz [default: the config's
+    /// resampler rate, else 16000].
+    #[arg(long)]
+    rate: Option<u32>,
     /// Processed audio (16-bit mono WAV at --rate).
     #[arg(long)]
     output: PathBuf,
     /// Pipeline events, one JSON object per line.
     #[arg(long)]
     events: PathBuf,
-    /// VAD engine.
-    #[arg(long, value_enum, default_value_t = VadKind::Webrtc)]
-    vad: VadKind,
+    /// VAD engine (overrides the config's) [default: webrtc].
+    #[arg(long, value_enum)]
+    vad: Option<VadKind>,
     /// Do not print progress lines.
     #[arg(long)]
     quiet: bool,
@@ -84,7 +90,106 @@ pub fn run(args: AudioArgs) -> anyhow::Result<()> {
     }
 }
 
-const STAGES: [&str; 6] = ["resample", "aec", "agc", "denoise", "vad", "dtmf"];
+const STAGES: [&str; 7] = [
+    "resample", "aec", "agc", "denoise", "vad", "dtmf", "diarize",
+];
+
+/// Reads an `AudioPipelineConfig` from JSON, or TOML for `*.toml`; errors are one line.
+fn load_config(path: &Path) -> anyhow::Result<AudioPipelineConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read config {}: {e}", path.display()))?;
+    let one_line = |e: String| e.split_whitespace().collect::<Vec<_>>().join(" ");
+    let is_toml = path
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("toml"));
+    let parsed = if is_toml {
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
+            anyhow!(
+                "invalid config {}: {}{at}",
+                path.display(),
+                one_line(e.message().to_owned())
+            )
+        })?;
+        serde_path_to_error::deserialize(table).map_err(|e| {
+            let at = e.path().to_string();
+            (at, one_line(e.into_inner().message().to_owned()))
+        })
+    } else {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let at = e.path().to_string();
+            (at, one_line(e.into_inner().to_string()))
+        })
+    };
+    parsed.map_err(|(at, msg)| {
+        if at.is_empty() || at == "." {
+            anyhow!("invalid config {}: {msg}", path.display())
+        } else {
+            anyhow!("invalid config {}: {at}: {msg}", path.display())
+        }
+    })
+}
+
+/// The stages a configuration turns on, in `STAGES` order.
+fn configured_stages(c: &AudioPipelineConfig) -> Vec<String> {
+    let on = [
+        c.resampler.is_some(),
+        c.aec.is_some(),
+        c.agc.is_some(),
+        c.denoiser.is_some(),
+        c.vad.is_some(),
+        c.dtmf.is_some(),
+        c.diarization.is_some(),
+    ];
+    STAGES
+        .iter()
+        .zip(on)
+        .filter(|(_, on)| *on)
+        .map(|(s, _)| (*s).to_owned())
+        .collect()
+}
+
+/// The configuration actually run: exactly `stages`, each with the file's
+/// settings when it has them and the defaults otherwise; the pipeline
+/// itself never resamples (the input is converted before it).
+fn effective_config(
+    file: &AudioPipelineConfig,
+    stages: &[String],
+    vad: Option<VadKind>,
+) -> AudioPipelineConfig {
+    let has = |name: &str| stages.iter().any(|s| s == name);
+    let vad = match vad {
+        Some(VadKind::Webrtc) => VadChoice::Webrtc {
+            mode: WebRtcVadMode::Aggressive,
+        },
+        Some(VadKind::Energy) => VadChoice::Energy {
+            config: EnergyVadConfig::default(),
+        },
+        None => file.vad.clone().unwrap_or(VadChoice::Webrtc {
+            mode: WebRtcVadMode::Aggressive,
+        }),
+    };
+    AudioPipelineConfig {
+        resampler: None,
+        aec: has("aec").then(|| file.aec.clone().unwrap_or_default()),
+        agc: has("agc").then(|| file.agc.clone().unwrap_or_default()),
+        denoiser: has("denoise").then(|| file.denoiser.unwrap_or(DenoiserChoice::Rnnoise)),
+        vad: has("vad").then_some(vad),
+        vad_config: file.vad_config.clone(),
+        dtmf: has("dtmf").then(|| file.dtmf.clone().unwrap_or_default()),
+        diarization: has("diarize").then(|| {
+            file.diarization
+                .clone()
+                .unwrap_or_else(|| DiarizationChoice::Builtin(DiarizerConfig::default()))
+        }),
+        interruption: file.interruption.clone(),
+        debug_taps: file.debug_taps.clone(),
+    }
+}
 
 /// A WAV file read sample by sample as mono floats in [-1, 1].
 struct WavSource {
@@ -298,15 +403,18 @@ fn partial(path: &Path) -> PathBuf {
 }
 
 fn process(args: &ProcessArgs) -> anyhow::Result<()> {
-    let stages: Vec<String> = match &args.stages {
-        Some(list) => list
+    let file = args.config.as_deref().map(load_config).transpose()?;
+    let stages: Vec<String> = match (&args.stages, &file) {
+        (Some(list), _) => list
             .iter()
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty())
             .collect(),
-        None => STAGES
+        (None, Some(c)) => configured_stages(c),
+        (None, None) => STAGES
             .iter()
             .filter(|s| **s != "aec" || args.reference.is_some())
+            .filter(|s| **s != "diarize")
             .map(|s| (*s).to_owned())
             .collect(),
     };
@@ -319,59 +427,43 @@ fn process(args: &ProcessArgs) -> anyhow::Result<()> {
     if has("aec") && args.reference.is_none() {
         bail!("the aec stage needs --reference far.wav");
     }
-    if ![8_000, 16_000, 24_000, 32_000, 48_000].contains(&args.rate) {
+    let rate = args
+        .rate
+        .or_else(|| {
+            file.as_ref()
+                .and_then(|c| c.resampler.as_ref())
+                .map(|r| r.internal_sample_rate)
+        })
+        .unwrap_or(16_000);
+    if ![8_000, 16_000, 24_000, 32_000, 48_000].contains(&rate) {
         bail!("--rate must be 8000, 16000, 24000, 32000 or 48000");
     }
-    if has("vad") && matches!(args.vad, VadKind::Webrtc) && !WebRtcVad::supports_rate(args.rate) {
-        bail!(
-            "the WebRTC VAD cannot run at {} Hz; use --vad energy or another --rate",
-            args.rate
-        );
+    let config = effective_config(&file.unwrap_or_default(), &stages, args.vad);
+    if matches!(config.vad, Some(VadChoice::Webrtc { .. })) && !WebRtcVad::supports_rate(rate) {
+        bail!("the WebRTC VAD cannot run at {rate} Hz; use --vad energy or another --rate");
     }
     // Open every input before creating any output.
     let near = WavSource::open(&args.input)?;
     let far = args.reference.as_deref().map(WavSource::open).transpose()?;
     let total_s = near.total_frames as f64 / f64::from(near.rate);
-    let mut near = FrameSource::new(near, args.rate, has("resample"))?;
+    let mut near = FrameSource::new(near, rate, has("resample"))?;
     let mut far = match far {
-        Some(f) if has("aec") => Some(FrameSource::new(f, args.rate, has("resample"))?),
+        Some(f) if has("aec") => Some(FrameSource::new(f, rate, has("resample"))?),
         _ => None,
     };
 
-    let rate = args.rate;
-    let mut b = AudioPipeline::builder();
-    if has("aec") {
-        b = b.aec(Box::new(Aec3Canceller::default()));
-    }
-    if has("agc") {
-        b = b.agc(Box::new(LevelAgc::new(AgcConfig::default())?));
-    }
-    if has("denoise") {
-        b = b.denoiser(Box::new(RnnoiseDenoiser::new()));
-    }
-    if has("vad") {
-        b = match args.vad {
-            VadKind::Webrtc => b.vad(Box::new(SegmentingVad::new(
-                "webrtc",
-                VadConfig::default(),
-                || Ok(WebRtcVad::new(WebRtcVadMode::Aggressive)),
-            ))),
-            VadKind::Energy => b.vad(Box::new(SegmentingVad::new(
-                "energy",
-                VadConfig::default(),
-                || Ok(EnergyVad::new(EnergyVadConfig::default())),
-            ))),
-        };
-    }
-    if has("dtmf") {
-        b = b.dtmf(Box::new(GoertzelDtmf::default()));
-    }
-    let mut pipeline = b.build(AudioPipelineContract::uniform(AudioFormat::pcm_mono(rate)))?;
+    let mut pipeline = AudioPipeline::from_config(
+        &config,
+        AudioPipelineContract::uniform(AudioFormat::pcm_mono(rate)),
+        TransportCapabilities::default(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
 
     let out_tmp = partial(&args.output);
     let ev_tmp = partial(&args.events);
     let result = run_frames(
         args,
+        rate,
         &mut pipeline,
         &mut near,
         far.as_mut(),
@@ -404,8 +496,10 @@ fn process(args: &ProcessArgs) -> anyhow::Result<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_frames(
     args: &ProcessArgs,
+    rate: u32,
     pipeline: &mut AudioPipeline,
     near: &mut FrameSource,
     mut far: Option<&mut FrameSource>,
@@ -413,7 +507,6 @@ fn run_frames(
     ev_tmp: &Path,
     total_s: f64,
 ) -> anyhow::Result<(u64, u64)> {
-    let rate = args.rate;
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: rate,
@@ -432,6 +525,7 @@ fn run_frames(
     let mut n_events = 0u64;
     let started = Instant::now();
     let mut last_report = Instant::now();
+    let mut last_tenth = 0u64;
     let show_progress = !args.quiet && total_s > 60.0;
     let stream = "input";
     let write_events = |events: &mut Vec<PipelineEvent>,
@@ -466,9 +560,12 @@ fn run_frames(
             .map_err(|e| anyhow!("cannot write {}: {e}", args.output.display()))?;
         write_events(&mut events, &mut ev_out, &mut n_events)?;
         n_frames += 1;
-        if show_progress && last_report.elapsed().as_secs_f64() >= 2.0 {
+        // Long files report every tenth of the way, and at least every 5 s.
+        let done = n_frames as f64 * 0.02;
+        let tenth = (10.0 * done / total_s) as u64;
+        if show_progress && (tenth > last_tenth || last_report.elapsed().as_secs_f64() >= 5.0) {
             last_report = Instant::now();
-            let done = n_frames as f64 * 0.02;
+            last_tenth = tenth;
             let speed = done / started.elapsed().as_secs_f64().max(1e-9);
             eprintln!(
                 "progress: {:.0} of {:.0} s ({:.0}%), {:.0}x real time",
@@ -547,11 +644,12 @@ mod tests {
         ProcessArgs {
             input: input.to_owned(),
             reference: None,
+            config: None,
             stages: None,
-            rate: 16_000,
+            rate: None,
             output: output.to_owned(),
             events: events.to_owned(),
-            vad: VadKind::Webrtc,
+            vad: None,
             quiet: true,
         }
     }
