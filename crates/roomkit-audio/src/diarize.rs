@@ -320,32 +320,40 @@ impl Analyzer {
         })
     }
 
-    /// Pushes one sample; when a hop completes, returns its energy (dBFS)
-    /// and writes its features to `feats` (the pitch is NaN when the hop is
-    /// not periodic).
-    fn push(&mut self, x: f32, feats: &mut [f32; FEATS]) -> Option<f32> {
+    /// Pushes one sample; when a hop completes, returns the level of the
+    /// window (dBFS) and leaves it, windowed, ready for [`Self::features`].
+    fn push(&mut self, x: f32) -> Option<f32> {
         let len = self.ring.len();
         self.ring[self.pos] = x;
-        self.pos = (self.pos + 1) % len;
+        // The window length is a power of two.
+        self.pos = (self.pos + 1) & (len - 1);
         self.since_hop += 1;
         if self.since_hop < self.hop {
             return None;
         }
         self.since_hop = 0;
+        let (newer, older) = self.ring.split_at(self.pos);
+        let (head, tail) = self.input[..len].split_at_mut(len - self.pos);
+        head.copy_from_slice(older);
+        tail.copy_from_slice(newer);
         let mut energy = 0.0f32;
-        for i in 0..len {
-            let v = self.ring[(self.pos + i) % len];
-            energy += v * v;
-            self.input[i] = v * self.window[i];
+        for (v, w) in self.input[..len].iter_mut().zip(&self.window) {
+            energy += *v * *v;
+            *v *= w;
         }
         self.input[len..].fill(0.0);
-        let level_db = 10.0 * (energy / len as f32).max(1e-12).log10() + 3.0;
+        Some(10.0 * (energy / len as f32).max(1e-12).log10() + 3.0)
+    }
+
+    /// Features of the window left by the last completed hop (the pitch is
+    /// NaN when the hop is not periodic); false if the FFT failed.
+    fn features(&mut self, feats: &mut [f32; FEATS]) -> bool {
         if self
             .fft
             .process_with_scratch(&mut self.input, &mut self.spectrum, &mut self.scratch)
             .is_err()
         {
-            return None;
+            return false;
         }
         for (b, (first, weights)) in self.filters.iter().enumerate() {
             let mut e = 0.0f32;
@@ -359,7 +367,7 @@ impl Analyzer {
             *c = row.iter().zip(&self.mel).map(|(a, b)| a * b).sum::<f32>() / BANDS as f32;
         }
         feats[CEPS] = self.pitch_semitones();
-        Some(level_db)
+        true
     }
 
     /// Pitch of the current window in semitones above 100 Hz, from the
@@ -570,7 +578,7 @@ impl DiarizationProvider for SpectralDiarizer {
         let mut result = None;
         let mut feats = st.feats;
         for (i, &s) in frame.samples.iter().enumerate() {
-            let Some(level) = st.analyzer.push(i16_to_f32(s), &mut feats) else {
+            let Some(level) = st.analyzer.push(i16_to_f32(s)) else {
                 continue;
             };
             let hop_end = t0 + (i + 1) as f64 * ms_per_sample;
@@ -580,7 +588,10 @@ impl DiarizationProvider for SpectralDiarizer {
                 _ => level,
             });
             let floor = st.floor_db.unwrap_or(level);
-            let voiced = level > floor + cfg.voiced_margin_db && level > -60.0;
+            // Only voiced hops need the spectrum.
+            let voiced = level > floor + cfg.voiced_margin_db
+                && level > -60.0
+                && st.analyzer.features(&mut feats);
             if voiced {
                 if !st.in_segment {
                     st.in_segment = true;
