@@ -168,6 +168,37 @@ fn config_file_chooses_stages_and_tunes_them() {
         hound::WavReader::open(&out).unwrap().spec().sample_rate,
         48_000
     );
+
+    // Debug taps from the config: one file per tap point that ran, and one
+    // per speech segment.
+    let taps = d.join("taps");
+    let cfg = d.join("taps.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "agc": {},
+            "vad": {"provider": "webrtc"},
+            "debug_taps": {"output_dir": taps, "session_scoped": false},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (o, _, _) = process(&d, &["--config", cfg.to_str().unwrap()]);
+    ok(&o);
+    let mut names: Vec<String> = std::fs::read_dir(&taps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "01_raw.wav",
+            "03_post_agc.wav",
+            "05_post_vad_speech_001.wav"
+        ],
+        "{names:?}"
+    );
 }
 
 #[test]
