@@ -36,6 +36,34 @@ impl FrameProcessor for Probe {
     }
     fn close(&mut self) {}
 }
+impl roomkit_audio::diarize::DiarizationProvider for Probe {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn process(
+        &mut self,
+        frame: &AudioFrame,
+        stream: &str,
+    ) -> Result<Option<roomkit_audio::diarize::DiarizationResult>, AudioError> {
+        self.log
+            .borrow_mut()
+            .push(format!("{}:{stream}:{}", self.name, frame.sample_rate));
+        Ok(None)
+    }
+    fn finish(&mut self, _stream: &str) -> Option<roomkit_audio::diarize::DiarizationResult> {
+        Some(roomkit_audio::diarize::DiarizationResult {
+            speaker_id: "speaker_0".into(),
+            confidence: None,
+            is_new_speaker: true,
+            t_ms: Some(0.0),
+            duration_ms: Some(20.0),
+        })
+    }
+    fn reset(&mut self, stream: &str) {
+        FrameProcessor::reset(self, stream);
+    }
+    fn close(&mut self) {}
+}
 impl AgcProvider for Probe {}
 impl DenoiserProvider for Probe {}
 impl PostProcessor for Probe {}
@@ -67,6 +95,7 @@ fn probed(log: &Log, caps: TransportCapabilities) -> AudioPipeline {
         .aec(Box::new(p("aec")))
         .agc(Box::new(p("agc")))
         .denoiser(Box::new(p("denoise")))
+        .diarization(Box::new(p("diarize")))
         .postprocessor(Box::new(p("post1")))
         .postprocessor(Box::new(p("post2")))
         .capabilities(caps)
@@ -84,7 +113,12 @@ fn inbound_and_outbound_run_in_specified_order() {
     assert_eq!(f.sample_rate, 16_000);
     assert_eq!(
         *log.borrow(),
-        ["aec:s1:16000", "agc:s1:16000", "denoise:s1:16000"]
+        [
+            "aec:s1:16000",
+            "agc:s1:16000",
+            "denoise:s1:16000",
+            "diarize:s1:16000"
+        ]
     );
     log.borrow_mut().clear();
     let mut o = AudioFrame::new(vec![0; 320], 16_000, 1).unwrap();
@@ -101,6 +135,13 @@ fn inbound_and_outbound_run_in_specified_order() {
     log.borrow_mut().clear();
     p.end_stream("s1", &mut events).unwrap();
     assert!(log.borrow().contains(&"reset aec:s1".to_string()));
+    assert!(log.borrow().contains(&"reset diarize:s1".to_string()));
+    // A segment still open when the stream ends is reported.
+    assert!(matches!(
+        events.last(),
+        Some(PipelineEvent::Speaker(s)) if s.speaker_id == "speaker_0"
+    ));
+    assert_eq!(events.last().unwrap().to_json()["type"], "speaker_change");
 }
 
 #[test]
@@ -118,7 +159,12 @@ fn native_aec_and_agc_skip_those_stages() {
     p.process_outbound("s", &mut o).unwrap();
     assert_eq!(
         *log.borrow(),
-        ["denoise:s:16000", "post1:s:16000", "post2:s:16000"]
+        [
+            "denoise:s:16000",
+            "diarize:s:16000",
+            "post1:s:16000",
+            "post2:s:16000"
+        ]
     );
 
     // A transport that feeds the reference itself: no reference from the pipeline.
