@@ -12,7 +12,9 @@
 //! pitch counting as `PITCH_WEIGHT` of them); the
 //! nearest speaker within `threshold` takes it, otherwise it founds a new
 //! speaker, up to `max_speakers` (past the cap it goes to the nearest one).
-//! A result is returned when the speaker differs from the previous segment's.
+//! A segment in which under 30 % of the hops have a pitch is taken for noise
+//! and ignored. A result is returned when the speaker differs from the
+//! previous segment's.
 //!
 //! All buffers (analysis ring, FFT scratch, mel filters, speaker table) are
 //! made when a stream is first seen; steady-state processing allocates
@@ -110,6 +112,8 @@ const HOP_MS: u32 = 10;
 const MAX_SPEAKER_HOPS: f64 = 6_000.0;
 /// A segment too short to attribute joins the next one if that starts within this, ms.
 const JOIN_MS: f64 = 1_000.0;
+/// Segments where fewer hops than this share have a pitch are not speech.
+const MIN_PERIODIC_SHARE: f64 = 0.3;
 /// Variance floor of a feature.
 const VAR_FLOOR: f64 = 1e-3;
 /// Features: the cepstrum, then the pitch in semitones.
@@ -456,6 +460,15 @@ impl StreamState {
         self.in_segment = false;
         self.silence_ms = 0.0;
         let voiced_ms = self.segment.hops() * f64::from(HOP_MS);
+        // Noise that got past the level gate has hardly any pitch: not a speaker.
+        let periodic = self.segment.n[CEPS];
+        if voiced_ms >= f64::from(cfg.min_segment_ms)
+            && periodic < MIN_PERIODIC_SHARE * self.segment.hops()
+        {
+            self.held = false;
+            self.segment = Stats::EMPTY;
+            return None;
+        }
         if voiced_ms < f64::from(cfg.min_segment_ms) {
             self.held = !force && voiced_ms > 0.0;
             if !self.held {
