@@ -4,11 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod appendix_b;
 mod auth;
 mod browser;
 mod config;
 mod hooks;
 mod rest;
+mod sms;
 mod store;
 mod ws;
 
