@@ -1121,6 +1121,43 @@ secret_token_env = "TGS"
     }
 
     #[test]
+    fn identity_resolution_is_read() {
+        let s = from_text(
+            "[identity]\nresolver = \"http\"\nurl = \"http://127.0.0.1:9500/resolve\"\ntimeout_ms = 800\nchannel_types = [\"sms\", \"email\"]\n",
+            &no_env(),
+        )
+        .unwrap();
+        let i = s.identity.unwrap();
+        assert_eq!(
+            i.resolver,
+            ResolverSpec::Http("http://127.0.0.1:9500/resolve".into())
+        );
+        assert_eq!(i.timeout, Duration::from_millis(800));
+        assert_eq!(
+            i.channel_types,
+            Some(vec![ChannelType::Sms, ChannelType::Email])
+        );
+        let s = from_text("[identity]\nresolver = \"store\"\n", &no_env()).unwrap();
+        assert_eq!(s.identity.unwrap().resolver, ResolverSpec::Store);
+        assert!(
+            load(None, &Overrides::default(), &no_env())
+                .unwrap()
+                .identity
+                .is_none()
+        );
+        let e = problem("[identity]\nresolver = \"http\"\n");
+        assert_eq!(e.key, "identity.url");
+        let e = problem("[identity]\nresolver = \"oracle\"\n");
+        assert_eq!(e.key, "identity.resolver");
+        let e = problem("[identity]\nresolver = \"http\"\nurl = \"ftp://x\"\n");
+        assert_eq!(e.key, "identity.url");
+        let e = problem("[identity]\nresolver = \"store\"\ntimeout_ms = 0\n");
+        assert_eq!(e.key, "identity.timeout_ms");
+        let e = problem("[identity]\nresolver = \"store\"\nfuzzy = true\n");
+        assert!(e.problem.contains("fuzzy"), "{e}");
+    }
+
+    #[test]
     fn overrides_win_over_the_file() {
         let o = Overrides {
             addr: Some("127.0.0.1:0".into()),

@@ -8,6 +8,7 @@ mod appendix_b;
 mod auth;
 mod browser;
 mod config;
+mod email;
 mod hooks;
 mod rest;
 mod sms;
