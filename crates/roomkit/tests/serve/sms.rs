@@ -362,13 +362,23 @@ async fn malformed_and_unknown_webhooks_are_4xx() {
 }
 
 #[tokio::test]
-async fn signatures_are_checked_against_the_public_url() {
+async fn signatures_are_checked_against_the_public_url_without_the_api_key() {
     let (_fake, base) = FakeTwilio::start().await;
-    let s = start_twilio_server(&twilio_config(
+    let path = config_file(&twilio_config(
         &base,
-        "[server]\npublic_url = \"https://chat.example.com\"\n",
-    ))
+        "[server]\npublic_url = \"https://chat.example.com\"\napi_key_env = \"ROOMKIT_API_KEY\"\n",
+    ));
+    let s = Server::start_with(
+        &["--config", path.to_str().unwrap()],
+        &[
+            ("TWILIO_AUTH_TOKEN", TOKEN),
+            ("ROOMKIT_API_KEY", "rest-key"),
+        ],
+    )
     .await;
+    // REST needs the key; the webhook below is sent without it.
+    let anonymous = crate::client().get(s.url("/rooms")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
     let path = "/webhooks/sms/twilio?tenant=7";
     let form = inbound_sms("SM0200", CUSTOMER, "via proxy");
     // Signed over the local URL: not what the provider would have signed.
