@@ -160,7 +160,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             }
             ChannelSpec::Transport(spec) => {
                 let built = transport_channel(spec)?;
-                receivers.push((spec.id.clone(), built.receiver));
+                if let Some(receiver) = built.receiver {
+                    receivers.push((spec.id.clone(), receiver));
+                }
                 builder.channel(built.channel)
             }
         };
@@ -246,7 +248,7 @@ fn transport_channel(
 ) -> anyhow::Result<crate::transport::Built> {
     let built =
         crate::transport::build(spec).with_context(|| format!("building channel {}", spec.id))?;
-    tracing::info!(target: "roomkit.config", channel_id = %spec.id, channel_type = %built.receiver.channel_type(), provider = %built.receiver.provider(), "transport channel registered");
+    tracing::info!(target: "roomkit.config", channel_id = %spec.id, channel_type = %built.channel.channel_type(), provider = ?built.channel.provider_name(), "transport channel registered");
     Ok(built)
 }
 

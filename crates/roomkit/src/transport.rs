@@ -449,8 +449,9 @@ fn valid_ed25519_key(b64: &str) -> bool {
 pub struct Built {
     /// The channel.
     pub channel: Arc<dyn Channel>,
-    /// Its webhook receiver.
-    pub receiver: Arc<dyn WebhookReceiver>,
+    /// Its webhook receiver; `None` when inbound traffic is not accepted
+    /// (a webhook channel without a secret: its posts may name any room).
+    pub receiver: Option<Arc<dyn WebhookReceiver>>,
 }
 
 /// Builds a transport channel from its spec.
@@ -462,7 +463,7 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
     Ok(match &spec.kind {
         TransportKind::Twilio { from, config } => {
             let c = SmsChannel::new(id, from.as_str(), Arc::new(TwilioSms::new(config.clone())));
-            let receiver = c.receiver();
+            let receiver = Some(c.receiver());
             Built {
                 channel: Arc::new(c),
                 receiver,
@@ -470,7 +471,7 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
         }
         TransportKind::Telnyx { from, config } => {
             let c = SmsChannel::new(id, from.as_str(), Arc::new(TelnyxSms::new(config.clone())));
-            let receiver = c.receiver();
+            let receiver = Some(c.receiver());
             Built {
                 channel: Arc::new(c),
                 receiver,
@@ -482,7 +483,7 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
             inbound_token,
         } => {
             let c = EmailChannel::new(id, from.as_str(), Arc::new(SmtpEmail::new(config)?));
-            let receiver = guarded(c.receiver(), inbound_token.clone());
+            let receiver = Some(guarded(c.receiver(), inbound_token.clone()));
             Built {
                 channel: Arc::new(c),
                 receiver,
@@ -498,7 +499,7 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
                 from.as_str(),
                 Arc::new(SendGridEmail::new(config.clone())),
             );
-            let receiver = guarded(c.receiver(), inbound_token.clone());
+            let receiver = Some(guarded(c.receiver(), inbound_token.clone()));
             Built {
                 channel: Arc::new(c),
                 receiver,
@@ -506,7 +507,10 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
         }
         TransportKind::Webhook(config) => {
             let c = WebhookChannel::new(id, config.clone());
-            let receiver = c.receiver();
+            let receiver = config.secret.as_ref().map(|_| c.receiver());
+            if receiver.is_none() {
+                tracing::warn!(target: "roomkit.config", channel_id = %id, "webhook channel without secret_env: outbound only, inbound posts are not accepted");
+            }
             Built {
                 channel: Arc::new(c),
                 receiver,
@@ -514,7 +518,7 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
         }
         TransportKind::Telegram(config) => {
             let c = TelegramChannel::new(id, config.clone());
-            let receiver = c.receiver();
+            let receiver = Some(c.receiver());
             Built {
                 channel: Arc::new(c),
                 receiver,

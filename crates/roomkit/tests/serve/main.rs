@@ -13,6 +13,7 @@ mod hooks;
 mod rest;
 mod sms;
 mod store;
+mod transports;
 mod ws;
 
 use std::process::Stdio;
