@@ -1066,7 +1066,7 @@ secret_token_env = "TGS"
         assert_eq!(config.base_url, "http://127.0.0.1:9200");
         assert_eq!(
             config.status_callback_url.as_deref(),
-            Some("https://chat.example.com/webhooks/sms/twilio/status")
+            Some("https://chat.example.com/webhooks/sms/twilio/status?channel_id=sms-main")
         );
         let dump = format!("{s:?}");
         for secret in ["tok\"", "\"key\"", "\"sg\"", "\"hs\"", "\"tgs\""] {

@@ -214,7 +214,20 @@ pub(crate) fn parse(
     env: &dyn Env,
     public_url: Option<&str>,
 ) -> Result<TransportSpec, ConfigError> {
-    let callback = |path: &str| public_url.map(|u| format!("{}{path}", u.trim_end_matches('/')));
+    // Status callbacks name their channel, so several channels of one
+    // provider can share the path.
+    let id = table
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let callback = |path: &str| {
+        public_url.map(|u| {
+            let query: String =
+                serde_urlencoded::to_string([("channel_id", id.as_str())]).unwrap_or_default();
+            format!("{}{path}?{query}", u.trim_end_matches('/'))
+        })
+    };
     match ty {
         "sms" => {
             let s: SmsSection = ctx.section(key, table)?;
