@@ -363,7 +363,7 @@ async fn malformed_and_unknown_webhooks_are_4xx() {
 
 #[tokio::test]
 async fn signatures_are_checked_against_the_public_url_without_the_api_key() {
-    let (_fake, base) = FakeTwilio::start().await;
+    let (fake, base) = FakeTwilio::start().await;
     let path = config_file(&twilio_config(
         &base,
         "[server]\npublic_url = \"https://chat.example.com\"\napi_key_env = \"ROOMKIT_API_KEY\"\n",
@@ -387,7 +387,49 @@ async fn signatures_are_checked_against_the_public_url_without_the_api_key() {
     let public = format!("https://chat.example.com{path}");
     let (status, _, body) = post_twilio(&s, path, &public, Some(TOKEN), &form).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(rooms(&s).await.len(), 1);
+    let all = rooms(&s).await;
+    assert_eq!(all.len(), 1);
+    let room = &all[0];
+
+    // Replies ask Twilio to call back at the public status URL of the
+    // channel, and that callback is verified over the same URL.
+    s.ok(
+        "POST",
+        &format!("/rooms/{room}/channels"),
+        Some(json!({"channel_id": "ws"})),
+    )
+    .await;
+    let sent = s.post_text(room, "ws", "On it").await;
+    let event_id = sent["event"]["id"].as_str().unwrap().to_owned();
+    let out = fake.wait_for(1).await;
+    let callback_url = "https://chat.example.com/webhooks/sms/twilio/status?channel_id=sms-main";
+    assert_eq!(
+        out[0].fields,
+        fields(&[
+            ("To", CUSTOMER),
+            ("From", OUR_NUMBER),
+            ("Body", "On it"),
+            ("StatusCallback", callback_url),
+        ])
+    );
+    let callback = fields(&[("MessageSid", "SMout1"), ("MessageStatus", "delivered")]);
+    let (status, _, body) = post_twilio(
+        &s,
+        "/webhooks/sms/twilio/status?channel_id=sms-main",
+        callback_url,
+        Some(TOKEN),
+        &callback,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let event = s
+        .ok("GET", &format!("/rooms/{room}/events/{event_id}"), None)
+        .await;
+    assert_eq!(event["delivery_results"]["sms-main"]["status"], "sent");
+    assert_eq!(
+        event["delivery_results"]["sms-main"]["provider_message_id"],
+        "SMout1"
+    );
 }
 
 #[tokio::test]
