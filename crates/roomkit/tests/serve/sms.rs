@@ -264,6 +264,17 @@ async fn signed_twilio_inbound_creates_one_event_and_a_retry_is_a_duplicate() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["content"]["text"], "Are you there?");
     assert_eq!(events[1]["source"]["participant_id"], pid);
+
+    // Another customer texting the same number gets a room of their own:
+    // the first customer's room is bound to the channel, but it is theirs.
+    sms_in(&s, "SM0003", "+15557654321", "Hi, new here").await;
+    let all = rooms(&s).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(messages(&s, room).await.len(), 2);
+    let other = all.iter().find(|r| *r != room).unwrap();
+    let events = messages(&s, other).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["content"]["text"], "Hi, new here");
 }
 
 #[tokio::test]
@@ -590,4 +601,57 @@ base_url = "http://127.0.0.1:9"
     assert_eq!(events[0]["content"]["text"], "Salut");
     assert_eq!(events[0]["source"]["provider"], "telnyx");
     assert_eq!(events[0]["idempotency_key"], "telnyx:tx-msg-1");
+}
+
+#[tokio::test]
+async fn the_store_resolver_identifies_a_known_number() {
+    let (_fake, base) = FakeTwilio::start().await;
+    let s = start_twilio_server(&twilio_config(
+        &base,
+        "[identity]\nresolver = \"store\"\nchannel_types = [\"sms\"]\n",
+    ))
+    .await;
+    s.ok(
+        "POST",
+        "/identities",
+        Some(json!({"id": "id_jean", "display_name": "Jean Tremblay",
+                    "channel_addresses": {"sms": [CUSTOMER]}})),
+    )
+    .await;
+    sms_in(&s, "SM0400", CUSTOMER, "Bonjour").await;
+    sms_in(&s, "SM0401", "+15559990000", "Who am I?").await;
+    let all = rooms(&s).await;
+    assert_eq!(all.len(), 2, "one room per sender");
+    let mut seen = Vec::new();
+    for room in &all {
+        let parts = s
+            .ok("GET", &format!("/rooms/{room}/participants"), None)
+            .await;
+        for p in parts["items"].as_array().unwrap() {
+            seen.push((
+                p["address"].as_str().unwrap().to_owned(),
+                p["identification"].as_str().unwrap().to_owned(),
+                p["identity_id"].clone(),
+                p["display_name"].clone(),
+            ));
+        }
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        vec![
+            (
+                CUSTOMER.to_owned(),
+                "identified".to_owned(),
+                json!("id_jean"),
+                json!("Jean Tremblay")
+            ),
+            (
+                "+15559990000".to_owned(),
+                "unknown".to_owned(),
+                Value::Null,
+                json!("+15559990000")
+            ),
+        ]
+    );
 }
