@@ -19,7 +19,6 @@ pub mod hooks;
 pub mod identity;
 pub mod metrics;
 pub mod openapi;
-pub mod routing;
 pub mod state;
 pub mod ui;
 pub mod webhooks;
@@ -42,7 +41,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::{ApiError, ServerError};
 pub use hooks::{HttpHookConfig, OnError};
 pub use identity::HttpIdentityResolver;
-pub use routing::ConversationRouter;
 pub use state::AppState;
 pub use ws::{ConnectionRegistry, WebSocketChannel};
 

@@ -122,7 +122,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut builder = RoomKit::builder()
         // Shared numbers and mailboxes: a room bound to the channel takes
         // only its first sender (see ConversationRouter).
-        .router(Arc::new(roomkit_server::ConversationRouter))
+        .router(Arc::new(roomkit_core::router::ConversationRouter))
         .max_chain_depth(settings.max_chain_depth)
         .process_timeout(settings.process_timeout);
     let url = settings.store.url.as_str();
