@@ -794,29 +794,6 @@ pub async fn update_identity(
     Ok(ok(identity))
 }
 
-// ---- webhooks
-
-/// `POST /webhooks/{channel_type}/{provider}[/status]`: no channel of this
-/// build takes provider webhooks yet, so every one is for an unknown
-/// channel and nothing is stored.
-pub async fn webhook(Path(parts): Path<Vec<(String, String)>>) -> ApiResult<Response> {
-    let get = |k: &str| {
-        parts
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
-    Err(ApiError::not_found(
-        "channel_not_found",
-        format!(
-            "no {} channel with provider {} is configured on this server",
-            get("channel_type"),
-            get("provider")
-        ),
-    ))
-}
-
 // ---- fallbacks
 
 /// Unknown paths.

@@ -160,6 +160,7 @@ impl HttpHook {
             HookPayload::Task(t) => (None, serde_json::to_value(t).ok()),
             HookPayload::Text(t) => (None, Some(serde_json::Value::String(t.clone()))),
             HookPayload::Json(v) => (None, Some(v.clone())),
+            HookPayload::Identity(p) => (None, Some(crate::identity::payload_json(p))),
             _ => (None, None),
         };
         serde_json::json!({
@@ -231,6 +232,31 @@ impl HttpHook {
         Ok(result)
     }
 
+    /// The answer to ON_IDENTITY_AMBIGUOUS / ON_IDENTITY_UNKNOWN: `allow`
+    /// (no decision) or one of the RFC §11.3 actions.
+    async fn decide_identity(
+        &self,
+        bytes: &[u8],
+        payload: &roomkit_core::IdentityHookPayload,
+        input: &HookInput,
+    ) -> Result<HookResult, Failure> {
+        let answer: crate::identity::IdentityAnswer = serde_json::from_slice(bytes)
+            .map_err(|e| Failure::Error(format!("unreadable identity answer: {e}")))?;
+        match crate::identity::decide(&input.kit, payload, answer)
+            .await
+            .map_err(Failure::Error)?
+        {
+            None => Ok(HookResult::allow()),
+            Some(result) => {
+                let mut answered = payload.clone();
+                answered.result = Some(result);
+                Ok(HookResult::modify(HookPayload::Identity(Box::new(
+                    answered,
+                ))))
+            }
+        }
+    }
+
     /// Reports a failure the engine did not see (on_error = block).
     fn report(&self, input: &HookInput, failure: &Failure) {
         let event = match failure {
@@ -255,10 +281,19 @@ struct SyncAdapter(Arc<HttpHook>);
 impl SyncHook for SyncAdapter {
     async fn call(&self, input: HookInput) -> Result<HookResult, HookError> {
         let hook = &self.0;
+        if let HookPayload::Identity(p) = &input.payload
+            && p.result.is_some()
+        {
+            // An earlier identity hook already answered (the first wins).
+            return Ok(HookResult::allow());
+        }
         let outcome = match hook.post(&input).await {
-            Ok(bytes) => match serde_json::from_slice::<Answer>(&bytes) {
-                Ok(answer) => hook.decide(answer, &input).map_err(Failure::Error),
-                Err(e) => Err(Failure::Error(format!("unreadable answer: {e}"))),
+            Ok(bytes) => match &input.payload {
+                HookPayload::Identity(p) => hook.decide_identity(&bytes, p, &input).await,
+                _ => match serde_json::from_slice::<Answer>(&bytes) {
+                    Ok(answer) => hook.decide(answer, &input).map_err(Failure::Error),
+                    Err(e) => Err(Failure::Error(format!("unreadable answer: {e}"))),
+                },
             },
             Err(f) => Err(f),
         };

@@ -16,10 +16,12 @@ pub mod calls;
 pub mod error;
 pub mod extract;
 pub mod hooks;
+pub mod identity;
 pub mod metrics;
 pub mod openapi;
 pub mod state;
 pub mod ui;
+pub mod webhooks;
 pub mod ws;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ServerError};
 pub use hooks::{HttpHookConfig, OnError};
+pub use identity::HttpIdentityResolver;
 pub use state::AppState;
 pub use ws::{ConnectionRegistry, WebSocketChannel};
 
@@ -59,6 +62,9 @@ pub struct ServerOptions {
     pub frame_limit: usize,
     /// How long shutdown waits for open requests and connections.
     pub drain_timeout: Duration,
+    /// The public URL providers sign webhooks against (`https://host`);
+    /// without it the request's own URL is used.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -70,6 +76,7 @@ impl Default for ServerOptions {
             body_limit: DEFAULT_BODY_LIMIT,
             frame_limit: DEFAULT_BODY_LIMIT,
             drain_timeout: Duration::from_secs(10),
+            public_url: None,
         }
     }
 }
@@ -109,12 +116,33 @@ impl Server {
             frame_limit: options.frame_limit,
             shutdown: CancellationToken::new(),
             ws_tasks: TaskTracker::new(),
+            webhooks: Arc::new(Vec::new()),
+            public_url: options.public_url.as_deref().map(Arc::from),
         };
         Self {
             state,
             options,
             call_reports: None,
         }
+    }
+
+    /// Mounts a provider's webhook receiver for `channel_id` at
+    /// `/webhooks/{channel_type}/{provider}` (and `.../status`).
+    #[must_use]
+    pub fn with_webhook_receiver(
+        mut self,
+        channel_id: impl Into<roomkit_core::model::ChannelId>,
+        receiver: Arc<dyn roomkit_channels::WebhookReceiver>,
+    ) -> Self {
+        let mut all = (*self.state.webhooks).clone();
+        let channel_id = channel_id.into();
+        tracing::info!(target: "roomkit.server.webhooks", channel_id = %channel_id, path = %webhooks::path_of(receiver.as_ref()), "webhook mounted");
+        all.push(webhooks::MountedReceiver {
+            channel_id,
+            receiver,
+        });
+        self.state.webhooks = Arc::new(all);
+        self
     }
 
     /// Serves the call reports under `dir` (see [`calls`]).
@@ -259,8 +287,14 @@ pub fn router(state: AppState) -> Router {
         .route("/identities", post(create_identity))
         .route("/identities/resolve", get(resolve_identity))
         .route("/identities/{id}", get(get_identity).patch(update_identity))
-        .route("/webhooks/{channel_type}/{provider}", post(webhook))
-        .route("/webhooks/{channel_type}/{provider}/status", post(webhook))
+        .route(
+            "/webhooks/{channel_type}/{provider}",
+            post(webhooks::inbound),
+        )
+        .route(
+            "/webhooks/{channel_type}/{provider}/status",
+            post(webhooks::status),
+        )
         .route("/ws/{room_id}", get(ws::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{ApiKey, RateLimiter};
 use crate::metrics::Metrics;
+use crate::webhooks::MountedReceiver;
 use crate::ws::ConnectionRegistry;
 
 /// Everything a handler needs. Cheap to clone.
@@ -31,4 +32,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket connection tasks, awaited on shutdown.
     pub ws_tasks: TaskTracker,
+    /// Provider webhook receivers of the configured transport channels.
+    pub webhooks: Arc<Vec<MountedReceiver>>,
+    /// The public URL providers sign webhooks against, when configured.
+    pub public_url: Option<Arc<str>>,
 }

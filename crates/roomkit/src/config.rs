@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use roomkit_core::model::{ChannelType, HookExecution, HookTrigger};
 use roomkit_server::{HttpHookConfig, OnError};
+
+pub use crate::transport::TransportSpec;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -47,6 +49,42 @@ struct FileConfig {
     hooks: Vec<HookSection>,
     #[serde(default)]
     analytics: Option<AnalyticsSection>,
+    #[serde(default)]
+    identity: Option<IdentitySection>,
+}
+
+/// `[identity]`: who sent an inbound message (RFC §11).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentitySection {
+    /// `store` (identities created over REST) or `http` (ask `url`).
+    resolver: String,
+    /// The resolver service, for `http`.
+    url: Option<String>,
+    /// How long resolution may take.
+    timeout_ms: Option<i64>,
+    /// Channel types that trigger resolution; all when absent.
+    channel_types: Option<Vec<String>>,
+}
+
+/// Which identity resolver runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolverSpec {
+    /// The built-in resolver over the store's identities.
+    Store,
+    /// An integrator's service.
+    Http(String),
+}
+
+/// Identity resolution, as validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySpec {
+    /// The resolver.
+    pub resolver: ResolverSpec,
+    /// Its time limit.
+    pub timeout: Duration,
+    /// Channel types it runs for; `None` for all.
+    pub channel_types: Option<Vec<ChannelType>>,
 }
 
 /// `[server]`.
@@ -106,37 +144,6 @@ struct AiSection {
     system_prompt: Option<String>,
 }
 
-/// `[[channels]]` of type `sms`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct SmsSection {
-    id: String,
-    #[serde(rename = "type")]
-    _type: String,
-    provider: String,
-    from: String,
-    account_sid: Option<String>,
-    auth_token_env: Option<String>,
-    api_key_env: Option<String>,
-    base_url: Option<String>,
-}
-
-/// `[[channels]]` of type `email`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct EmailSection {
-    id: String,
-    #[serde(rename = "type")]
-    _type: String,
-    provider: String,
-    from: String,
-    smtp_url: Option<String>,
-    api_key_env: Option<String>,
-    base_url: Option<String>,
-}
-
 /// `[[hooks]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +189,19 @@ pub enum ChannelSpec {
     },
     /// An AI channel with a real provider (OpenAI-compatible or Anthropic).
     Ai(AiSpec),
+    /// A transport channel: SMS, email, HTTP webhook or Telegram.
+    Transport(TransportSpec),
+}
+
+impl ChannelSpec {
+    /// The channel id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::WebSocket { id } | Self::Echo { id } => id,
+            Self::Ai(a) => a.id(),
+            Self::Transport(t) => &t.id,
+        }
+    }
 }
 
 /// The configuration of a model-backed AI channel, validated, with its
@@ -238,6 +258,8 @@ pub struct Settings {
     pub channels: Vec<ChannelSpec>,
     /// HTTP hooks to register.
     pub hooks: Vec<HttpHookConfig>,
+    /// Identity resolution, when configured.
+    pub identity: Option<IdentitySpec>,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
 }
@@ -266,12 +288,14 @@ impl Env for ProcessEnv {
     }
 }
 
-struct Ctx<'a> {
+/// Where values come from, for error messages.
+pub(crate) struct Ctx<'a> {
     file: Option<&'a Path>,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    /// An error about `key` in this file.
+    pub(crate) fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.map(Path::to_path_buf),
             key: key.into(),
@@ -279,7 +303,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn section<T: DeserializeOwned>(
+    /// Reads a table into a section, naming the key of any problem.
+    pub(crate) fn section<T: DeserializeOwned>(
         &self,
         prefix: &str,
         table: toml::Table,
@@ -462,11 +487,15 @@ fn validate(
     let mut ids = HashSet::new();
     for (i, table) in f.channels.into_iter().enumerate() {
         let key = format!("channels[{i}]");
-        let spec = channel(ctx, &key, table, env, &mut warnings)?;
-        let id = match &spec {
-            ChannelSpec::WebSocket { id } | ChannelSpec::Echo { id } => id.clone(),
-            ChannelSpec::Ai(a) => a.id().to_owned(),
-        };
+        let spec = channel(
+            ctx,
+            &key,
+            table,
+            env,
+            f.server.public_url.as_deref(),
+            &mut warnings,
+        )?;
+        let id = spec.id().to_owned();
         if id.trim().is_empty() || id == roomkit_core::model::SYSTEM_CHANNEL_ID {
             return Err(ctx.err(
                 format!("{key}.id"),
@@ -550,6 +579,8 @@ fn validate(
         ));
     }
 
+    let identity = f.identity.map(|i| identity(ctx, i)).transpose()?;
+
     Ok(Settings {
         addr,
         api_key,
@@ -561,7 +592,60 @@ fn validate(
         process_timeout,
         channels,
         hooks,
+        identity,
         warnings,
+    })
+}
+
+/// Validates `[identity]`.
+fn identity(ctx: &Ctx<'_>, i: IdentitySection) -> Result<IdentitySpec, ConfigError> {
+    let resolver = match (i.resolver.as_str(), i.url) {
+        ("store", None) => ResolverSpec::Store,
+        ("store", Some(_)) => {
+            return Err(ctx.err("identity.url", "is only for resolver = \"http\""));
+        }
+        ("http", Some(url)) => {
+            HttpHookConfig::parse_url(&url)
+                .map_err(|e| ctx.err("identity.url", strip_key(&e.to_string())))?;
+            ResolverSpec::Http(url)
+        }
+        ("http", None) => {
+            return Err(ctx.err("identity.url", "is required for resolver = \"http\""));
+        }
+        (other, _) => {
+            return Err(ctx.err(
+                "identity.resolver",
+                format!("{other:?} must be store or http"),
+            ));
+        }
+    };
+    let timeout = positive_ms(
+        ctx,
+        "identity.timeout_ms",
+        i.timeout_ms,
+        roomkit_core::DEFAULT_RESOLVER_TIMEOUT.as_millis() as u64,
+    )?;
+    let channel_types = match i.channel_types {
+        None => None,
+        Some(names) => Some(
+            names
+                .iter()
+                .enumerate()
+                .map(|(n, t)| {
+                    t.parse::<ChannelType>().map_err(|_| {
+                        ctx.err(
+                            format!("identity.channel_types[{n}]"),
+                            format!("{t:?} is not a channel type"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok(IdentitySpec {
+        resolver,
+        timeout,
+        channel_types,
     })
 }
 
@@ -638,6 +722,7 @@ fn channel(
     key: &str,
     table: toml::Table,
     env: &dyn Env,
+    public_url: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<ChannelSpec, ConfigError> {
     let ty = match table.get("type") {
@@ -675,35 +760,9 @@ fn channel(
                 )),
             }
         }
-        "sms" => {
-            let s: SmsSection = ctx.section(key, table)?;
-            if !matches!(s.provider.as_str(), "twilio" | "telnyx") {
-                return Err(ctx.err(
-                    format!("{key}.provider"),
-                    format!("{:?} is not an SMS provider (twilio or telnyx)", s.provider),
-                ));
-            }
-            Err(ctx.err(
-                format!("{key}.type"),
-                "channel type \"sms\" is not available in this build",
-            ))
-        }
-        "email" => {
-            let s: EmailSection = ctx.section(key, table)?;
-            if !matches!(s.provider.as_str(), "smtp" | "sendgrid") {
-                return Err(ctx.err(
-                    format!("{key}.provider"),
-                    format!(
-                        "{:?} is not an email provider (smtp or sendgrid)",
-                        s.provider
-                    ),
-                ));
-            }
-            Err(ctx.err(
-                format!("{key}.type"),
-                "channel type \"email\" is not available in this build",
-            ))
-        }
+        "sms" | "email" | "webhook" | "telegram" => Ok(ChannelSpec::Transport(
+            crate::transport::parse(ctx, key, &ty, table, env, public_url)?,
+        )),
         other => match other.parse::<ChannelType>() {
             Ok(t) if !matches!(t, ChannelType::System | ChannelType::Custom(_)) => Err(ctx.err(
                 format!("{key}.type"),
@@ -922,20 +981,180 @@ on_error = "block"
 
     #[test]
     fn unavailable_features_are_refused_clearly() {
-        let e = problem(
-            "[[channels]]\nid = \"s\"\ntype = \"sms\"\nprovider = \"twilio\"\nfrom = \"+1555\"\nauth_token_env = \"T\"\n",
-        );
-        assert!(e.problem.contains("not available in this build"), "{e}");
-        let e = problem(
-            "[[channels]]\nid = \"m\"\ntype = \"email\"\nprovider = \"smtp\"\nfrom = \"a@b\"\nsmtp_url = \"smtp://x\"\n",
-        );
-        assert!(e.problem.contains("not available in this build"), "{e}");
-        let e = problem("[[channels]]\nid = \"t\"\ntype = \"telegram\"\n");
-        assert!(e.problem.contains("not available in this build"), "{e}");
         let e = problem("[[channels]]\nid = \"t\"\ntype = \"carrier_pigeon\"\n");
         assert!(e.problem.contains("not a channel type"), "{e}");
+        let e = problem("[[channels]]\nid = \"t\"\ntype = \"voice\"\n");
+        assert!(e.problem.contains("not available in this build"), "{e}");
         let e = problem("[analytics.roark]\napi_key_env = \"R\"\nagent_id = \"a\"\n");
         assert!(e.problem.contains("not available in this build"), "{e}");
+    }
+
+    fn env_of(pairs: &[(&'static str, &'static str)]) -> FakeEnv {
+        FakeEnv(pairs.iter().copied().collect())
+    }
+
+    /// A valid Ed25519 public key (the RFC 8032 test 1 key).
+    const TELNYX_KEY: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+    #[test]
+    fn transport_channels_are_read() {
+        let env = env_of(&[
+            ("TW", "tok"),
+            ("TX", "key"),
+            ("SG", "sg"),
+            ("HS", "hs"),
+            ("TG", "tg"),
+            ("TGS", "tgs"),
+        ]);
+        let s = from_text(
+            &format!(
+                r#"
+[server]
+public_url = "https://chat.example.com/"
+[[channels]]
+id = "sms-main"
+type = "sms"
+provider = "twilio"
+from = "+15550001111"
+account_sid = "AC0000"
+auth_token_env = "TW"
+base_url = "http://127.0.0.1:9200"
+[[channels]]
+id = "sms-telnyx"
+type = "sms"
+provider = "telnyx"
+from = "+15550002222"
+api_key_env = "TX"
+public_key = "{TELNYX_KEY}"
+messaging_profile_id = "mp-1"
+[[channels]]
+id = "email-main"
+type = "email"
+provider = "smtp"
+from = "support@example.com"
+smtp_url = "smtp://127.0.0.1:2525"
+[[channels]]
+id = "email-sg"
+type = "email"
+provider = "sendgrid"
+from = "help@example.com"
+api_key_env = "SG"
+[[channels]]
+id = "hook"
+type = "webhook"
+url = "http://127.0.0.1:9400/in"
+secret_env = "HS"
+[[channels]]
+id = "tg"
+type = "telegram"
+bot_token_env = "TG"
+secret_token_env = "TGS"
+"#
+            ),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.channels.len(), 6);
+        let ChannelSpec::Transport(t) = &s.channels[0] else {
+            panic!("{:?}", s.channels[0]);
+        };
+        let crate::transport::TransportKind::Twilio { from, config } = &t.kind else {
+            panic!("{t:?}");
+        };
+        assert_eq!(from, "+15550001111");
+        assert_eq!(config.auth_token.expose(), "tok");
+        assert_eq!(config.base_url, "http://127.0.0.1:9200");
+        assert_eq!(
+            config.status_callback_url.as_deref(),
+            Some("https://chat.example.com/webhooks/sms/twilio/status?channel_id=sms-main")
+        );
+        let dump = format!("{s:?}");
+        for secret in ["tok\"", "\"key\"", "\"sg\"", "\"hs\"", "\"tgs\""] {
+            assert!(!dump.contains(secret), "{secret} leaks into {dump}");
+        }
+    }
+
+    #[test]
+    fn transport_channel_errors_name_the_key() {
+        let twilio = "[[channels]]\nid = \"s\"\ntype = \"sms\"\nprovider = \"twilio\"\nfrom = \"+1555\"\naccount_sid = \"AC1\"\n";
+        let e = problem(&format!("{twilio}auth_token_env = \"UNSET_TOKEN\"\n"));
+        assert_eq!(e.key, "channels[0].auth_token_env");
+        assert!(e.problem.contains("UNSET_TOKEN is not set"), "{e}");
+        let e = problem(twilio);
+        assert_eq!(e.key, "channels[0].auth_token_env");
+        assert!(e.problem.contains("required"), "{e}");
+        let e = from_text(
+            &format!("{twilio}auth_token_env = \"T\"\npublic_key = \"x\"\n"),
+            &env_of(&[("T", "t")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "channels[0].public_key");
+        let e = from_text(
+            &format!("{twilio}auth_token_env = \"T\"\ncolour = 1\n"),
+            &env_of(&[("T", "t")]),
+        )
+        .unwrap_err();
+        assert!(e.problem.contains("colour"), "{e}");
+        let e = problem(
+            "[[channels]]\nid = \"s\"\ntype = \"sms\"\nprovider = \"pigeon\"\nfrom = \"+1\"\n",
+        );
+        assert_eq!(e.key, "channels[0].provider");
+        let e = from_text(
+            "[[channels]]\nid = \"s\"\ntype = \"sms\"\nprovider = \"telnyx\"\nfrom = \"+1\"\napi_key_env = \"K\"\npublic_key = \"bm90IGEga2V5\"\n",
+            &env_of(&[("K", "k")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "channels[0].public_key");
+        let e = problem(
+            "[[channels]]\nid = \"m\"\ntype = \"email\"\nprovider = \"smtp\"\nfrom = \"a@b\"\nsmtp_url = \"http://x\"\n",
+        );
+        assert_eq!(e.key, "channels[0].smtp_url");
+        let e = problem(
+            "[[channels]]\nid = \"m\"\ntype = \"email\"\nprovider = \"sendgrid\"\nfrom = \"a@b\"\n",
+        );
+        assert_eq!(e.key, "channels[0].api_key_env");
+        let e = problem("[[channels]]\nid = \"w\"\ntype = \"webhook\"\nurl = \"ftp://x\"\n");
+        assert_eq!(e.key, "channels[0].url");
+        let e = problem("[[channels]]\nid = \"t\"\ntype = \"telegram\"\n");
+        assert!(e.key.starts_with("channels[0]"), "{e}");
+        assert!(e.problem.contains("bot_token_env"), "{e}");
+    }
+
+    #[test]
+    fn identity_resolution_is_read() {
+        let s = from_text(
+            "[identity]\nresolver = \"http\"\nurl = \"http://127.0.0.1:9500/resolve\"\ntimeout_ms = 800\nchannel_types = [\"sms\", \"email\"]\n",
+            &no_env(),
+        )
+        .unwrap();
+        let i = s.identity.unwrap();
+        assert_eq!(
+            i.resolver,
+            ResolverSpec::Http("http://127.0.0.1:9500/resolve".into())
+        );
+        assert_eq!(i.timeout, Duration::from_millis(800));
+        assert_eq!(
+            i.channel_types,
+            Some(vec![ChannelType::Sms, ChannelType::Email])
+        );
+        let s = from_text("[identity]\nresolver = \"store\"\n", &no_env()).unwrap();
+        assert_eq!(s.identity.unwrap().resolver, ResolverSpec::Store);
+        assert!(
+            load(None, &Overrides::default(), &no_env())
+                .unwrap()
+                .identity
+                .is_none()
+        );
+        let e = problem("[identity]\nresolver = \"http\"\n");
+        assert_eq!(e.key, "identity.url");
+        let e = problem("[identity]\nresolver = \"oracle\"\n");
+        assert_eq!(e.key, "identity.resolver");
+        let e = problem("[identity]\nresolver = \"http\"\nurl = \"ftp://x\"\n");
+        assert_eq!(e.key, "identity.url");
+        let e = problem("[identity]\nresolver = \"store\"\ntimeout_ms = 0\n");
+        assert_eq!(e.key, "identity.timeout_ms");
+        let e = problem("[identity]\nresolver = \"store\"\nfuzzy = true\n");
+        assert!(e.problem.contains("fuzzy"), "{e}");
     }
 
     #[test]

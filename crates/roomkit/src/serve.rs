@@ -120,24 +120,31 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let registry = ConnectionRegistry::new();
     let mut builder = RoomKit::builder()
+        // Shared numbers and mailboxes: a room bound to the channel takes
+        // only its first sender (see ConversationRouter).
+        .router(Arc::new(roomkit_core::router::ConversationRouter))
         .max_chain_depth(settings.max_chain_depth)
         .process_timeout(settings.process_timeout);
     let url = settings.store.url.as_str();
+    let store: Arc<dyn roomkit_core::store::Store>;
     let sql = if url == "memory://" || url == "memory" {
         tracing::info!(target: "roomkit.config", "in-memory store: rooms are lost on exit");
-        builder = builder.store(Arc::new(MemoryStore::new()));
+        store = Arc::new(MemoryStore::new());
+        builder = builder.store(store.clone());
         None
     } else {
         let backend = roomkit_store_sql::open(url)
             .await
             .with_context(|| format!("opening the store {}", redact(url)))?;
         tracing::info!(target: "roomkit.config", store = %redact(url), "store opened");
+        store = backend.store.clone();
         builder = builder
             .store(backend.store.clone())
             .lock_manager(backend.locks.clone());
         Some(backend)
     };
     let mut ai_channels = Vec::new();
+    let mut receivers = Vec::new();
     for spec in &settings.channels {
         builder = match spec {
             ChannelSpec::WebSocket { id } => builder.channel(Arc::new(WebSocketChannel::new(
@@ -154,6 +161,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 ai_channels.push(ai.clone());
                 builder.channel(ai)
             }
+            ChannelSpec::Transport(spec) => {
+                let built = transport_channel(spec)?;
+                if let Some(receiver) = built.receiver {
+                    receivers.push((spec.id.clone(), receiver));
+                }
+                builder.channel(built.channel)
+            }
         };
     }
     if !settings.hooks.is_empty() {
@@ -163,7 +177,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             builder = builder.hook(hook.clone().registration(client.clone()));
         }
     }
+    let (builder, http_resolver) = identity_resolution(builder, &settings, store)?;
     let kit = builder.build().context("building the engine")?;
+    if let Some(resolver) = &http_resolver {
+        resolver.attach_kit(&kit);
+    }
     // AI channels fire hooks and publish turn metrics through the engine.
     for ai in &ai_channels {
         ai.attach_kit(&kit);
@@ -172,20 +190,69 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // one's connections; the handle lives as long as the server.
     let _fanout = sql.as_ref().map(|b| b.start_fanout(&kit));
     kit.start_timers(settings.timer_resolution);
-    if settings.public_url.is_some() {
-        tracing::info!(target: "roomkit.config", "public_url is set; it is used by provider webhooks");
+    if let Some(url) = &settings.public_url {
+        tracing::info!(target: "roomkit.config", public_url = %url, "provider webhook signatures are checked against the public URL");
     }
     let options = ServerOptions {
         addr: settings.addr,
         api_key: settings.api_key.map(ApiKey::new),
         rate_limit_per_key: settings.rate_limit_per_key,
+        public_url: settings.public_url.clone(),
         ..ServerOptions::default()
     };
-    Server::new(kit, registry, options)
-        .run(shutdown_signal())
-        .await
-        .context("serving")?;
+    let mut server = Server::new(kit, registry, options);
+    for (channel_id, receiver) in receivers {
+        server = server.with_webhook_receiver(channel_id, receiver);
+    }
+    server.run(shutdown_signal()).await.context("serving")?;
     Ok(())
+}
+
+/// Sets up identity resolution (RFC §11) from `[identity]`; returns the
+/// HTTP resolver, which needs the engine once it is built.
+fn identity_resolution(
+    mut builder: roomkit_core::RoomKitBuilder,
+    settings: &Settings,
+    store: Arc<dyn roomkit_core::store::Store>,
+) -> anyhow::Result<(
+    roomkit_core::RoomKitBuilder,
+    Option<Arc<roomkit_server::HttpIdentityResolver>>,
+)> {
+    let Some(spec) = &settings.identity else {
+        return Ok((builder, None));
+    };
+    builder = builder.identity_timeout(spec.timeout);
+    if let Some(types) = &spec.channel_types {
+        builder = builder.identity_channel_types(types.iter().cloned());
+    }
+    match &spec.resolver {
+        config::ResolverSpec::Store => {
+            tracing::info!(target: "roomkit.config", "identity resolution by the store's identities");
+            let resolver = roomkit_core::AddressResolver::new(store, Vec::new());
+            Ok((builder.identity_resolver(Arc::new(resolver)), None))
+        }
+        config::ResolverSpec::Http(url) => {
+            tracing::info!(target: "roomkit.config", url = %url, "identity resolution over HTTP");
+            let url = roomkit_server::HttpHookConfig::parse_url(url)?;
+            let resolver = Arc::new(roomkit_server::HttpIdentityResolver::new(
+                url,
+                roomkit_server::http_client()?,
+                spec.timeout,
+            ));
+            Ok((builder.identity_resolver(resolver.clone()), Some(resolver)))
+        }
+    }
+}
+
+/// Builds a configured SMS, email, webhook or Telegram channel; its
+/// webhook receiver is what the server mounts under `/webhooks/`.
+fn transport_channel(
+    spec: &crate::transport::TransportSpec,
+) -> anyhow::Result<crate::transport::Built> {
+    let built =
+        crate::transport::build(spec).with_context(|| format!("building channel {}", spec.id))?;
+    tracing::info!(target: "roomkit.config", channel_id = %spec.id, channel_type = %built.channel.channel_type(), provider = ?built.channel.provider_name(), "transport channel registered");
+    Ok(built)
 }
 
 /// Completes on SIGINT or SIGTERM.

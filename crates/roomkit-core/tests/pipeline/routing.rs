@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use roomkit_core::clock::SequentialIds;
 use roomkit_core::model::*;
-use roomkit_core::router::{DefaultRouter, InboundRoomRouter, RouteRequest};
+use roomkit_core::router::{ConversationRouter, DefaultRouter, InboundRoomRouter, RouteRequest};
 use roomkit_core::store::{RoomQuery, Store};
 use roomkit_core::*;
 use roomkit_testkit::*;
@@ -167,6 +167,28 @@ async fn c99_routing_is_deterministic() {
     assert_eq!(first[2], first[0]);
     assert_eq!(first[4], first[1]);
     assert_ne!(first[3], first[0]);
+}
+
+/// The conversation router: a bound room takes its first sender, keeps
+/// them, and sends everyone else to a room of their own.
+#[tokio::test]
+async fn conversation_router_keeps_a_bound_room_to_its_first_sender() {
+    let sms = RecordingChannel::sms("sms");
+    let kit = builder_with(&[&sms])
+        .router(Arc::new(ConversationRouter))
+        .build()
+        .unwrap();
+    let support = room_with(&kit, "support", &["sms"]).await;
+    assert_eq!(route_sms(&kit, "+15550000001", "hi").await, support);
+    assert_eq!(route_sms(&kit, "+15550000001", "again").await, support);
+    let other = route_sms(&kit, "+15550000002", "hi too").await;
+    assert_ne!(other, support);
+    assert_eq!(route_sms(&kit, "+15550000002", "me").await, other);
+    assert_eq!(room_count(&kit).await, 2);
+    assert_eq!(
+        texts(&conversation(&kit, &support).await),
+        vec!["hi", "again"]
+    );
 }
 
 /// Routes by a ticket number in the message metadata and records what it

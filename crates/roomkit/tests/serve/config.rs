@@ -35,7 +35,23 @@ fn bad_config_exits_2_naming_file_key_and_problem() {
     );
     let (code, err) = run(&["--config", path.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("not available in this build"), "{err}");
+    assert!(
+        err.contains("channels[0].account_sid: is required"),
+        "{err}"
+    );
+
+    // A secret named by a variable that is not set.
+    let path = config_file(
+        "[[channels]]\nid = \"s\"\ntype = \"sms\"\nprovider = \"twilio\"\nfrom = \"+1555\"\naccount_sid = \"AC1\"\nauth_token_env = \"ROOMKIT_TEST_UNSET_TOKEN\"\n",
+    );
+    let (code, err) = run(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(path.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("channels[0].auth_token_env: ROOMKIT_TEST_UNSET_TOKEN is not set"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one message: {err}");
 
     let (code, err) = run(&["--config", "/no/such/roomkit.toml"]);
     assert_eq!(code, Some(2), "{err}");

@@ -4,12 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod appendix_b;
 mod auth;
 mod browser;
 mod config;
+mod email;
 mod hooks;
 mod rest;
+mod sms;
 mod store;
+mod transports;
 mod ws;
 
 use std::process::Stdio;
