@@ -19,6 +19,7 @@ pub mod plc;
 pub mod recorder;
 pub mod resample;
 pub mod signal;
+pub mod sink;
 pub mod stage;
 pub mod taps;
 pub mod turn;
@@ -30,3 +31,4 @@ pub use pipeline::{
     AudioPipeline, AudioPipelineBuilder, AudioPipelineConfig, AudioPipelineContract, PipelineEvent,
     TransportCapabilities,
 };
+pub use sink::{RecordingSink, RecordingSinks};
