@@ -3,6 +3,7 @@
 //! local report exporter.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audio_sink;
 mod crash;
 mod observer;
 mod report;
