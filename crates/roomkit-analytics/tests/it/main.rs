@@ -8,4 +8,5 @@ mod crash;
 mod observer;
 mod report;
 mod roark;
+mod rooms;
 mod util;
