@@ -54,6 +54,6 @@ pub use protocol::{MetricKind, MetricRecord};
 pub use report::{CallReport, LocalReportExporter, ReportSummary};
 pub use retry::RetryPolicy;
 pub use roark::{RoarkConfig, RoarkExporter, RoarkStats};
-pub use rooms::{ROOM_METADATA_KEY, RoomCallPolicy};
+pub use rooms::{DEFAULT_IDLE_TIMEOUT, ROOM_METADATA_KEY, RoomCallPolicy};
 pub use secret::ApiKey;
 pub use tap::{AudioTap, CallTap, Side};

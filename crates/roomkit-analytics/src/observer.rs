@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use roomkit_core::RoomKit;
@@ -368,7 +368,8 @@ impl CallAnalytics {
     /// As [`CallAnalytics::attach`], and every room becomes a call by
     /// itself under `policy` (see [`crate::rooms`]): the call starts when
     /// the room's first message is committed and ends (flush) when the
-    /// room is paused, closed, archived or deleted. Use it instead of
+    /// room is paused, closed, archived or deleted, or when no message came
+    /// for the policy's idle timeout (`idle-timeout`). Use it instead of
     /// `attach`, not with it (each would route every event).
     pub fn observe_rooms(&self, kit: &RoomKit, policy: RoomCallPolicy) {
         self.spawn_dispatch(kit, Some((kit.clone(), policy)));
@@ -401,6 +402,14 @@ impl CallAnalytics {
         };
         // Rooms that opted out, until they end.
         let mut skipped: HashSet<RoomId> = HashSet::new();
+        // Last message of each auto-started call, for the idle timeout.
+        let mut last: HashMap<RoomId, Instant> = HashMap::new();
+        let idle = rooms.as_ref().and_then(|(_, p)| p.idle_timeout);
+        let period = idle.map_or(Duration::from_secs(30), |d| {
+            (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
+        });
+        let mut sweep = tokio::time::interval(period);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // Room events first: a call starts on its first message,
@@ -419,6 +428,9 @@ impl CallAnalytics {
                             },
                         };
                         if let Some(call) = call {
+                            if idle.is_some() && ev.event_type == EventType::Message {
+                                last.insert(ev.room_id.clone(), Instant::now());
+                            }
                             call.room_event(ev);
                         }
                     }
@@ -429,12 +441,36 @@ impl CallAnalytics {
                     Ok(ev) => {
                         if let Some(room) = room_ended(&ev) {
                             skipped.remove(room);
+                            last.remove(room);
                         }
                         self.framework_event(&ev);
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => lagged(n),
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+                _ = sweep.tick(), if idle.is_some() => {
+                    if let Some(idle) = idle {
+                        self.end_idle_calls(&mut last, idle);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the auto-started calls whose last message is older than `idle`.
+    fn end_idle_calls(&self, last: &mut HashMap<RoomId, Instant>, idle: Duration) {
+        let now = Instant::now();
+        let stale: Vec<RoomId> = last
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= idle)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in stale {
+            last.remove(&room);
+            if let Some(call) = self.call_in_room(&room) {
+                self.inner.tracker.spawn(async move {
+                    call.flush("idle-timeout").await;
+                });
             }
         }
     }

@@ -5,7 +5,8 @@
 //! a room becomes a call when its first message is committed (a room that
 //! never carries a message is not a call), and the call ends when the room
 //! is paused (its inactivity timer or an explicit pause), closed, archived
-//! or deleted, or when the service shuts down. Messages from AI channels
+//! or deleted, when no message came for the policy's idle timeout, or when
+//! the service shuts down. Messages from AI channels
 //! are the agent's side, every other message is the user's.
 //!
 //! A room can opt out or adjust its call through its metadata, under the
@@ -16,6 +17,8 @@
 //! {"analytics": {"enabled": true, "is_test": true, "agent_id": "sales-bot",
 //!                "agent_name": "Sales", "agent_prompt": "...", "metadata": {"crm": "42"}}}
 //! ```
+
+use std::time::Duration;
 
 use roomkit_model::{Map, RoomId};
 
@@ -39,13 +42,22 @@ pub struct RoomCallPolicy {
     /// Whether calls carry audio (audio offsets are written only then). Text
     /// rooms have none; a voice channel that feeds the taps turns it on.
     pub capture_audio: bool,
+    /// A call with no message for this long ends (`idle-timeout`), so rooms
+    /// that are never paused or closed do not hold calls open forever.
+    /// `None` keeps calls open until the room ends.
+    pub idle_timeout: Option<Duration>,
 }
 
+/// Default of [`RoomCallPolicy::idle_timeout`]: 30 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 impl RoomCallPolicy {
-    /// A policy for `agent_id`, text only, not a test.
+    /// A policy for `agent_id`, text only, not a test, calls ending after
+    /// [`DEFAULT_IDLE_TIMEOUT`] without a message.
     pub fn new(agent_id: impl Into<String>) -> Self {
         Self {
             agent_id: agent_id.into(),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             ..Self::default()
         }
     }

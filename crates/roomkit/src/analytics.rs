@@ -36,6 +36,8 @@ pub struct AnalyticsSection {
     spool_dir: Option<String>,
     /// Longest wait for exports at shutdown, in milliseconds.
     shutdown_grace_ms: Option<i64>,
+    /// A call with no message for this long ends; 0 never.
+    idle_timeout_ms: Option<i64>,
     /// `[analytics.roark]`.
     roark: Option<RoarkSection>,
     /// `[analytics.reports]`.
@@ -159,6 +161,17 @@ pub fn validate(
             ));
         }
     }
+    let idle_timeout = match a.idle_timeout_ms {
+        None => Some(roomkit_analytics::DEFAULT_IDLE_TIMEOUT),
+        Some(0) => None,
+        Some(n) if n > 0 => Some(Duration::from_millis(n as u64)),
+        Some(n) => {
+            return Err(problem(
+                "analytics.idle_timeout_ms",
+                format!("must be a number of milliseconds (0 for never), got {n}"),
+            ));
+        }
+    };
     if let Some(r) = a.reports
         && r.enabled != Some(false)
     {
@@ -178,11 +191,10 @@ pub fn validate(
             return Err(problem("analytics.roark.agent_id", "must not be empty"));
         }
         out.policy = RoomCallPolicy {
-            agent_id: r.agent_id.clone(),
             agent_name: non_empty("analytics.roark.agent_name", r.agent_name)?,
             agent_prompt: non_empty("analytics.roark.agent_prompt", r.agent_prompt)?,
             is_test: r.is_test.unwrap_or(false),
-            capture_audio: false,
+            ..RoomCallPolicy::new(r.agent_id.clone())
         };
         let (key, base_url) = match (env.var(BASE_URL_ENV), r.base_url) {
             (Some(u), _) => (BASE_URL_ENV, u),
@@ -225,6 +237,7 @@ pub fn validate(
             });
         }
     }
+    out.policy.idle_timeout = idle_timeout;
     Ok(out)
 }
 
@@ -357,6 +370,10 @@ mod tests {
         assert!(a.policy.is_test);
         assert_eq!(a.spool_dir, PathBuf::from("spool"));
         assert_eq!(a.shutdown_grace, Duration::from_millis(500));
+        assert_eq!(
+            a.policy.idle_timeout,
+            Some(roomkit_analytics::DEFAULT_IDLE_TIMEOUT)
+        );
         assert_eq!(a.reports_dir, Some(PathBuf::from(DEFAULT_REPORTS_DIR)));
     }
 
@@ -429,6 +446,10 @@ mod tests {
                 "[analytics]\nshutdown_grace_ms = 0\n",
                 "analytics.shutdown_grace_ms",
             ),
+            (
+                "[analytics]\nidle_timeout_ms = -1\n",
+                "analytics.idle_timeout_ms",
+            ),
             ("[analytics]\nspool_dir = \"\"\n", "analytics.spool_dir"),
             ("[analytics.reports]\ndir = \"\"\n", "analytics.reports.dir"),
             (
@@ -450,5 +471,20 @@ mod tests {
         assert_eq!(s.analytics.policy.agent_id, DEFAULT_AGENT_ID);
         let s = load_text("[analytics.reports]\nenabled = false\n", &env(&[])).unwrap();
         assert!(!s.analytics.is_enabled());
+        let s = load_text(
+            "[analytics]\nidle_timeout_ms = 0\n[analytics.reports]\n",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.analytics.policy.idle_timeout, None, "0 is never");
+        let s = load_text(
+            "[analytics]\nidle_timeout_ms = 60000\n[analytics.reports]\n",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.analytics.policy.idle_timeout,
+            Some(Duration::from_secs(60))
+        );
     }
 }

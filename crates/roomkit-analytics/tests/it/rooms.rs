@@ -127,3 +127,40 @@ async fn rooms_become_calls_by_themselves() {
     }
     a.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_messages_for_the_idle_timeout_ends() {
+    let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
+    let spool = tmp_dir("idle");
+    let a = analytics(
+        &spool,
+        vec![Arc::new(roark(&fake.base_url(), KEY)) as Arc<dyn Exporter>],
+    );
+    let ws = RecordingChannel::websocket("ws");
+    let ai = RecordingChannel::ai("ai");
+    ai.always_reply("Noted.");
+    let kit = RoomKit::builder()
+        .channel(ws.arc())
+        .channel(ai.arc())
+        .build()
+        .unwrap();
+    let policy = RoomCallPolicy {
+        idle_timeout: Some(std::time::Duration::from_millis(200)),
+        ..RoomCallPolicy::new("bot")
+    };
+    a.observe_rooms(&kit, policy);
+    let id = room(&kit, "idle", Value::Null).await;
+    say(&kit, "idle", "hello?").await;
+    let call = call_of(&a, &id).await;
+    // Nobody says anything more: the call ends by itself.
+    assert_eq!(call.exported().await, ExportState::Completed);
+    let ended: Vec<Value> = fake
+        .accepted_events()
+        .into_iter()
+        .filter(|e| e["event"] == "call-ended")
+        .collect();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0]["callEndedReason"], "idle-timeout");
+    assert_eq!(ended[0]["transcript"].as_array().unwrap().len(), 2);
+    a.shutdown(std::time::Duration::from_secs(5)).await;
+}
