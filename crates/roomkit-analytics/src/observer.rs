@@ -559,11 +559,10 @@ impl CallAnalytics {
                 ..
             } => {
                 if let Some(call) = self.call_in_room(room_id) {
-                    let took = if duration_ms.is_finite() && *duration_ms > 0.0 {
-                        Duration::from_secs_f64(duration_ms / 1000.0)
-                    } else {
-                        Duration::ZERO
-                    };
+                    // Events may come from other processes: never trust
+                    // the number to be sane.
+                    let took =
+                        Duration::try_from_secs_f64(duration_ms / 1000.0).unwrap_or(Duration::ZERO);
                     call.tool_exchange(call_id, name, arguments, result, took);
                 }
             }
