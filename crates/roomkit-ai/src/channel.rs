@@ -769,14 +769,42 @@ impl AiChannel {
         }
     }
 
-    /// Policy, ON_TOOL_CALL, then the tool. Failures become error results
-    /// the model reads; they never end the turn.
+    /// Runs one tool call (see [`Self::resolve_tool_call`]) and publishes
+    /// it with its result as an `ai_tool_call` framework event, so
+    /// observers (call analytics) can pair every call with its result.
     async fn run_tool_call(
         &self,
         turn: &Turn,
         kit: Option<&RoomKit>,
         call: &ToolCall,
     ) -> ToolOutput {
+        let started = Instant::now();
+        let (arguments, out) = self.resolve_tool_call(turn, kit, call).await;
+        if let Some(kit) = kit {
+            kit.emit_framework_event(FrameworkEvent::AiToolCall {
+                room_id: turn.event.room_id.clone(),
+                channel_id: self.id.clone(),
+                event_id: turn.event.id.clone(),
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                arguments,
+                result: out.content.clone(),
+                is_error: out.is_error,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
+        }
+        out
+    }
+
+    /// Policy, ON_TOOL_CALL, then the tool. Failures become error results
+    /// the model reads; they never end the turn. Returns the arguments
+    /// used (after any hook rewrite) with the output.
+    async fn resolve_tool_call(
+        &self,
+        turn: &Turn,
+        kit: Option<&RoomKit>,
+        call: &ToolCall,
+    ) -> (serde_json::Value, ToolOutput) {
         let Some(tool) = turn
             .tools
             .iter()
@@ -784,7 +812,10 @@ impl AiChannel {
             .cloned()
         else {
             tracing::warn!(target: "roomkit.channels.ai", channel_id = %self.id, tool = %call.name, "the model called a tool it was not offered");
-            return ToolOutput::error(format!("tool {:?} is not available", call.name));
+            return (
+                call.arguments.clone(),
+                ToolOutput::error(format!("tool {:?} is not available", call.name)),
+            );
         };
         let mut arguments = call.arguments.clone();
         if let Some(kit) = kit
@@ -808,26 +839,30 @@ impl AiChannel {
                 .await;
             if let Some((name, reason)) = d.blocked {
                 tracing::info!(target: "roomkit.channels.ai", channel_id = %self.id, tool = %call.name, hook = %name, "tool call denied by a hook");
-                return ToolOutput::error(format!(
-                    "the call was denied: {}",
-                    reason.unwrap_or_else(|| "not allowed".to_owned())
-                ));
+                return (
+                    arguments,
+                    ToolOutput::error(format!(
+                        "the call was denied: {}",
+                        reason.unwrap_or_else(|| "not allowed".to_owned())
+                    )),
+                );
             }
             if let HookPayload::ToolCall(p) = d.payload {
-                if let Some(r) = p.result {
-                    return ToolOutput::text(r);
-                }
                 arguments = p.arguments;
+                if let Some(r) = p.result {
+                    return (arguments, ToolOutput::text(r));
+                }
             }
         }
         if !arguments.is_object() {
-            return ToolOutput::error(format!(
+            let out = ToolOutput::error(format!(
                 "the arguments must be a JSON object, got: {}",
                 match &arguments {
                     serde_json::Value::String(s) => s.clone(),
                     v => v.to_string(),
                 }
             ));
+            return (arguments, out);
         }
         let ctx = ToolContext {
             room_id: turn.event.room_id.clone(),
@@ -836,12 +871,12 @@ impl AiChannel {
             call_id: call.id.clone(),
         };
         let started = Instant::now();
-        let out = match tool.call(arguments, &ctx).await {
+        let out = match tool.call(arguments.clone(), &ctx).await {
             Ok(o) => o,
             Err(e) => ToolOutput::error(e.to_string()),
         };
         tracing::info!(target: "roomkit.channels.ai", channel_id = %self.id, room_id = %turn.event.room_id, tool = %call.name, is_error = out.is_error, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "tool called");
-        out
+        (arguments, out)
     }
 
     /// Stage 8 (after the response is out): ON_AI_RESPONSE and metrics.

@@ -10,9 +10,22 @@
 //! returned [`CallHandle`]'s audio tap. Nothing here can block or fail the
 //! call: queues are bounded and drop with counters, and export failures
 //! leave the call in the spool for the next start.
+//!
+//! Notes on wiring:
+//! - [`CallAnalytics::observe_rooms`] makes every room a call by itself
+//!   (first message starts it, pause/close/archive/delete ends it), under a
+//!   [`RoomCallPolicy`] that room metadata can adjust or opt out of; this is
+//!   what `roomkit serve` does with its `[analytics]` section.
+//! - Tool calls come from the AI channel's `ai_tool_call` framework events
+//!   and are exported paired with their results; `ai_turn_metrics` become
+//!   `llm` metrics.
+//! - Voice audio comes from the audio pipeline: register a
+//!   [`CallRecordingSink`] (from [`CallHandle::recording_sink`]) with
+//!   `AudioPipeline::add_recording_sink` for the call's stream.
 
 #![warn(missing_docs)]
 
+pub mod audio_sink;
 pub mod clock;
 pub mod error;
 pub mod export;
@@ -24,10 +37,12 @@ pub mod protocol;
 pub mod report;
 pub mod retry;
 pub mod roark;
+pub mod rooms;
 pub mod secret;
 pub mod spool;
 pub mod tap;
 
+pub use audio_sink::CallRecordingSink;
 pub use clock::MediaClock;
 pub use error::{AnalyticsError, Result};
 pub use export::{CallContent, CallFeed, Exporter, Progress};
@@ -39,5 +54,6 @@ pub use protocol::{MetricKind, MetricRecord};
 pub use report::{CallReport, LocalReportExporter, ReportSummary};
 pub use retry::RetryPolicy;
 pub use roark::{RoarkConfig, RoarkExporter, RoarkStats};
+pub use rooms::{DEFAULT_IDLE_TIMEOUT, ROOM_METADATA_KEY, RoomCallPolicy};
 pub use secret::ApiKey;
 pub use tap::{AudioTap, CallTap, Side};

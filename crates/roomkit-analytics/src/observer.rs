@@ -7,11 +7,11 @@
 //! bounded queues (records, audio), filled with `try_send`: a full queue
 //! drops and counts, so the conversation never waits for analytics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use roomkit_core::RoomKit;
@@ -30,6 +30,7 @@ use crate::protocol::{
     CHUNK_BYTES, CallStarted, DEFAULT_END_REASON, MetricKind, MetricRecord, ToolCallRecord,
     ToolRecord, ToolResultRecord, TranscriptEntry, format_timestamp,
 };
+use crate::rooms::RoomCallPolicy;
 use crate::spool::{CallFiles, CallMeta, CallWriter, Spool, SpoolRecord, validate_call_id};
 use crate::tap::{AudioTap, CallTap, Side, TapFrame};
 
@@ -356,9 +357,25 @@ impl CallAnalytics {
 
     /// Follows a kit's committed room events and framework events, and
     /// routes them to the call running in their room: text messages become
-    /// transcript entries, `ai_turn_metrics` become `llm` metrics, and a
-    /// room closing or being deleted flushes its call (`room-closed`).
+    /// transcript entries, `ai_turn_metrics` become `llm` metrics,
+    /// `ai_tool_call` events become paired tool call and result records, and
+    /// a room being paused, closed, archived or deleted flushes its call
+    /// (`room-paused`, `room-closed`, `room-archived`, `room-deleted`).
     pub fn attach(&self, kit: &RoomKit) {
+        self.spawn_dispatch(kit, None);
+    }
+
+    /// As [`CallAnalytics::attach`], and every room becomes a call by
+    /// itself under `policy` (see [`crate::rooms`]): the call starts when
+    /// the room's first message is committed and ends (flush) when the
+    /// room is paused, closed, archived or deleted, or when no message came
+    /// for the policy's idle timeout (`idle-timeout`). Use it instead of
+    /// `attach`, not with it (each would route every event).
+    pub fn observe_rooms(&self, kit: &RoomKit, policy: RoomCallPolicy) {
+        self.spawn_dispatch(kit, Some((kit.clone(), policy)));
+    }
+
+    fn spawn_dispatch(&self, kit: &RoomKit, rooms: Option<(RoomKit, RoomCallPolicy)>) {
         if !self.is_enabled() {
             return;
         }
@@ -367,13 +384,14 @@ impl CallAnalytics {
         let this = self.clone();
         self.inner
             .tracker
-            .spawn(async move { this.dispatch(timeline, framework).await });
+            .spawn(async move { this.dispatch(timeline, framework, rooms).await });
     }
 
     async fn dispatch(
         self,
         mut timeline: broadcast::Receiver<Arc<RoomEvent>>,
         mut framework: broadcast::Receiver<Arc<FrameworkEvent>>,
+        rooms: Option<(RoomKit, RoomCallPolicy)>,
     ) {
         let lagged = |n: u64| {
             self.inner
@@ -382,12 +400,37 @@ impl CallAnalytics {
                 .fetch_add(n, Ordering::Relaxed);
             tracing::warn!(target: TARGET, missed = n, "analytics fell behind the event bus");
         };
+        // Rooms that opted out, until they end.
+        let mut skipped: HashSet<RoomId> = HashSet::new();
+        // Last message of each auto-started call, for the idle timeout.
+        let mut last: HashMap<RoomId, Instant> = HashMap::new();
+        let idle = rooms.as_ref().and_then(|(_, p)| p.idle_timeout);
+        let period = idle.map_or(Duration::from_secs(30), |d| {
+            (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
+        });
+        let mut sweep = tokio::time::interval(period);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Room events first: a call starts on its first message,
+                // before the framework events of the answer reach it.
+                biased;
                 () = self.inner.cancel.cancelled() => break,
                 r = timeline.recv() => match r {
                     Ok(ev) => {
-                        if let Some(call) = self.call_in_room(&ev.room_id) {
+                        let call = match self.call_in_room(&ev.room_id) {
+                            Some(call) => Some(call),
+                            None => match &rooms {
+                                Some((kit, policy)) => {
+                                    self.auto_start(kit, policy, &ev, &mut skipped).await
+                                }
+                                None => None,
+                            },
+                        };
+                        if let Some(call) = call {
+                            if idle.is_some() && ev.event_type == EventType::Message {
+                                last.insert(ev.room_id.clone(), Instant::now());
+                            }
                             call.room_event(ev);
                         }
                     }
@@ -395,10 +438,80 @@ impl CallAnalytics {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 r = framework.recv() => match r {
-                    Ok(ev) => self.framework_event(&ev),
+                    Ok(ev) => {
+                        if let Some(room) = room_ended(&ev) {
+                            skipped.remove(room);
+                            last.remove(room);
+                        }
+                        self.framework_event(&ev);
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => lagged(n),
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+                _ = sweep.tick(), if idle.is_some() => {
+                    if let Some(idle) = idle {
+                        self.end_idle_calls(&mut last, idle);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the auto-started calls whose last message is older than `idle`.
+    fn end_idle_calls(&self, last: &mut HashMap<RoomId, Instant>, idle: Duration) {
+        let now = Instant::now();
+        let stale: Vec<RoomId> = last
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= idle)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in stale {
+            last.remove(&room);
+            if let Some(call) = self.call_in_room(&room) {
+                self.inner.tracker.spawn(async move {
+                    call.flush("idle-timeout").await;
+                });
+            }
+        }
+    }
+
+    /// Starts the call of a room on its first message, unless the room
+    /// opted out.
+    async fn auto_start(
+        &self,
+        kit: &RoomKit,
+        policy: &RoomCallPolicy,
+        ev: &RoomEvent,
+        skipped: &mut HashSet<RoomId>,
+    ) -> Option<CallHandle> {
+        if ev.event_type != EventType::Message
+            || ev.status == EventStatus::Blocked
+            || ev.source.channel_type == ChannelType::System
+            || skipped.contains(&ev.room_id)
+        {
+            return None;
+        }
+        let metadata = match kit.get_room(&ev.room_id).await {
+            Ok(room) => room.metadata,
+            Err(e) => {
+                tracing::warn!(target: TARGET, room_id = %ev.room_id, error = %e, "cannot read the room; its call uses the defaults");
+                roomkit_model::Map::new()
+            }
+        };
+        match policy.start_for(&ev.room_id, &metadata) {
+            Some(start) => {
+                let call = self.start_call(start);
+                if !call.is_enabled() {
+                    // Logged and counted by start_call; not retried per message.
+                    skipped.insert(ev.room_id.clone());
+                    return None;
+                }
+                Some(call)
+            }
+            None => {
+                tracing::debug!(target: TARGET, room_id = %ev.room_id, "room opted out of call analytics");
+                skipped.insert(ev.room_id.clone());
+                None
             }
         }
     }
@@ -436,14 +549,32 @@ impl CallAnalytics {
                     });
                 }
             }
-            FrameworkEvent::RoomClosed { room_id } | FrameworkEvent::RoomDeleted { room_id } => {
+            FrameworkEvent::AiToolCall {
+                room_id,
+                call_id,
+                name,
+                arguments,
+                result,
+                duration_ms,
+                ..
+            } => {
                 if let Some(call) = self.call_in_room(room_id) {
+                    // Events may come from other processes: never trust
+                    // the number to be sane.
+                    let took =
+                        Duration::try_from_secs_f64(duration_ms / 1000.0).unwrap_or(Duration::ZERO);
+                    call.tool_exchange(call_id, name, arguments, result, took);
+                }
+            }
+            ev => {
+                if let Some((room_id, reason)) = room_ended(ev).zip(end_reason(ev))
+                    && let Some(call) = self.call_in_room(room_id)
+                {
                     self.inner.tracker.spawn(async move {
-                        call.flush("room-closed").await;
+                        call.flush(reason).await;
                     });
                 }
             }
-            _ => {}
         }
     }
 
@@ -737,6 +868,28 @@ impl CallAnalytics {
     }
 }
 
+/// The room whose call a framework event ends, if it ends one.
+fn room_ended(ev: &FrameworkEvent) -> Option<&RoomId> {
+    match ev {
+        FrameworkEvent::RoomPaused { room_id }
+        | FrameworkEvent::RoomClosed { room_id }
+        | FrameworkEvent::RoomArchived { room_id }
+        | FrameworkEvent::RoomDeleted { room_id } => Some(room_id),
+        _ => None,
+    }
+}
+
+/// The `callEndedReason` of a room lifecycle event that ends a call.
+fn end_reason(ev: &FrameworkEvent) -> Option<&'static str> {
+    match ev {
+        FrameworkEvent::RoomPaused { .. } => Some("room-paused"),
+        FrameworkEvent::RoomClosed { .. } => Some("room-closed"),
+        FrameworkEvent::RoomArchived { .. } => Some("room-archived"),
+        FrameworkEvent::RoomDeleted { .. } => Some("room-deleted"),
+        _ => None,
+    }
+}
+
 fn forget_room(inner: &Inner, room_id: &RoomId, call_id: &str) {
     let mut rooms = inner.rooms.write();
     if rooms.get(room_id).is_some_and(|h| h.call_id() == call_id) {
@@ -884,6 +1037,31 @@ impl CallHandle {
                 other => other.to_string(),
             },
             at: self.now(),
+        });
+    }
+
+    /// Records a tool call that took `took` and its result, now: the call
+    /// is placed when it started, the result when it came back, and both
+    /// carry the same id so they always pair.
+    pub fn tool_exchange(
+        &self,
+        id: &str,
+        name: &str,
+        arguments: &serde_json::Value,
+        result: &str,
+        took: Duration,
+    ) {
+        let now = self.now();
+        self.send(Cmd::ToolCall {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            arguments: arguments_string(arguments),
+            at: now.saturating_sub(took),
+        });
+        self.send(Cmd::ToolResult {
+            id: id.to_owned(),
+            content: result.to_owned(),
+            at: now,
         });
     }
 

@@ -20,6 +20,7 @@ pub mod plc;
 pub mod recorder;
 pub mod resample;
 pub mod signal;
+pub mod sink;
 pub mod stage;
 pub mod taps;
 pub mod turn;
@@ -31,3 +32,4 @@ pub use pipeline::{
     AudioPipeline, AudioPipelineBuilder, AudioPipelineConfig, AudioPipelineContract, PipelineEvent,
     TransportCapabilities,
 };
+pub use sink::{RecordingSink, RecordingSinks};

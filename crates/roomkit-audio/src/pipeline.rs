@@ -562,6 +562,16 @@ impl AudioPipeline {
         Ok(handle)
     }
 
+    /// Feeds `stream`'s recorded frames (caller after the resampler, agent
+    /// after post-processing) to `sink` too, until the stream ends.
+    pub fn add_recording_sink(
+        &mut self,
+        stream: &str,
+        sink: std::sync::Arc<dyn crate::RecordingSink>,
+    ) {
+        self.recorder.sinks.add(stream, sink);
+    }
+
     /// Stops `stream`'s recording.
     ///
     /// # Errors
@@ -618,6 +628,7 @@ impl AudioPipeline {
         if let Some(r) = self.res_in.as_mut() {
             r.process(frame, stream)?;
         }
+        self.recorder.sinks.inbound(stream, frame);
         if let Some(h) = self.recordings.get_mut(stream)
             && let Err(err) = self.recorder.record_inbound(h, frame)
         {
@@ -726,6 +737,7 @@ impl AudioPipeline {
         for p in &mut self.postprocessors {
             p.process(frame, stream)?;
         }
+        self.recorder.sinks.outbound(stream, frame);
         if let Some(h) = self.recordings.get_mut(stream)
             && let Err(err) = self.recorder.record_outbound(h, frame)
         {
@@ -797,6 +809,7 @@ impl AudioPipeline {
         if let Some(res) = self.diarization.as_mut().and_then(|d| d.finish(stream)) {
             events.push(PipelineEvent::Speaker(shift_speaker(res, delay)));
         }
+        self.recorder.sinks.remove(stream);
         let rec = self.stop_recording(stream)?;
         if let Some(t) = self.taps.as_mut() {
             t.end_stream(stream)?;

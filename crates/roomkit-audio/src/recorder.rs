@@ -308,6 +308,8 @@ struct Active {
 pub struct WavRecorder {
     active: Vec<Active>,
     counter: u64,
+    /// Sinks fed with the same frames, file or no file.
+    pub sinks: crate::sink::RecordingSinks,
 }
 
 impl std::fmt::Debug for WavRecorder {

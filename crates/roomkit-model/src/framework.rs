@@ -205,6 +205,29 @@ pub enum FrameworkEvent {
         /// Provider.
         provider: String,
     },
+    /// An AI channel ran one tool call and has its result (every call the
+    /// model makes gets one, denied and failed calls included).
+    AiToolCall {
+        /// Room.
+        room_id: RoomId,
+        /// The AI channel.
+        channel_id: ChannelId,
+        /// The event the turn answered.
+        event_id: EventId,
+        /// The provider's id of the call, which pairs it with its result.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// Arguments the tool ran with (after any ON_TOOL_CALL rewrite).
+        arguments: serde_json::Value,
+        /// The result the model reads.
+        result: String,
+        /// Whether the result is an error (failure, denial, unknown tool).
+        is_error: bool,
+        /// Wall time from the model's request to the result, in
+        /// milliseconds.
+        duration_ms: f64,
+    },
 }
 
 impl FrameworkEvent {
@@ -236,6 +259,7 @@ impl FrameworkEvent {
             Self::CircuitBreakerOpened { .. } => "circuit_breaker_opened",
             Self::CircuitBreakerClosed { .. } => "circuit_breaker_closed",
             Self::AiTurnMetrics { .. } => "ai_turn_metrics",
+            Self::AiToolCall { .. } => "ai_tool_call",
         }
     }
 }

@@ -48,7 +48,7 @@ struct FileConfig {
     #[serde(default)]
     hooks: Vec<HookSection>,
     #[serde(default)]
-    analytics: Option<AnalyticsSection>,
+    analytics: Option<crate::analytics::AnalyticsSection>,
     #[serde(default)]
     identity: Option<IdentitySection>,
 }
@@ -157,23 +157,6 @@ struct HookSection {
     on_error: Option<String>,
 }
 
-/// `[analytics]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AnalyticsSection {
-    roark: Option<RoarkSection>,
-}
-
-/// `[analytics.roark]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct RoarkSection {
-    api_key_env: String,
-    agent_id: String,
-    base_url: Option<String>,
-}
-
 /// A channel to register, as validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelSpec {
@@ -260,6 +243,8 @@ pub struct Settings {
     pub hooks: Vec<HttpHookConfig>,
     /// Identity resolution, when configured.
     pub identity: Option<IdentitySpec>,
+    /// Call analytics (`[analytics]`).
+    pub analytics: crate::analytics::AnalyticsSettings,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
 }
@@ -570,14 +555,15 @@ fn validate(
         });
     }
 
-    if let Some(a) = f.analytics
-        && a.roark.is_some()
-    {
-        return Err(ctx.err(
-            "analytics.roark",
-            "call analytics export is not available in this build",
-        ));
-    }
+    let analytics = crate::analytics::validate(f.analytics, env, &mut warnings).map_err(|p| {
+        let e = ctx.err(p.key.as_str(), p.problem);
+        // An environment variable is not in the file.
+        if p.key.starts_with("analytics.") {
+            e
+        } else {
+            ConfigError { file: None, ..e }
+        }
+    })?;
 
     let identity = f.identity.map(|i| identity(ctx, i)).transpose()?;
 
@@ -593,6 +579,7 @@ fn validate(
         channels,
         hooks,
         identity,
+        analytics,
         warnings,
     })
 }
@@ -984,8 +971,6 @@ on_error = "block"
         let e = problem("[[channels]]\nid = \"t\"\ntype = \"carrier_pigeon\"\n");
         assert!(e.problem.contains("not a channel type"), "{e}");
         let e = problem("[[channels]]\nid = \"t\"\ntype = \"voice\"\n");
-        assert!(e.problem.contains("not available in this build"), "{e}");
-        let e = problem("[analytics.roark]\napi_key_env = \"R\"\nagent_id = \"a\"\n");
         assert!(e.problem.contains("not available in this build"), "{e}");
     }
 

@@ -1,5 +1,6 @@
 //! Entry point of the `roomkit` command.
 
+mod analytics;
 mod audio_cmd;
 mod config;
 mod serve;

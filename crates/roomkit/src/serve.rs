@@ -1,5 +1,6 @@
 //! `roomkit serve`: loads the configuration, builds the engine with its
-//! channels and HTTP hooks, and runs the server until SIGINT or SIGTERM.
+//! channels, HTTP hooks and call analytics, and runs the server until
+//! SIGINT or SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -200,11 +201,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         public_url: settings.public_url.clone(),
         ..ServerOptions::default()
     };
+    // Call analytics: every room is observed as a call (see analytics.rs).
+    let analytics = crate::analytics::start(&settings.analytics, &kit)
+        .await
+        .context("starting call analytics")?;
     let mut server = Server::new(kit, registry, options);
     for (channel_id, receiver) in receivers {
         server = server.with_webhook_receiver(channel_id, receiver);
     }
-    server.run(shutdown_signal()).await.context("serving")?;
+    if let Some(dir) = &settings.analytics.reports_dir {
+        server = server.with_call_reports(dir);
+    }
+    let served = server.run(shutdown_signal()).await.context("serving");
+    // Open calls end with the server; their exports get a bounded drain.
+    if let Some(a) = analytics {
+        a.shutdown().await;
+    }
+    served?;
     Ok(())
 }
 

@@ -3,8 +3,10 @@
 //! local report exporter.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audio_sink;
 mod crash;
 mod observer;
 mod report;
 mod roark;
+mod rooms;
 mod util;
