@@ -3,6 +3,7 @@
 mod audio_cmd;
 mod config;
 mod serve;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 

@@ -10,6 +10,7 @@ mod config;
 mod hooks;
 mod rest;
 mod store;
+mod telemetry;
 mod ws;
 
 use std::process::Stdio;
