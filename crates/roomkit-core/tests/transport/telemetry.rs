@@ -70,6 +70,18 @@ where
     }
 }
 
+/// The tests here install a thread-local subscriber while other tests of
+/// the binary run without one: they take turns, and each refreshes the
+/// callsites' cached interest once its subscriber is in place.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn install(capture: &Capture) -> tracing::subscriber::DefaultGuard {
+    let guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    tracing::callsite::rebuild_interest_cache();
+    guard
+}
+
 impl Capture {
     fn spans(&self) -> Vec<Captured> {
         self.0.lock().unwrap().clone()
@@ -125,9 +137,9 @@ fn message(room: &RoomId) -> InboundMessage {
 
 #[tokio::test]
 async fn t46_inbound_stages_are_spans_in_pipeline_order() {
+    let _serial = SERIAL.lock().await;
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = install(&capture);
     let (kit, ws, room) = kit_with(None).await;
     let before = capture.spans().len();
 
@@ -211,26 +223,67 @@ async fn t46_inbound_stages_are_spans_in_pipeline_order() {
     assert!(deliver.fields.contains_key("latency_ms"));
 }
 
+/// A provider that records what the engine asks of it (T-45), without
+/// depending on the installed subscriber.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Asked>>);
+
+/// A span name with its start attributes, printed.
+type Asked = (String, Vec<(String, String)>);
+
+impl roomkit_core::TelemetryProvider for Recorder {
+    fn start_span(
+        &self,
+        name: roomkit_core::SpanName,
+        attributes: &[roomkit_core::telemetry::Attribute<'_>],
+        _parent: Option<&tracing::Span>,
+    ) -> tracing::Span {
+        let attrs = attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), format!("{v:?}")))
+            .collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push((name.as_str().to_owned(), attrs));
+        tracing::Span::none()
+    }
+
+    fn record_metric(&self, _: &str, _: f64, _: &[roomkit_core::telemetry::Attribute<'_>]) {}
+
+    fn record_event(&self, _: &str, _: &[roomkit_core::telemetry::Attribute<'_>]) {}
+}
+
 #[tokio::test]
-async fn failed_delivery_attempts_carry_their_outcome() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let (kit, ws, room) = kit_with(None).await;
+async fn t45_a_custom_provider_is_asked_for_each_delivery_attempt() {
+    let recorder = Arc::new(Recorder::default());
+    let (kit, ws, room) = kit_with(Some(recorder.clone())).await;
     ws.fail_deliveries(true);
+    let before = recorder.0.lock().unwrap().len();
     kit.process_inbound(message(&room)).await.unwrap();
     kit.idle().await;
-    let spans = capture.spans();
-    let deliver = spans.iter().find(|s| s.name == "deliver").unwrap();
-    assert_eq!(deliver.fields["outcome"], "failed");
-    assert!(deliver.fields.contains_key("error_code"));
+    let asked = recorder.0.lock().unwrap().split_off(before);
+    let names: Vec<&str> = asked.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"process_inbound"));
+    for stage in ["store_event", "broadcast", "deliver"] {
+        assert!(names.contains(&stage), "{names:?}");
+    }
+    let (_, deliver) = asked.iter().find(|(n, _)| n == "deliver").unwrap();
+    assert!(
+        deliver.contains(&("channel_id".to_owned(), "Str(\"ws\")".to_owned())),
+        "{deliver:?}"
+    );
+    assert!(
+        deliver.contains(&("attempt".to_owned(), "U64(1)".to_owned())),
+        "{deliver:?}"
+    );
 }
 
 #[tokio::test]
 async fn t45_the_noop_provider_opens_no_spans() {
+    let _serial = SERIAL.lock().await;
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = install(&capture);
     let (kit, ws, room) = kit_with(Some(Arc::new(NoopTelemetry))).await;
     kit.process_inbound(message(&room)).await.unwrap();
     kit.idle().await;
