@@ -23,6 +23,7 @@ use roomkit_model::{
 use crate::channel::RoomContext;
 use crate::error::HookError;
 use crate::kit::RoomKit;
+use crate::telemetry::timed;
 
 /// Default per-hook timeout (RFC §9.1).
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -513,7 +514,11 @@ impl HookEngine {
                 context: context.clone(),
                 kit: kit.clone(),
             };
-            let call = AssertUnwindSafe(handler.call(input)).catch_unwind();
+            let span = hook_span(kit, trigger, room_id, &hook.name);
+            let call = timed(
+                span.clone(),
+                AssertUnwindSafe(handler.call(input)).catch_unwind(),
+            );
             let limited = tokio::time::timeout(hook.timeout, call);
             let result = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, limited).await {
@@ -522,6 +527,19 @@ impl HookEngine {
                 },
                 None => limited.await,
             };
+            if !span.is_disabled() {
+                let verdict = match &result {
+                    Err(_) => "timeout",
+                    Ok(Ok(Ok(r))) => match r.action {
+                        HookAction::Allow => "allow",
+                        HookAction::Block => "block",
+                        HookAction::Modify => "modify",
+                    },
+                    Ok(_) => "error",
+                };
+                span.record(crate::telemetry::attr::OUTCOME, verdict);
+            }
+            drop(span);
             let failure = match result {
                 Err(_) => {
                     kit.emit(FrameworkEvent::HookTimeout {
@@ -596,7 +614,8 @@ impl HookEngine {
                 kit: kit.clone(),
             };
             let kit2 = kit.clone();
-            kit.spawn(Box::pin(run_async_hook(kit2, hook, input)));
+            let span = hook_span(kit, trigger, room_id, &hook.name);
+            kit.spawn(Box::pin(run_async_hook(kit2, hook, input, span)));
         }
     }
 
@@ -620,7 +639,8 @@ impl HookEngine {
                     context: None,
                     kit: kit.clone(),
                 };
-                run_async_hook(kit.clone(), hook, input)
+                let span = hook_span(kit, trigger, room_id, &hook.name);
+                run_async_hook(kit.clone(), hook, input, span)
             })
             .collect();
         futures::future::join_all(futs).await;
@@ -645,13 +665,39 @@ impl HookEngine {
     }
 }
 
-async fn run_async_hook(kit: RoomKit, hook: Arc<HookRegistration>, input: HookInput) {
+/// The `hook_execution` span of one hook call (RFC §15.7).
+fn hook_span(
+    kit: &RoomKit,
+    trigger: HookTrigger,
+    room_id: Option<&RoomId>,
+    hook: &str,
+) -> tracing::Span {
+    use crate::telemetry::attr;
+    let span = kit.span(
+        crate::telemetry::SpanName::HookExecution,
+        &[(attr::HOOK, hook.into())],
+    );
+    if !span.is_disabled() {
+        span.record(attr::TRIGGER, trigger.as_str());
+        if let Some(id) = room_id {
+            span.record(attr::ROOM_ID, id.as_str());
+        }
+    }
+    span
+}
+
+async fn run_async_hook(
+    kit: RoomKit,
+    hook: Arc<HookRegistration>,
+    input: HookInput,
+    span: tracing::Span,
+) {
     let HookHandler::Async(handler) = &hook.handler else {
         return;
     };
     let trigger = input.trigger;
     let room_id = input.room_id.clone();
-    let call = AssertUnwindSafe(handler.call(input)).catch_unwind();
+    let call = timed(span, AssertUnwindSafe(handler.call(input)).catch_unwind());
     match tokio::time::timeout(hook.timeout, call).await {
         Err(_) => {
             tracing::warn!(target: "roomkit.core.hooks", hook = %hook.name, %trigger, "async hook timed out");

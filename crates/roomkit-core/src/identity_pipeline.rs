@@ -467,13 +467,31 @@ impl RoomKit {
             return Ok(None);
         }
 
-        let span = tracing::info_span!(target: "roomkit.identity", "identity_resolve", room_id = %room_id, channel_id = %channel.id());
+        let span = self.span(
+            crate::telemetry::SpanName::IdentityResolve,
+            &[
+                (crate::telemetry::attr::ROOM_ID, room_id.as_str().into()),
+                (
+                    crate::telemetry::attr::CHANNEL_ID,
+                    channel.id().as_str().into(),
+                ),
+            ],
+        );
         let started = Instant::now();
-        let resolved = {
-            let _enter = span.enter();
-            tokio::time::timeout(settings.timeout, resolver.resolve(message, ctx))
-        }
+        let resolved = crate::telemetry::timed(
+            span.clone(),
+            tokio::time::timeout(settings.timeout, resolver.resolve(message, ctx)),
+        )
         .await;
+        if !span.is_disabled() {
+            let outcome = match &resolved {
+                Err(_) => "timeout".to_owned(),
+                Ok(Err(_)) => "error".to_owned(),
+                Ok(Ok(r)) => format!("{:?}", r.status).to_lowercase(),
+            };
+            span.record(crate::telemetry::attr::OUTCOME, outcome.as_str());
+        }
+        drop(span);
         let result = match resolved {
             Err(_) => {
                 tracing::warn!(target: "roomkit.identity", room_id = %room_id, channel_id = %channel.id(), timeout_ms = settings.timeout.as_millis() as u64, "identity resolver timed out; treated as unknown");

@@ -167,6 +167,7 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     pub resilience: crate::resilience::Resilience,
     pub identity: crate::identity_pipeline::IdentitySettings,
+    pub telemetry: Arc<dyn crate::telemetry::TelemetryProvider>,
 }
 
 /// The RoomKit engine. Cheap to clone: clones share one engine.
@@ -198,9 +199,17 @@ pub struct RoomKitBuilder {
     allow_unsafe_locking: bool,
     pub(crate) resilience: crate::resilience::ResilienceConfig,
     pub(crate) identity: crate::identity_pipeline::IdentitySettings,
+    telemetry: Option<Arc<dyn crate::telemetry::TelemetryProvider>>,
 }
 
 impl RoomKitBuilder {
+    /// The telemetry provider (RFC §15.7); [`crate::TracingTelemetry`] by
+    /// default.
+    pub fn telemetry(mut self, provider: Arc<dyn crate::telemetry::TelemetryProvider>) -> Self {
+        self.telemetry = Some(provider);
+        self
+    }
+
     /// The storage backend (in-memory by default).
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
@@ -322,6 +331,9 @@ impl RoomKitBuilder {
                 shutdown: CancellationToken::new(),
                 resilience: crate::resilience::Resilience::new(self.resilience),
                 identity: self.identity,
+                telemetry: self
+                    .telemetry
+                    .unwrap_or_else(|| Arc::new(crate::telemetry::TracingTelemetry)),
             }),
         };
         for c in self.channels {
@@ -350,6 +362,7 @@ impl RoomKit {
             allow_unsafe_locking: false,
             resilience: Default::default(),
             identity: Default::default(),
+            telemetry: None,
         }
     }
 
@@ -437,6 +450,20 @@ impl RoomKit {
 
     // ---- tasks
 
+    /// The telemetry provider (RFC §15.7).
+    pub fn telemetry(&self) -> &Arc<dyn crate::telemetry::TelemetryProvider> {
+        &self.inner.telemetry
+    }
+
+    /// A span of the provider under the current one.
+    pub(crate) fn span(
+        &self,
+        name: crate::telemetry::SpanName,
+        attributes: &[crate::telemetry::Attribute<'_>],
+    ) -> tracing::Span {
+        self.inner.telemetry.start_span(name, attributes, None)
+    }
+
     pub(crate) fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -457,6 +484,7 @@ impl RoomKit {
                 tracing::warn!(target: "roomkit.core.framework", channel_id = %c.id(), error = %e, "channel close failed");
             }
         }
+        self.inner.telemetry.close();
     }
 
     /// Waits until the delivery lanes and hooks started so far are done

@@ -25,6 +25,7 @@ use crate::hooks::{HookPayload, panic_message};
 use crate::kit::RoomKit;
 use crate::pipeline::{Pass, PassKind};
 use crate::store::{EventPatch, Reader};
+use crate::telemetry::{SpanName, attr, timed};
 use crate::transcode::truncate_text;
 
 /// A room's delivery queue.
@@ -35,7 +36,9 @@ pub(crate) struct Lane {
 
 #[derive(Default)]
 struct LaneState {
-    queue: VecDeque<Job>,
+    /// Jobs with the span they were planned in (the parent of their
+    /// broadcast span).
+    queue: VecDeque<(Job, tracing::Span)>,
     running: bool,
 }
 
@@ -255,7 +258,7 @@ impl RoomKit {
         let lane = self.inner.lanes.entry(room_id).or_default().value().clone();
         let start = {
             let mut s = lane.state.lock();
-            s.queue.push_back(job);
+            s.queue.push_back((job, tracing::Span::current()));
             !std::mem::replace(&mut s.running, true)
         };
         if start {
@@ -268,7 +271,7 @@ impl RoomKit {
 
     async fn drain(&self, lane: Arc<Lane>) {
         loop {
-            let job = {
+            let (job, parent) = {
                 let mut s = lane.state.lock();
                 match s.queue.pop_front() {
                     Some(j) => j,
@@ -279,7 +282,21 @@ impl RoomKit {
                 }
             };
             let room_id = job.event.room_id.clone();
-            let run = Box::pin(self.execute_job(job));
+            let span = self.inner.telemetry.start_span(
+                SpanName::Broadcast,
+                &[
+                    (attr::ROOM_ID, room_id.as_str().into()),
+                    (attr::EVENT_ID, job.event.id.as_str().into()),
+                    (
+                        attr::CHANNEL_ID,
+                        job.event.source.channel_id.as_str().into(),
+                    ),
+                    (attr::TARGETS, (job.targets.len() as u64).into()),
+                ],
+                Some(&parent),
+            );
+            drop(parent);
+            let run = Box::pin(timed(span, self.execute_job(job)));
             if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
                 tracing::error!(target: "roomkit.core.framework", room_id = %room_id, error = %panic_message(&panic), "delivery job panicked; the lane goes on");
             }
@@ -445,7 +462,15 @@ impl RoomKit {
             ..TargetOutcome::default()
         };
         if t.on_event {
-            match self.call(t.channel.on_event(&ev, &t.binding, ctx)).await {
+            let span = self.span(
+                SpanName::OnEvent,
+                &[
+                    (attr::ROOM_ID, ev.room_id.as_str().into()),
+                    (attr::EVENT_ID, ev.id.as_str().into()),
+                    (attr::CHANNEL_ID, t.binding.channel_id.as_str().into()),
+                ],
+            );
+            match timed(span, self.call(t.channel.on_event(&ev, &t.binding, ctx))).await {
                 Ok(out) => outcome.absorb(out),
                 Err(e) => {
                     tracing::warn!(target: "roomkit.core.framework", room_id = %ev.room_id, event_id = %ev.id, channel_id = %t.binding.channel_id, error = %e, "on_event failed");

@@ -21,6 +21,7 @@ mod pipeline;
 pub mod resilience;
 pub mod router;
 pub mod store;
+pub mod telemetry;
 mod timers;
 pub mod transcode;
 
@@ -45,3 +46,4 @@ pub use kit::{
 pub use pipeline::{EventUpdate, SendEvent};
 pub use resilience::{BreakerState, Jitter, ResilienceConfig};
 pub use roomkit_model as model;
+pub use telemetry::{NoopTelemetry, SpanName, TelemetryProvider, TracingTelemetry};

@@ -21,6 +21,7 @@ use crate::kit::{AttachOptions, CreateRoom, RoomKit};
 use crate::lane::{Job, JobGroup, JobMode};
 use crate::router::RouteRequest;
 use crate::store::{EventPatch, EventQuery, TargetUpdate};
+use crate::telemetry::{AttrValue, SpanName, SyncStage, attr, timed};
 
 /// Direct injection of an event into a room (RFC §10.5).
 #[derive(Debug, Clone, Default)]
@@ -147,11 +148,17 @@ impl RoomKit {
         if self.is_shutting_down() {
             return Err(RoomKitError::ShuttingDown);
         }
+        let span = self.span(
+            SpanName::ProcessInbound,
+            &[(attr::CHANNEL_ID, message.channel_id.as_str().into())],
+        );
+        if let Some(room_id) = &message.room_id {
+            crate::telemetry::record(&span, attr::ROOM_ID, room_id.as_str().into());
+        }
         let kit = self.clone();
-        let task = self
-            .inner
-            .tracker
-            .spawn(Box::pin(async move { kit.inbound_inner(message).await }));
+        let task = self.inner.tracker.spawn(Box::pin(timed(span, async move {
+            kit.inbound_inner(message).await
+        })));
         task.await
             .map_err(|e| RoomKitError::Internal(format!("inbound task failed: {e}")))?
     }
@@ -165,11 +172,17 @@ impl RoomKit {
         if self.is_shutting_down() {
             return Err(RoomKitError::ShuttingDown);
         }
+        let span = self.span(
+            SpanName::SendEvent,
+            &[
+                (attr::ROOM_ID, request.room_id.as_str().into()),
+                (attr::CHANNEL_ID, request.channel_id.as_str().into()),
+            ],
+        );
         let kit = self.clone();
-        let task = self
-            .inner
-            .tracker
-            .spawn(Box::pin(async move { kit.send_inner(request).await }));
+        let task = self.inner.tracker.spawn(Box::pin(timed(span, async move {
+            kit.send_inner(request).await
+        })));
         task.await
             .map_err(|e| RoomKitError::Internal(format!("send task failed: {e}")))?
     }
@@ -183,22 +196,42 @@ impl RoomKit {
         let deadline = Instant::now() + self.inner.config.process_timeout;
 
         // Step 2: route.
-        let room_id = match &message.room_id {
-            Some(id) => self.require_room(id).await?.id,
-            None => {
-                self.route_or_create(&channel.id().clone(), &channel.channel_type(), &message)
-                    .await?
+        let route = self.span(
+            SpanName::RouteRoom,
+            &[(attr::CHANNEL_ID, channel.id().as_str().into())],
+        );
+        let room_id = timed(route.clone(), async {
+            match &message.room_id {
+                Some(id) => Ok::<_, RoomKitError>(self.require_room(id).await?.id),
+                None => {
+                    self.route_or_create(&channel.id().clone(), &channel.channel_type(), &message)
+                        .await
+                }
             }
-        };
+        })
+        .await?;
+        crate::telemetry::record(&route, attr::ROOM_ID, room_id.as_str().into());
+        drop(route);
+        let root = tracing::Span::current();
+        crate::telemetry::record(&root, attr::ROOM_ID, room_id.as_str().into());
+        let room_attrs = [
+            (attr::ROOM_ID, AttrValue::from(room_id.as_str())),
+            (attr::CHANNEL_ID, channel.id().as_str().into()),
+        ];
 
         // Steps 3-4: context, then the channel's conversion, both bounded.
-        let ctx = match tokio::time::timeout_at(deadline, self.build_context(&room_id, None)).await
-        {
+        let context = timed(
+            self.span(SpanName::BuildContext, &room_attrs),
+            self.build_context(&room_id, None),
+        );
+        let ctx = match tokio::time::timeout_at(deadline, context).await {
             Ok(c) => Arc::new(c?),
             Err(_) => return Ok(refused(BlockReason::ProcessTimeout)),
         };
-        let converted =
-            AssertUnwindSafe(channel.handle_inbound(&message, ctx.as_ref())).catch_unwind();
+        let converted = timed(
+            self.span(SpanName::HandleInbound, &room_attrs),
+            AssertUnwindSafe(channel.handle_inbound(&message, ctx.as_ref())).catch_unwind(),
+        );
         let mut event = match tokio::time::timeout_at(deadline, converted).await {
             Err(_) => return Ok(refused(BlockReason::ProcessTimeout)),
             Ok(Err(panic)) => {
@@ -315,6 +348,25 @@ impl RoomKit {
         // Boxed: the commit pass is a large state machine; keeping it off the
         // caller's future avoids copying it around.
         let outcome = Box::pin(self.commit_pass(pass)).await?;
+        let root = tracing::Span::current();
+        if !root.is_disabled() {
+            let (event_id, result) = match &outcome {
+                PassOutcome::Refused(_) => (None, "refused"),
+                PassOutcome::Duplicate(e) => (Some(e.id.as_str()), "duplicate"),
+                PassOutcome::Stored { event, blocked } => (
+                    Some(event.id.as_str()),
+                    if blocked.is_some() {
+                        "blocked"
+                    } else {
+                        "delivered"
+                    },
+                ),
+            };
+            if let Some(id) = event_id {
+                root.record(attr::EVENT_ID, id);
+            }
+            root.record(attr::OUTCOME, result);
+        }
         group.wait().await;
         Ok(match outcome {
             PassOutcome::Refused(reason) => refused(reason),
@@ -396,12 +448,17 @@ impl RoomKit {
         event.content.validate()?;
 
         // Step 6: lock, then re-read the status under it.
+        let room_attr = [(attr::ROOM_ID, AttrValue::from(room_id.as_str()))];
+        let locking = timed(
+            self.span(SpanName::LockRoom, &room_attr),
+            self.lock_room(&room_id),
+        );
         let lock = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, self.lock_room(&room_id)).await {
+            Some(d) => match tokio::time::timeout_at(d, locking).await {
                 Ok(l) => l?,
                 Err(_) => return Ok(self.refuse(&room_id, BlockReason::ProcessTimeout)),
             },
-            None => self.lock_room(&room_id).await?,
+            None => locking.await?,
         };
         let Some(room) = store.get_room(&room_id).await? else {
             return Err(RoomKitError::RoomNotFound(room_id));
@@ -413,7 +470,11 @@ impl RoomKit {
 
         // Step 7: idempotency, per room (D2).
         if let Some(key) = &event.idempotency_key
-            && let Some(original) = store.find_event_by_idempotency_key(&room_id, key).await?
+            && let Some(original) = timed(
+                self.span(SpanName::IdempotencyCheck, &room_attr),
+                store.find_event_by_idempotency_key(&room_id, key),
+            )
+            .await?
         {
             tracing::debug!(target: "roomkit.core.framework", room_id = %room_id, key = %key, "duplicate idempotency key");
             return Ok(PassOutcome::Duplicate(original));
@@ -582,6 +643,13 @@ impl RoomKit {
         if block.is_none()
             && let Some(b) = &source_binding
         {
+            let stage = SyncStage::enter(self.span(
+                SpanName::PermissionCheck,
+                &[
+                    (attr::ROOM_ID, room_id.as_str().into()),
+                    (attr::CHANNEL_ID, b.channel_id.as_str().into()),
+                ],
+            ));
             if !b.access.can_write() {
                 block = Some(Block {
                     blocked_by: "source_read_only".into(),
@@ -597,6 +665,8 @@ impl RoomKit {
                     metadata: Map::new(),
                 });
             }
+            let verdict = block.as_ref().map_or("allowed", |b| b.blocked_by.as_str());
+            stage.record(attr::OUTCOME, verdict.into());
         }
 
         // The pre-commit phase ends here; past the deadline nothing is written.
@@ -612,6 +682,23 @@ impl RoomKit {
 
         let mut next_index = event.index + 1;
         let mut mutated_target: Option<(EventType, EventId)> = None;
+        let store_span = self.span(
+            SpanName::StoreEvent,
+            &[
+                (attr::ROOM_ID, room_id.as_str().into()),
+                (attr::EVENT_ID, event.id.as_str().into()),
+                (attr::CHANNEL_ID, event.source.channel_id.as_str().into()),
+                (
+                    attr::OUTCOME,
+                    if block.is_some() {
+                        "blocked"
+                    } else {
+                        "delivered"
+                    }
+                    .into(),
+                ),
+            ],
+        );
         let stored = match &block {
             Some(b) => {
                 event.status = EventStatus::Blocked;
@@ -626,7 +713,7 @@ impl RoomKit {
                         .metadata
                         .insert("hook".into(), b.metadata.clone().into());
                 }
-                let stored = store.add_event(event, None).await?;
+                let stored = timed(store_span, store.add_event(event, None)).await?;
                 tracing::info!(target: "roomkit.core.framework", room_id = %room_id, event_id = %stored.id, index = stored.index, blocked_by = %b.blocked_by, "event stored as blocked");
                 self.emit(FrameworkEvent::EventBlocked {
                     room_id: room_id.clone(),
@@ -641,7 +728,7 @@ impl RoomKit {
                 if let Some(t) = &target_update {
                     mutated_target = Some((event.event_type, t.event_id.clone()));
                 }
-                let stored = store.add_event(event, target_update).await?;
+                let stored = timed(store_span, store.add_event(event, target_update)).await?;
                 tracing::info!(target: "roomkit.core.framework", room_id = %room_id, event_id = %stored.id, index = stored.index, channel_id = %stored.source.channel_id, chain_depth = stored.chain_depth, "event committed");
                 if room.status == RoomStatus::Paused {
                     // D9: an accepted event resumes a paused room.
@@ -677,7 +764,18 @@ impl RoomKit {
 
         // Plan the broadcast under the lock and append it to the lane.
         if block.is_none() {
-            let targets = self.plan_targets(&stored, &bindings, &exclude);
+            let targets = {
+                let stage = SyncStage::enter(self.span(
+                    SpanName::PlanBroadcast,
+                    &[
+                        (attr::ROOM_ID, room_id.as_str().into()),
+                        (attr::EVENT_ID, stored.id.as_str().into()),
+                    ],
+                ));
+                let targets = self.plan_targets(&stored, &bindings, &exclude);
+                stage.record(attr::TARGETS, (targets.len() as u64).into());
+                targets
+            };
             self.enqueue(Job {
                 event: stored.clone(),
                 targets,

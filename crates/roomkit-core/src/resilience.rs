@@ -27,6 +27,7 @@ use crate::error::ChannelError;
 use crate::hooks::panic_message;
 use crate::kit::{RoomKit, RoomKitBuilder};
 use crate::lane::Target;
+use crate::telemetry::{SpanName, attr, timed};
 
 /// Code of the error returned while a channel's breaker is open.
 pub const CIRCUIT_OPEN: &str = "circuit_open";
@@ -460,9 +461,25 @@ impl RoomKit {
         let mut attempt: u32 = 0;
         loop {
             self.wait_for_rate_limits(t, ev).await;
+            let span = self.span(
+                SpanName::Deliver,
+                &[
+                    (attr::ROOM_ID, ev.room_id.as_str().into()),
+                    (attr::EVENT_ID, ev.id.as_str().into()),
+                    (attr::CHANNEL_ID, channel_id.as_str().into()),
+                    (attr::ATTEMPT, (attempt + 1).into()),
+                ],
+            );
+            if !span.is_disabled()
+                && let Some(provider) = t.channel.provider_name()
+            {
+                span.record(attr::PROVIDER, provider);
+            }
             let probe = match breaker.admit() {
                 Admission::Allowed { probe } => probe,
                 Admission::Rejected { retry_after } => {
+                    span.record(attr::OUTCOME, "circuit_open");
+                    span.record(attr::ERROR_CODE, CIRCUIT_OPEN);
                     tracing::warn!(target: "roomkit.core.resilience", room_id = %ev.room_id, event_id = %ev.id, channel_id = %channel_id, "circuit open; delivery failed fast");
                     return Err(ChannelError::Provider {
                         provider: "roomkit".into(),
@@ -477,7 +494,15 @@ impl RoomKit {
                 breaker: &breaker,
                 armed: probe,
             };
-            let outcome = self.timed_deliver(t, ev, ctx).await;
+            let outcome = timed(span.clone(), self.timed_deliver(t, ev, ctx)).await;
+            match &outcome {
+                Ok(_) => span.record(attr::OUTCOME, "sent"),
+                Err(e) => {
+                    span.record(attr::ERROR_CODE, e.code());
+                    span.record(attr::OUTCOME, "failed")
+                }
+            };
+            drop(span);
             guard.armed = false;
             drop(guard);
             match outcome {

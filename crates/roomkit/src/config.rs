@@ -51,6 +51,22 @@ struct FileConfig {
     analytics: Option<crate::analytics::AnalyticsSection>,
     #[serde(default)]
     identity: Option<IdentitySection>,
+    #[serde(default)]
+    telemetry: Option<TelemetrySection>,
+}
+
+/// `[telemetry]`: OTLP/HTTP trace export.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetrySection {
+    /// Collector base URL; `/v1/traces` is appended.
+    otlp_endpoint: Option<String>,
+    /// `service.name` of the exported resource.
+    service_name: Option<String>,
+    /// Fraction of traces kept.
+    sample_ratio: Option<f64>,
+    /// Variable holding request headers, `key=value,key2=value2`.
+    headers_env: Option<String>,
 }
 
 /// `[identity]`: who sent an inbound message (RFC §11).
@@ -245,6 +261,8 @@ pub struct Settings {
     pub identity: Option<IdentitySpec>,
     /// Call analytics (`[analytics]`).
     pub analytics: crate::analytics::AnalyticsSettings,
+    /// Trace export.
+    pub telemetry: crate::telemetry::TelemetrySettings,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
 }
@@ -567,6 +585,8 @@ fn validate(
 
     let identity = f.identity.map(|i| identity(ctx, i)).transpose()?;
 
+    let telemetry = telemetry_settings(ctx, f.telemetry.unwrap_or_default(), env, &mut warnings)?;
+
     Ok(Settings {
         addr,
         api_key,
@@ -580,6 +600,7 @@ fn validate(
         hooks,
         identity,
         analytics,
+        telemetry,
         warnings,
     })
 }
@@ -633,6 +654,91 @@ fn identity(ctx: &Ctx<'_>, i: IdentitySection) -> Result<IdentitySpec, ConfigErr
         resolver,
         timeout,
         channel_types,
+    })
+}
+
+/// `[telemetry]` and the standard OpenTelemetry variables, which win over
+/// the file: `OTEL_SDK_DISABLED`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used
+/// as is), `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL), `OTEL_SERVICE_NAME`.
+/// `OTEL_EXPORTER_OTLP_HEADERS` is read by the exporter itself.
+fn telemetry_settings(
+    ctx: &Ctx<'_>,
+    t: TelemetrySection,
+    env: &dyn Env,
+    warnings: &mut Vec<String>,
+) -> Result<crate::telemetry::TelemetrySettings, ConfigError> {
+    use crate::telemetry::{DEFAULT_SERVICE_NAME, TelemetrySettings, parse_headers, traces_url};
+    let env_err = |key: &str, problem: String| ConfigError {
+        file: None,
+        key: key.to_owned(),
+        problem,
+    };
+    let check_url = |url: &str| -> Result<(), String> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("{url:?} has no host"));
+        }
+        Ok(())
+    };
+    if let Some(url) = &t.otlp_endpoint {
+        check_url(url).map_err(|p| ctx.err("telemetry.otlp_endpoint", p))?;
+    }
+    let service_name = match (&t.service_name, env.var("OTEL_SERVICE_NAME")) {
+        (_, Some(name)) => name,
+        (Some(name), None) if name.trim().is_empty() => {
+            return Err(ctx.err("telemetry.service_name", "must not be empty"));
+        }
+        (Some(name), None) => name.clone(),
+        (None, None) => DEFAULT_SERVICE_NAME.to_owned(),
+    };
+    let sample_ratio = match t.sample_ratio {
+        None => 1.0,
+        Some(r) if (0.0..=1.0).contains(&r) => r,
+        Some(r) => {
+            return Err(ctx.err(
+                "telemetry.sample_ratio",
+                format!("must be between 0.0 and 1.0, got {r}"),
+            ));
+        }
+    };
+    let headers = match &t.headers_env {
+        Some(name) if name.trim().is_empty() => {
+            return Err(ctx.err("telemetry.headers_env", "must name an environment variable"));
+        }
+        Some(name) => match env.var(name) {
+            Some(text) => parse_headers(&text)
+                .map_err(|p| ctx.err("telemetry.headers_env", format!("{name}: {p}")))?,
+            None => {
+                warnings.push(format!(
+                    "telemetry.headers_env names {name}, which is not set: traces are sent without extra headers"
+                ));
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let disabled = env
+        .var("OTEL_SDK_DISABLED")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let traces_endpoint = if disabled {
+        None
+    } else if let Some(url) = env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        check_url(&url).map_err(|p| env_err("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", p))?;
+        Some(url)
+    } else if let Some(url) = env.var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        check_url(&url).map_err(|p| env_err("OTEL_EXPORTER_OTLP_ENDPOINT", p))?;
+        Some(traces_url(&url))
+    } else {
+        t.otlp_endpoint.as_deref().map(traces_url)
+    };
+    Ok(TelemetrySettings {
+        traces_endpoint,
+        service_name,
+        sample_ratio,
+        headers,
     })
 }
 
@@ -1140,6 +1246,107 @@ secret_token_env = "TGS"
         assert_eq!(e.key, "identity.timeout_ms");
         let e = problem("[identity]\nresolver = \"store\"\nfuzzy = true\n");
         assert!(e.problem.contains("fuzzy"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_configured() {
+        let s = load(None, &Overrides::default(), &no_env()).unwrap();
+        assert_eq!(s.telemetry.traces_endpoint, None);
+        assert_eq!(s.telemetry.service_name, "roomkit");
+        assert_eq!(s.telemetry.sample_ratio, 1.0);
+    }
+
+    #[test]
+    fn telemetry_section_is_read() {
+        let env = FakeEnv(
+            [("OTLP_HEADERS", "api-key=k1,x-team=rk")]
+                .into_iter()
+                .collect(),
+        );
+        let s = from_text(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \"rk-test\"\nsample_ratio = 0.25\nheaders_env = \"OTLP_HEADERS\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            s.telemetry.traces_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(s.telemetry.service_name, "rk-test");
+        assert_eq!(s.telemetry.sample_ratio, 0.25);
+        assert_eq!(s.telemetry.headers.len(), 2);
+        assert!(
+            !format!("{s:?}").contains("k1"),
+            "no header value in debug output"
+        );
+        let s = from_text("[telemetry]\nheaders_env = \"UNSET_HEADERS\"\n", &no_env()).unwrap();
+        assert!(s.telemetry.traces_endpoint.is_none());
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn telemetry_environment_wins_over_the_file() {
+        let file =
+            "[telemetry]\notlp_endpoint = \"http://file:4318\"\nservice_name = \"from-file\"\n";
+        let env = FakeEnv(
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318/"),
+                ("OTEL_SERVICE_NAME", "from-env"),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let s = from_text(file, &env).unwrap();
+        assert_eq!(
+            s.telemetry.traces_endpoint.as_deref(),
+            Some("http://env:4318/v1/traces")
+        );
+        assert_eq!(s.telemetry.service_name, "from-env");
+        let env = FakeEnv(
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://traces:9/custom",
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let s = load(None, &Overrides::default(), &env).unwrap();
+        assert_eq!(
+            s.telemetry.traces_endpoint.as_deref(),
+            Some("http://traces:9/custom")
+        );
+        let env = FakeEnv([("OTEL_SDK_DISABLED", "true")].into_iter().collect());
+        let s = from_text(file, &env).unwrap();
+        assert!(s.telemetry.traces_endpoint.is_none());
+        let env = FakeEnv(
+            [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]
+                .into_iter()
+                .collect(),
+        );
+        let e = load(None, &Overrides::default(), &env).unwrap_err();
+        assert_eq!(e.key, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        assert!(e.file.is_none());
+    }
+
+    #[test]
+    fn telemetry_errors_name_the_key() {
+        let e = problem("[telemetry]\notlp_endpoint = \"grpc://x:4317\"\n");
+        assert_eq!(e.key, "telemetry.otlp_endpoint");
+        let e = problem("[telemetry]\nsample_ratio = 1.5\n");
+        assert_eq!(e.key, "telemetry.sample_ratio");
+        let e = problem("[telemetry]\nservice_name = \" \"\n");
+        assert_eq!(e.key, "telemetry.service_name");
+        let e = problem("[telemetry]\nheaders_env = \"\"\n");
+        assert_eq!(e.key, "telemetry.headers_env");
+        let e = problem("[telemetry]\nendpoint = \"http://x\"\n");
+        assert!(e.key.starts_with("telemetry"), "{e}");
+        assert!(e.problem.contains("endpoint"), "{e}");
+        let env = FakeEnv([("H", "no-equals-sign")].into_iter().collect());
+        let e = from_text("[telemetry]\nheaders_env = \"H\"\n", &env).unwrap_err();
+        assert_eq!(e.key, "telemetry.headers_env");
     }
 
     #[test]

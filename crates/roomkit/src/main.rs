@@ -5,6 +5,7 @@ mod audio_cmd;
 mod config;
 mod serve;
 mod transport;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 

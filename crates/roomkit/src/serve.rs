@@ -15,6 +15,7 @@ use roomkit_server::{ConnectionRegistry, Server, ServerOptions, WebSocketChannel
 use roomkit_store_sql::SqlStoreError;
 
 use crate::config::{self, ChannelSpec, Overrides, ProcessEnv, Settings};
+use crate::telemetry::Telemetry;
 
 /// A store URL without its password, for logs.
 fn redact(url: &str) -> String {
@@ -60,7 +61,6 @@ pub struct ServeArgs {
 /// Runs `roomkit serve`: exit 0 after a clean shutdown, 2 for a bad
 /// configuration, 1 when the server fails.
 pub fn main(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
     let overrides = Overrides {
         addr: args.addr.clone(),
         store: args.store.clone(),
@@ -72,6 +72,15 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the runtime: the trace exporter's HTTP client is a blocking one.
+    let telemetry = Telemetry::init(args.log_format, &settings.telemetry);
+    let code = run_server(settings);
+    // After the server has stopped and outside the runtime: flush the spans.
+    telemetry.shutdown();
+    code
+}
+
+fn run_server(settings: Settings) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,18 +109,6 @@ pub fn main(args: ServeArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -14,6 +14,7 @@ mod hooks;
 mod rest;
 mod sms;
 mod store;
+mod telemetry;
 mod transports;
 mod ws;
 
