@@ -15,6 +15,28 @@ pub enum Window {
 pub struct Aec3Fft {
     fft: Arc<dyn Fft<f32>>,
     ifft: Arc<dyn Fft<f32>>,
+    // RoomKit: scratch sizes of the two plans, so each transform can run
+    // with a scratch buffer on the stack. `Fft::process` allocates its
+    // scratch on the heap on every call.
+    fft_scratch_len: usize,
+    ifft_scratch_len: usize,
+}
+
+/// Largest scratch (in complex values) kept on the stack; rustfft's plans
+/// for 128 points need at most one buffer length.
+const MAX_STACK_SCRATCH: usize = 2 * FFT_LENGTH;
+
+/// Runs `plan` over `buffer` with stack scratch when it fits (always, for
+/// the plans rustfft makes for this length), else with rustfft's own
+/// allocating path.
+#[inline]
+fn run_plan(plan: &dyn Fft<f32>, scratch_len: usize, buffer: &mut [Complex32]) {
+    if scratch_len <= MAX_STACK_SCRATCH {
+        let mut scratch = [Complex32::new(0.0, 0.0); MAX_STACK_SCRATCH];
+        plan.process_with_scratch(buffer, &mut scratch[..scratch_len]);
+    } else {
+        plan.process(buffer);
+    }
 }
 
 impl Default for Aec3Fft {
@@ -31,7 +53,14 @@ impl Aec3Fft {
         let mut planner = FftPlanner::<f32>::new();
         let fft = planner.plan_fft_forward(FFT_LENGTH);
         let ifft = planner.plan_fft_inverse(FFT_LENGTH);
-        Self { fft, ifft }
+        let fft_scratch_len = fft.get_inplace_scratch_len();
+        let ifft_scratch_len = ifft.get_inplace_scratch_len();
+        Self {
+            fft,
+            ifft,
+            fft_scratch_len,
+            ifft_scratch_len,
+        }
     }
 
     pub fn fft(&self, x: &mut [f32; FFT_LENGTH], fft_data: &mut FftData) {
@@ -39,7 +68,7 @@ impl Aec3Fft {
         for (dst, &sample) in spectrum.iter_mut().zip(x.iter()) {
             *dst = Complex32::new(sample, 0.0);
         }
-        self.fft.process(&mut spectrum);
+        run_plan(self.fft.as_ref(), self.fft_scratch_len, &mut spectrum);
         copy_from_complex_spectrum(fft_data, &spectrum);
         pack_complex_to_real_array(&spectrum, x);
     }
@@ -47,7 +76,7 @@ impl Aec3Fft {
     pub fn ifft(&self, fft_data: &FftData, x: &mut [f32; FFT_LENGTH]) {
         let mut spectrum = [Complex32::new(0.0, 0.0); FFT_LENGTH];
         expand_fft_data(fft_data, &mut spectrum);
-        self.ifft.process(&mut spectrum);
+        run_plan(self.ifft.as_ref(), self.ifft_scratch_len, &mut spectrum);
         for (dst, value) in x.iter_mut().zip(spectrum.iter()) {
             *dst = value.re * 0.5;
         }

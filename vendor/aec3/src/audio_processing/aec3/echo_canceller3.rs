@@ -1,5 +1,3 @@
-use std::collections::VecDeque;
-
 use crate::api::{
     config::EchoCanceller3Config,
     control::{EchoControl, Metrics},
@@ -84,29 +82,48 @@ impl BlockProcessorBackend for BlockProcessor {
     }
 }
 
+/// Fixed-capacity FIFO of preallocated slots that moves items in and out by
+/// swapping them with the caller's buffer, as WebRTC's `SwapQueue` does.
+///
+/// RoomKit: the published port pushed a fresh clone of the render frame per
+/// 10 ms (one heap allocation per band and channel); swapping reuses the
+/// slots' buffers, so steady-state operation allocates nothing.
 struct SwapQueue<T> {
-    capacity: usize,
-    queue: VecDeque<T>,
+    slots: Vec<T>,
+    head: usize,
+    len: usize,
 }
 
-impl<T> SwapQueue<T> {
-    fn new(capacity: usize) -> Self {
+impl<T: Clone> SwapQueue<T> {
+    fn new(capacity: usize, prototype: &T) -> Self {
         Self {
-            capacity,
-            queue: VecDeque::with_capacity(capacity),
+            slots: (0..capacity).map(|_| prototype.clone()).collect(),
+            head: 0,
+            len: 0,
         }
     }
 
-    fn insert(&mut self, value: T) -> bool {
-        if self.queue.len() >= self.capacity {
+    /// Swaps `value` into the queue (handing back a spent buffer of the same
+    /// shape in its place); `false`, leaving `value` alone, when full.
+    fn insert(&mut self, value: &mut T) -> bool {
+        if self.len >= self.slots.len() {
             return false;
         }
-        self.queue.push_back(value);
+        let tail = (self.head + self.len) % self.slots.len();
+        std::mem::swap(&mut self.slots[tail], value);
+        self.len += 1;
         true
     }
 
-    fn remove(&mut self) -> Option<T> {
-        self.queue.pop_front()
+    /// Swaps the oldest item into `out`; `false` when empty.
+    fn remove(&mut self, out: &mut T) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        std::mem::swap(&mut self.slots[self.head], out);
+        self.head = (self.head + 1) % self.slots.len();
+        self.len -= 1;
+        true
     }
 }
 
@@ -158,7 +175,8 @@ impl RenderWriter {
             high_pass_filter.process(&mut self.render_queue_input_frame[0]);
         }
 
-        let _ = queue.insert(self.render_queue_input_frame.clone());
+        // RoomKit: swap the frame in instead of cloning it (no allocation).
+        let _ = queue.insert(&mut self.render_queue_input_frame);
     }
 }
 
@@ -256,7 +274,10 @@ impl EchoCanceller3 {
             num_bands,
             num_render_channels,
         );
-        let render_transfer_queue = SwapQueue::new(RENDER_TRANSFER_QUEUE_SIZE_FRAMES);
+        let render_transfer_queue = SwapQueue::new(
+            RENDER_TRANSFER_QUEUE_SIZE_FRAMES,
+            &allocate_tensor(num_bands, num_render_channels, AudioBuffer::SPLIT_BAND_SIZE),
+        );
         let capture_blocker = FrameBlocker::new(num_bands, num_capture_channels);
         let output_framer = BlockFramer::new(num_bands, num_capture_channels);
 
@@ -629,9 +650,13 @@ impl EchoCanceller3 {
     }
 
     fn empty_render_queue(&mut self) {
-        while let Some(frame) = self.render_transfer_queue.remove() {
+        // RoomKit: frames are swapped out of the queue into a buffer of the
+        // same shape rather than moved (the old buffer goes back as a slot).
+        while self
+            .render_transfer_queue
+            .remove(&mut self.render_queue_output_frame)
+        {
             self.api_call_metrics.report_render_call();
-            self.render_queue_output_frame = frame;
 
             if self
                 .multichannel_content_detector

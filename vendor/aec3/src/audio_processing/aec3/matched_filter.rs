@@ -5,18 +5,21 @@ use crate::audio_processing::aec3::aec3_common::{Aec3Optimization, BLOCK_SIZE};
 use crate::audio_processing::aec3::aec3_common::{detect_avx2, detect_sse2};
 use crate::audio_processing::aec3::downsampled_render_buffer::DownsampledRenderBuffer;
 use crate::audio_processing::logging::apm_data_dumper::{ApmDataDumper, DiagnosticLevel};
-use std::cmp::Ordering;
 
 #[cfg(target_arch = "aarch64")]
 use std::arch::aarch64::{vaddq_f32, vaddvq_f32, vdupq_n_f32, vld1q_f32, vmulq_f32, vst1q_f32};
 #[cfg(target_arch = "x86")]
 use std::arch::x86::{
+    _mm_castps_si128, _mm_castsi128_ps, _mm_movehl_ps, _mm_movelh_ps, _mm_shuffle_ps,
+    _mm_slli_si128, _mm_sub_ps, _mm_unpackhi_ps, _mm_unpacklo_ps,
     _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_setzero_ps, _mm_storeu_ps,
     _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
     _mm256_storeu_ps,
 };
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
+    _mm_castps_si128, _mm_castsi128_ps, _mm_movehl_ps, _mm_movelh_ps, _mm_shuffle_ps,
+    _mm_slli_si128, _mm_sub_ps, _mm_unpackhi_ps, _mm_unpacklo_ps,
     _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_setzero_ps, _mm_storeu_ps,
     _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
     _mm256_storeu_ps,
@@ -294,11 +297,16 @@ impl MatchedFilter {
             }
             previous_lag_estimate = Some(lag);
 
-            self.data_dumper.dump_raw_f32_slice(
-                DiagnosticLevel::DeepDebug,
-                &format!("aec3_correlator_{}_h", index),
-                &self.filters[index],
-            );
+            // RoomKit: the dump name is only formatted when diagnostics are
+            // compiled in; formatting it unconditionally allocated a string
+            // per filter and block.
+            if cfg!(feature = "diagnostics") {
+                self.data_dumper.dump_raw_f32_slice(
+                    DiagnosticLevel::DeepDebug,
+                    &format!("aec3_correlator_{}_h", index),
+                    &self.filters[index],
+                );
+            }
 
             alignment_shift += self.filter_intra_lag_shift;
         }
@@ -363,16 +371,41 @@ impl MatchedFilter {
         }
     }
 
+    /// Index of the tap with the largest magnitude (the last one on ties).
+    ///
+    /// RoomKit: eight independent lanes of (largest magnitude, index), so the
+    /// loop compiles to vector compares and selects; the published version
+    /// used a scalar `max_by` that cost about as much as one filter update.
     fn detect_peak(filter: &[f32]) -> usize {
-        filter
-            .iter()
-            .enumerate()
-            .max_by(|a, b| match a.1.abs().partial_cmp(&b.1.abs()) {
-                Some(order) => order,
-                None => Ordering::Equal,
-            })
-            .map(|(idx, _)| idx)
-            .unwrap_or(0)
+        const LANES: usize = 8;
+        let (chunks, rest) = filter.as_chunks::<LANES>();
+        let mut best = [f32::NEG_INFINITY; LANES];
+        let mut best_index = [0usize; LANES];
+        for (c, chunk) in chunks.iter().enumerate() {
+            for lane in 0..LANES {
+                let v = chunk[lane].abs();
+                let take = v >= best[lane];
+                best[lane] = if take { v } else { best[lane] };
+                best_index[lane] = if take { c * LANES + lane } else { best_index[lane] };
+            }
+        }
+        let mut peak = 0usize;
+        let mut peak_value = f32::NEG_INFINITY;
+        for lane in 0..LANES {
+            if !chunks.is_empty()
+                && (best[lane] > peak_value || (best[lane] == peak_value && best_index[lane] > peak))
+            {
+                peak_value = best[lane];
+                peak = best_index[lane];
+            }
+        }
+        for (k, v) in rest.iter().enumerate() {
+            if v.abs() >= peak_value {
+                peak_value = v.abs();
+                peak = chunks.len() * LANES + k;
+            }
+        }
+        peak
     }
 }
 
@@ -746,13 +779,83 @@ unsafe fn matched_filter_core_accumulated_error_sse2_impl(
     let vector_limit = h_size & !3;
     accumulated_error.fill(0.0);
 
+    // RoomKit: the taps are taken sixteen at a time. The four products of
+    // each group of four are summed with a 4x4 transpose, the running sum
+    // over the groups is formed with two shifted adds, and the four partial
+    // errors are accumulated with one vector operation. The published code
+    // stored every product vector to memory and summed it lane by lane,
+    // which made this core (run for one of the five filters) cost as much
+    // as the other four together.
+    let block_limit = h_size & !15;
+    debug_assert!(accumulated_error.len() * ACCUMULATED_ERROR_SUB_SAMPLE_RATE >= block_limit);
     for &y_sample in y {
         let x_p = linearise_render(x, x_start_index, h_size, scratch);
         let mut x2_sum_vec = _mm_setzero_ps();
         let mut x2_sum = 0.0f32;
         let mut s_acum = 0.0f32;
 
+        let y_vec = _mm_set1_ps(y_sample);
+        let mut carry = _mm_setzero_ps();
         let mut k = 0usize;
+        while k < block_limit {
+            let (x0, x1, x2, x3, h0, h1, h2, h3) = unsafe {
+                let xp = x_p.as_ptr().add(k);
+                let hp = h.as_ptr().add(k);
+                (
+                    _mm_loadu_ps(xp),
+                    _mm_loadu_ps(xp.add(4)),
+                    _mm_loadu_ps(xp.add(8)),
+                    _mm_loadu_ps(xp.add(12)),
+                    _mm_loadu_ps(hp),
+                    _mm_loadu_ps(hp.add(4)),
+                    _mm_loadu_ps(hp.add(8)),
+                    _mm_loadu_ps(hp.add(12)),
+                )
+            };
+            x2_sum_vec = _mm_add_ps(x2_sum_vec, _mm_mul_ps(x0, x0));
+            x2_sum_vec = _mm_add_ps(x2_sum_vec, _mm_mul_ps(x1, x1));
+            x2_sum_vec = _mm_add_ps(x2_sum_vec, _mm_mul_ps(x2, x2));
+            x2_sum_vec = _mm_add_ps(x2_sum_vec, _mm_mul_ps(x3, x3));
+            let (p0, p1, p2, p3) = (
+                _mm_mul_ps(h0, x0),
+                _mm_mul_ps(h1, x1),
+                _mm_mul_ps(h2, x2),
+                _mm_mul_ps(h3, x3),
+            );
+            // Transpose, so lane i of the sum holds the total of group i.
+            let t0 = _mm_unpacklo_ps(p0, p1);
+            let t1 = _mm_unpacklo_ps(p2, p3);
+            let t2 = _mm_unpackhi_ps(p0, p1);
+            let t3 = _mm_unpackhi_ps(p2, p3);
+            let groups = _mm_add_ps(
+                _mm_add_ps(_mm_movelh_ps(t0, t1), _mm_movehl_ps(t1, t0)),
+                _mm_add_ps(_mm_movelh_ps(t2, t3), _mm_movehl_ps(t3, t2)),
+            );
+            // Inclusive running sum across the four lanes, plus the carry.
+            let scan1 = _mm_add_ps(
+                groups,
+                _mm_castsi128_ps(_mm_slli_si128::<4>(_mm_castps_si128(groups))),
+            );
+            let scan2 = _mm_add_ps(
+                scan1,
+                _mm_castsi128_ps(_mm_slli_si128::<8>(_mm_castps_si128(scan1))),
+            );
+            let sums = _mm_add_ps(scan2, carry);
+            carry = _mm_shuffle_ps::<0xFF>(sums, sums);
+            let e = _mm_sub_ps(sums, y_vec);
+            let slot = k / ACCUMULATED_ERROR_SUB_SAMPLE_RATE;
+            let acc = &mut accumulated_error[slot..slot + 4];
+            unsafe {
+                let a = _mm_loadu_ps(acc.as_ptr());
+                _mm_storeu_ps(acc.as_mut_ptr(), _mm_add_ps(a, _mm_mul_ps(e, e)));
+            }
+            k += 16;
+        }
+        if block_limit > 0 {
+            let mut last = [0.0f32; 4];
+            unsafe { _mm_storeu_ps(last.as_mut_ptr(), carry) };
+            s_acum = last[0];
+        }
         while k < vector_limit {
             let (x_k, h_k) = unsafe {
                 (
