@@ -129,6 +129,9 @@ struct DtmfStream {
     clock_ms: f64,
     prev: BlockInfo,
     run: Option<Run>,
+    /// The block levels buffer of the last finished run, reused by the next
+    /// one so a detected digit costs no allocation.
+    spare_amps: Vec<[f32; 2]>,
 }
 
 /// The Goertzel DTMF detector.
@@ -180,6 +183,7 @@ impl DtmfStream {
             clock_ms: 0.0,
             prev: BlockInfo::default(),
             run: None,
+            spare_amps: Vec::with_capacity(64),
         })
     }
 
@@ -275,10 +279,11 @@ impl GoertzelDtmf {
         }
     }
 
-    fn close_run(cfg: &DtmfConfig, run: &Run) -> Option<DtmfEvent> {
+    /// Turns a finished run into an event (the run is consumed in place,
+    /// so no copy of its block levels is made).
+    fn close_run(cfg: &DtmfConfig, run: &mut Run) -> Option<DtmfEvent> {
         // The steady level is the mean of the interior blocks, which the tone
         // fills completely; the edges are measured against it.
-        let mut run = run.clone();
         if run.present_amps.len() >= 3 {
             let inner = &run.present_amps[1..run.present_amps.len() - 1];
             let n = inner.len() as f32;
@@ -292,7 +297,7 @@ impl GoertzelDtmf {
             run.trail_cov = run.trail_cov.clamp(0.0, 1.0);
             run.steady = [s0, s1];
         }
-        let run = &run;
+        let run = &*run;
         // Re-evaluate coverage of every present block against the steady level.
         let mut covered = 0f32;
         for a in &run.present_amps {
@@ -384,16 +389,18 @@ impl DtmfDetector for GoertzelDtmf {
                 }
                 (None, _) => {}
             }
-            if let Some(run) = finished
-                && let Some(ev) = Self::close_run(cfg, &run)
-            {
-                out = Some(ev);
+            if let Some(mut run) = finished {
+                if let Some(ev) = Self::close_run(cfg, &mut run) {
+                    out = Some(ev);
+                }
+                st.spare_amps = run.present_amps;
             }
             if st.run.is_none()
                 && let Some((r, c)) = info.digit
             {
                 let a = [info.amps[r], info.amps[4 + c]];
-                let mut present_amps = Vec::with_capacity(64);
+                let mut present_amps = std::mem::take(&mut st.spare_amps);
+                present_amps.clear();
                 present_amps.push(a);
                 st.run = Some(Run {
                     row: r,
@@ -422,8 +429,10 @@ impl DtmfDetector for GoertzelDtmf {
     fn finish(&mut self, stream: &str) -> Option<DtmfEvent> {
         let cfg = &self.config;
         let st = self.streams.get_mut(stream)?;
-        let run = st.run.take()?;
-        Self::close_run(cfg, &run)
+        let mut run = st.run.take()?;
+        let ev = Self::close_run(cfg, &mut run);
+        st.spare_amps = run.present_amps;
+        ev
     }
 
     fn reset(&mut self, stream: &str) {

@@ -1,7 +1,6 @@
 //! Integration tests of roomkit-audio: signal-level properties of every stage and of the pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod alloc;
 mod codec;
 mod diarize;
 mod dsp;

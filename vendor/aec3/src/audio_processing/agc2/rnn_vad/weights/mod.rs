@@ -1,0 +1,2 @@
+pub mod rnn_activations;
+pub mod rnn_vad_weights;

@@ -1,0 +1,2 @@
+pub mod push_sinc_resampler;
+pub mod sinc_resampler;
