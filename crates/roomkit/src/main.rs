@@ -4,8 +4,8 @@ mod analytics;
 mod audio_cmd;
 mod config;
 mod serve;
-mod transport;
 mod telemetry;
+mod transport;
 
 use clap::{Parser, Subcommand};
 

@@ -346,6 +346,35 @@ impl SmsWebhook {
     }
 }
 
+/// The query parameter naming our event on a per-message status callback URL.
+const EVENT_PARAM: &str = "event_id";
+
+/// The status callback URL for one sent event: the configured URL with the
+/// event id added to its query. The provider posts the callback to exactly
+/// this URL (and signs it), so the callback names its event even after a
+/// restart, when no in-memory receipt remains.
+#[cfg_attr(not(any(feature = "twilio", feature = "telnyx")), allow(dead_code))]
+pub(crate) fn callback_url_for(base: &str, event: &RoomEvent) -> String {
+    match reqwest::Url::parse(base) {
+        Ok(mut url) => {
+            url.query_pairs_mut()
+                .append_pair(EVENT_PARAM, event.id.as_str());
+            url.into()
+        }
+        // Checked at configuration; an unparsable URL is passed on as given.
+        Err(_) => base.to_owned(),
+    }
+}
+
+/// The event a status callback names through its URL, when it does.
+#[cfg_attr(not(any(feature = "twilio", feature = "telnyx")), allow(dead_code))]
+pub(crate) fn event_of_callback(req: &WebhookRequest) -> Option<roomkit_model::EventId> {
+    let url = reqwest::Url::parse(&req.url).ok()?;
+    url.query_pairs()
+        .find(|(k, v)| k == EVENT_PARAM && !v.is_empty() && v.len() <= 128)
+        .map(|(_, v)| roomkit_model::EventId::new(v.as_ref()))
+}
+
 /// Maps a vendor status word to the RFC's delivery status.
 #[cfg_attr(not(any(feature = "twilio", feature = "telnyx")), allow(dead_code))]
 pub(crate) fn map_status(word: &str) -> Option<DeliveryStatus> {

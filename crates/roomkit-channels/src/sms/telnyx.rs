@@ -121,7 +121,10 @@ impl SmsProvider for TelnyxSms {
                 obj.insert("messaging_profile_id".into(), p.clone().into());
             }
             if let Some(w) = &self.config.webhook_url {
-                obj.insert("webhook_url".into(), w.clone().into());
+                obj.insert(
+                    "webhook_url".into(),
+                    super::callback_url_for(w, event).into(),
+                );
             }
         }
         let url = format!("{}/v2/messages", self.config.base_url.trim_end_matches('/'));
@@ -247,6 +250,7 @@ impl SmsProvider for TelnyxSms {
         });
         Ok(vec![DeliveryStatusUpdate {
             provider_message_id: Some(id.to_owned()),
+            event_id: super::event_of_callback(req),
             status: map_status(word),
             provider_status: word.to_owned(),
             error,

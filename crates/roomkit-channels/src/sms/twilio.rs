@@ -147,7 +147,7 @@ impl SmsProvider for TwilioSms {
             form.push(("MediaUrl", m.url.clone()));
         }
         if let Some(cb) = &self.config.status_callback_url {
-            form.push(("StatusCallback", cb.clone()));
+            form.push(("StatusCallback", super::callback_url_for(cb, event)));
         }
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
@@ -258,6 +258,7 @@ impl SmsProvider for TwilioSms {
             });
         Ok(vec![DeliveryStatusUpdate {
             provider_message_id: Some(sid.to_owned()),
+            event_id: super::event_of_callback(req),
             status: map_status(word),
             provider_status: word.to_owned(),
             error,

@@ -85,7 +85,10 @@ async fn t03_send_is_a_form_post_with_basic_auth() {
             ("Body".to_owned(), "Your table is ready".to_owned()),
             (
                 "StatusCallback".to_owned(),
-                "https://chat.example.com/webhooks/sms/twilio/status".to_owned()
+                format!(
+                    "https://chat.example.com/webhooks/sms/twilio/status?event_id={}",
+                    result.event.as_ref().unwrap().id
+                )
             ),
         ]
     );
@@ -276,6 +279,22 @@ async fn t07_status_callbacks_are_parsed() {
     assert_eq!(s.provider_status, "undelivered");
     assert_eq!(s.error.as_ref().unwrap().code, "30003");
     assert_eq!(s.channel_id.as_ref().unwrap().as_str(), "sms");
+    assert!(s.event_id.is_none());
+
+    // A callback URL we gave per message names the event.
+    let url = "https://chat.example.com/webhooks/sms/twilio/status?event_id=evt_42";
+    let out = rx
+        .verify_and_parse(&signed(
+            WebhookKind::Status,
+            url,
+            &[("MessageSid", "SM101"), ("MessageStatus", "delivered")],
+            TOKEN,
+        ))
+        .unwrap();
+    assert_eq!(
+        out.statuses[0].event_id.as_ref().unwrap().as_str(),
+        "evt_42"
+    );
 }
 
 /// Inbound through the kit: the event carries SMS channel data and the

@@ -379,14 +379,21 @@ async fn signatures_are_checked_against_the_public_url_without_the_api_key() {
         &base,
         "[server]\npublic_url = \"https://chat.example.com\"\napi_key_env = \"ROOMKIT_API_KEY\"\n",
     ));
-    let s = Server::start_with(
-        &["--config", path.to_str().unwrap()],
-        &[
-            ("TWILIO_AUTH_TOKEN", TOKEN),
-            ("ROOMKIT_API_KEY", "rest-key"),
-        ],
-    )
-    .await;
+    // A file store, so the status callback can arrive after a restart.
+    let dir = std::env::temp_dir().join(format!("roomkit-serve-sms-{}", crate::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite://{}", dir.join("rooms.db").display());
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--store",
+        store.as_str(),
+    ];
+    let env = [
+        ("TWILIO_AUTH_TOKEN", TOKEN),
+        ("ROOMKIT_API_KEY", "rest-key"),
+    ];
+    let s = Server::start_with(&args, &env).await;
     // REST needs the key; the webhook below is sent without it.
     let anonymous = crate::client().get(s.url("/rooms")).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
@@ -413,21 +420,27 @@ async fn signatures_are_checked_against_the_public_url_without_the_api_key() {
     let sent = s.post_text(room, "ws", "On it").await;
     let event_id = sent["event"]["id"].as_str().unwrap().to_owned();
     let out = fake.wait_for(1).await;
-    let callback_url = "https://chat.example.com/webhooks/sms/twilio/status?channel_id=sms-main";
+    // The callback URL names the event, so it is understood even by a
+    // process that did not send the message.
+    let callback_url = format!(
+        "https://chat.example.com/webhooks/sms/twilio/status?channel_id=sms-main&event_id={event_id}"
+    );
     assert_eq!(
         out[0].fields,
         fields(&[
             ("To", CUSTOMER),
             ("From", OUR_NUMBER),
             ("Body", "On it"),
-            ("StatusCallback", callback_url),
+            ("StatusCallback", callback_url.as_str()),
         ])
     );
+    assert_eq!(s.terminate().await, Some(0));
+    let s = Server::start_with(&args, &env).await;
     let callback = fields(&[("MessageSid", "SMout1"), ("MessageStatus", "delivered")]);
     let (status, _, body) = post_twilio(
         &s,
-        "/webhooks/sms/twilio/status?channel_id=sms-main",
-        callback_url,
+        &format!("/webhooks/sms/twilio/status?channel_id=sms-main&event_id={event_id}"),
+        &callback_url,
         Some(TOKEN),
         &callback,
     )
