@@ -2,6 +2,8 @@
 
 mod audio_cmd;
 mod config;
+#[cfg(test)]
+mod fuzz_tests;
 mod serve;
 
 use clap::{Parser, Subcommand};

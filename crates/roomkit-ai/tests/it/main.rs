@@ -7,6 +7,7 @@
 mod anthropic;
 mod channel;
 mod fake;
+mod fuzz_replies;
 mod openai;
 mod server;
 mod tools;
