@@ -219,7 +219,8 @@ impl WebhookReceiver for WebhookInbound {
                 .header(TIMESTAMP_HEADER)
                 .and_then(|t| t.trim().parse().ok())
                 .ok_or_else(|| WebhookError::BadSignature("timestamp missing".into()))?;
-            if ((self.now)() - ts).abs() > TOLERANCE_SECONDS {
+            // abs_diff: a timestamp near i64::MIN must not overflow.
+            if (self.now)().abs_diff(ts) > TOLERANCE_SECONDS.unsigned_abs() {
                 return Err(WebhookError::BadSignature(
                     "timestamp outside the window".into(),
                 ));

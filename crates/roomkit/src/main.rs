@@ -3,6 +3,8 @@
 mod analytics;
 mod audio_cmd;
 mod config;
+#[cfg(test)]
+mod fuzz_tests;
 mod serve;
 mod telemetry;
 mod transport;

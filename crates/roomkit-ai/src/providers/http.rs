@@ -286,7 +286,7 @@ pub(crate) fn sse_events(
 ) -> impl Stream<Item = Result<Event, AiError>> + Send + 'static {
     let provider = provider.to_owned();
     let idle = settings.read_timeout;
-    let events = response.bytes_stream().eventsource();
+    let events = without_bom(Box::pin(response.bytes_stream())).eventsource();
     futures::stream::unfold(
         (Box::pin(events), provider, false),
         move |(mut events, provider, done)| async move {
@@ -315,6 +315,38 @@ pub(crate) fn sse_events(
             }
         },
     )
+}
+
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Drops byte-order marks at the start of a body, however the body is cut
+/// into chunks. The SSE format ignores a leading BOM, and eventsource-stream
+/// 0.2 panics on one (it slices one byte off a three-byte character).
+pub(crate) fn without_bom<S, E>(body: S) -> impl Stream<Item = Result<bytes::Bytes, E>>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    futures::stream::unfold((body, Some(Vec::new())), |(mut body, head)| async move {
+        let Some(mut head) = head else {
+            let item = body.next().await?;
+            return Some((item, (body, None)));
+        };
+        loop {
+            while head.starts_with(BOM) {
+                head.drain(..BOM.len());
+            }
+            if !head.is_empty() && !BOM.starts_with(&head) {
+                break;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                Some(Err(e)) => return Some((Err(e), (body, None))),
+                None => break,
+            }
+        }
+        Some((Ok(bytes::Bytes::from(head)), (body, None)))
+    })
 }
 
 #[cfg(test)]

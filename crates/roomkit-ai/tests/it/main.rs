@@ -8,6 +8,7 @@ mod analytics;
 mod anthropic;
 mod channel;
 mod fake;
+mod fuzz_replies;
 mod openai;
 mod server;
 mod tools;

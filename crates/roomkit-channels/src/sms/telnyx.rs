@@ -162,7 +162,8 @@ impl SmsProvider for TelnyxSms {
         let Ok(ts_num) = ts.trim().parse::<i64>() else {
             return false;
         };
-        if ((self.now)() - ts_num).abs() > TOLERANCE_SECONDS {
+        // abs_diff: a timestamp near i64::MIN must not overflow.
+        if (self.now)().abs_diff(ts_num) > TOLERANCE_SECONDS.unsigned_abs() {
             return false;
         }
         let Some(sig) = base64::engine::general_purpose::STANDARD
