@@ -46,7 +46,8 @@ impl DenoiseState<'static> {
     pub const FRAME_SIZE: usize = FRAME_SIZE;
 
     pub(crate) fn default() -> Self {
-        DenoiseState::from_model_owned(Cow::Owned(RnnModel::default()))
+        // RoomKit: borrows the shared built-in model instead of owning a copy.
+        DenoiseState::from_model_owned(Cow::Borrowed(crate::rnn::default_model()))
     }
 
     /// Creates a new `DenoiseState`.

@@ -1,15 +1,14 @@
 use std::borrow::Cow;
 
+use once_cell::sync::OnceCell;
+
 use crate::util::{relu, sigmoid_approx, tansig_approx, zip3};
 
 const MAX_NEURONS: usize = 128;
 
-// It's annoying to expose a public API with `i8`s, because `include_bytes` works with `u8`s only.
-// So we do conversions from `&[i8]` to `&[u8]` internally. Hopefully at some point rust will have
-// a safe API for this...
-fn to_i8(x: &[u8]) -> &[i8] {
-    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const i8, x.len()) }
-}
+// RoomKit: the weights are read from bytes with `b as i8` and kept as `f32`
+// (see `weights` below) instead of reinterpreting the byte slice as `&[i8]`
+// with `unsafe`.
 
 #[derive(Clone, Copy, Debug)]
 pub enum Activation {
@@ -20,12 +19,15 @@ pub enum Activation {
 
 const WEIGHTS_SCALE: f32 = 1.0 / 256.0;
 
+// RoomKit: biases and weights are stored as `f32` (converted once from the
+// model's `i8`s, which is exact) instead of `Cow<'static, [i8]>`, so the
+// matrix products below do not convert every weight on every frame.
 #[derive(Clone)]
 pub struct DenseLayer {
     /// An array of length `nb_neurons`.
-    pub bias: Cow<'static, [i8]>,
+    pub bias: Vec<f32>,
     /// An array of length `nb_inputs * nb_neurons`.
-    pub input_weights: Cow<'static, [i8]>,
+    pub input_weights: Vec<f32>,
     pub nb_inputs: usize,
     pub nb_neurons: usize,
     pub activation: Activation,
@@ -34,11 +36,11 @@ pub struct DenseLayer {
 #[derive(Clone)]
 pub struct GruLayer {
     /// An array of length `3 * nb_neurons`.
-    pub bias: Cow<'static, [i8]>,
+    pub bias: Vec<f32>,
     /// An array of length `3 * nb_inputs * nb_neurons`.
-    pub input_weights: Cow<'static, [i8]>,
+    pub input_weights: Vec<f32>,
     /// An array of length `3 * nb_neurons^2`.
-    pub recurrent_weights: Cow<'static, [i8]>,
+    pub recurrent_weights: Vec<f32>,
     pub nb_inputs: usize,
     pub nb_neurons: usize,
     pub activation: Activation,
@@ -73,7 +75,7 @@ impl RnnModel {
     /// Reads an `RnnModel` from an array of bytes, in the format produced by the
     /// `nnnoiseless` training scripts.
     pub fn from_bytes(bytes: &[u8]) -> Option<RnnModel> {
-        RnnModel::from_bytes_impl(to_i8(bytes), |xs| Cow::Owned(xs.to_owned()))
+        RnnModel::from_bytes_impl(bytes)
     }
 
     /// Reads an `RnnModel` from a static array of bytes, in the format produced by the
@@ -90,7 +92,9 @@ impl RnnModel {
     /// let model = RnnModel::from_static_bytes(weight_data).expect("Corrupted model file");
     /// ```
     pub fn from_static_bytes(bytes: &'static [u8]) -> Option<RnnModel> {
-        RnnModel::from_bytes_impl(to_i8(bytes), Cow::Borrowed)
+        // RoomKit: the weights are converted to `f32`, so this allocates like
+        // `from_bytes`.
+        RnnModel::from_bytes_impl(bytes)
     }
 
     /// Reads an `RnnModel` from an array of bytes, in our new nnnoiseless format.
@@ -113,27 +117,25 @@ impl RnnModel {
     /// <bias...>
     /// where `input_weights` and `recurrent_weights` have length `3 * nb_inputs * nb_neurons` each,
     /// and `bias` has length `3 * nb_neurons`.
-    fn from_bytes_impl<'a>(
-        bytes: &'a [i8],
-        moo: fn(&'a [i8]) -> Cow<'static, [i8]>,
-    ) -> Option<RnnModel> {
-        let read_array = |bytes: &'a [i8], len: usize| -> Option<(Cow<'static, [i8]>, &[i8])> {
+    fn from_bytes_impl(bytes: &[u8]) -> Option<RnnModel> {
+        fn read_array(bytes: &[u8], len: usize) -> Option<(Vec<f32>, &[u8])> {
             if bytes.len() >= len {
-                Some((moo(&bytes[..len]), &bytes[len..]))
+                let values = bytes[..len].iter().map(|&b| f32::from(b as i8)).collect();
+                Some((values, &bytes[len..]))
             } else {
                 None
             }
-        };
+        }
 
-        fn unsigned(b: i8) -> Option<usize> {
-            if b >= 0 {
+        fn unsigned(b: u8) -> Option<usize> {
+            if (b as i8) >= 0 {
                 Some(b as usize)
             } else {
                 None
             }
         }
 
-        fn act(x: i8) -> Option<Activation> {
+        fn act(x: u8) -> Option<Activation> {
             match x {
                 0 => Some(Activation::Tanh),
                 1 => Some(Activation::Sigmoid),
@@ -142,7 +144,7 @@ impl RnnModel {
             }
         }
 
-        let read_dense = |bytes: &'a [i8]| -> Option<(DenseLayer, &[i8])> {
+        fn read_dense(bytes: &[u8]) -> Option<(DenseLayer, &[u8])> {
             if bytes.len() < 3 {
                 return None;
             }
@@ -161,9 +163,9 @@ impl RnnModel {
                 activation,
             };
             Some((layer, bytes))
-        };
+        }
 
-        let read_gru = |bytes: &'a [i8]| -> Option<(GruLayer, &[i8])> {
+        fn read_gru(bytes: &[u8]) -> Option<(GruLayer, &[u8])> {
             if bytes.len() < 3 {
                 return None;
             }
@@ -184,7 +186,7 @@ impl RnnModel {
                 activation,
             };
             Some((layer, bytes))
-        };
+        }
 
         let (input_dense, bytes) = read_dense(bytes)?;
         let (vad_gru, bytes) = read_gru(bytes)?;
@@ -234,23 +236,29 @@ impl RnnModel {
 
 impl Default for RnnModel {
     fn default() -> RnnModel {
-        let bytes: &'static [u8] = include_bytes!("weights.rnn");
-        RnnModel::from_static_bytes(bytes).unwrap()
+        // RoomKit: a copy of the shared built-in model (see `default_model`).
+        default_model().clone()
     }
 }
 
-impl DenseLayer {
-    fn matrix(&self) -> SubMatrix<'_> {
-        SubMatrix {
-            data: self.input_weights.as_ref(),
-            stride: self.nb_neurons,
-            offset: 0,
-        }
-    }
+/// The built-in model, parsed once and shared by every `DenoiseState` that
+/// uses it.
+// RoomKit: upstream parsed (and, for the built-in model, borrowed) the
+// weights for every new state; with weights stored as `f32` a shared copy
+// keeps one model in memory however many streams are denoised.
+pub(crate) fn default_model() -> &'static RnnModel {
+    static MODEL: OnceCell<RnnModel> = OnceCell::new();
+    MODEL.get_or_init(|| {
+        let bytes: &'static [u8] = include_bytes!("weights.rnn");
+        RnnModel::from_bytes(bytes).unwrap()
+    })
+}
 
+impl DenseLayer {
     fn compute(&self, output: &mut [f32], input: &[f32]) {
-        copy_i8(output, &self.bias[..]);
-        self.matrix().mul_add(output, input);
+        // RoomKit: one register-blocked product (see `mul_add`).
+        copy(output, &self.bias[..]);
+        mul_add(output, &self.input_weights, self.nb_neurons, 0, input);
 
         match self.activation {
             Activation::Sigmoid => {
@@ -273,50 +281,38 @@ impl DenseLayer {
 }
 
 impl GruLayer {
-    fn input_submatrix(&self, offset: usize) -> SubMatrix<'_> {
-        SubMatrix {
-            data: self.input_weights.as_ref(),
-            stride: self.nb_neurons * 3,
-            offset,
-        }
-    }
-
-    fn rec_submatrix(&self, offset: usize) -> SubMatrix<'_> {
-        SubMatrix {
-            data: self.recurrent_weights.as_ref(),
-            stride: self.nb_neurons * 3,
-            offset,
-        }
-    }
-
     fn compute(&self, state: &mut [f32], input: &[f32]) {
-        let mut z = [0.0; MAX_NEURONS];
+        // RoomKit: the input products of the three gates are one pass over
+        // the (contiguous) rows of `input_weights`, and the recurrent
+        // products of the update and reset gates one pass over
+        // `recurrent_weights`. Each output still adds its bias, then its
+        // input terms in order, then its recurrent terms in order, so the
+        // sums are the same as upstream's gate-by-gate loops.
+        let mut zrh = [0.0; 3 * MAX_NEURONS];
         let mut r = [0.0; MAX_NEURONS];
-        let mut h = [0.0; MAX_NEURONS];
         let n = self.nb_neurons;
+        let stride = 3 * n;
+        let zrh = &mut zrh[..stride];
+        let r = &mut r[..n];
 
-        // Compute update gate.
-        copy_i8(&mut z[0..n], &self.bias[0..n]);
-        self.input_submatrix(0).mul_add(&mut z[0..n], input);
-        self.rec_submatrix(0).mul_add(&mut z[0..n], &state[..]);
-        for z in z[0..n].iter_mut() {
+        copy(zrh, &self.bias[..]);
+        mul_add(zrh, &self.input_weights, stride, 0, input);
+        mul_add(&mut zrh[..2 * n], &self.recurrent_weights, stride, 0, &state[..n]);
+
+        let (zr, h) = zrh.split_at_mut(2 * n);
+        let (z, reset) = zr.split_at_mut(n);
+        // Update gate.
+        for z in z.iter_mut() {
             *z = sigmoid_approx(WEIGHTS_SCALE * *z);
         }
-
-        // Compute reset gate.
-        copy_i8(&mut r[0..n], &self.bias[n..(2 * n)]);
-        self.input_submatrix(n).mul_add(&mut r[0..n], input);
-        self.rec_submatrix(n).mul_add(&mut r[0..n], &state[..]);
-        for (out, &s) in r[0..n].iter_mut().zip(&state[..]) {
-            *out = s * sigmoid_approx(WEIGHTS_SCALE * *out);
+        // Reset gate.
+        for (out, (&g, &s)) in r.iter_mut().zip(reset.iter().zip(&state[..n])) {
+            *out = s * sigmoid_approx(WEIGHTS_SCALE * g);
         }
+        // Output.
+        mul_add(h, &self.recurrent_weights, stride, 2 * n, r);
 
-        // Compute output.
-        copy_i8(&mut h[0..n], &self.bias[(2 * n)..]);
-        self.input_submatrix(2 * n).mul_add(&mut h[0..n], input);
-        self.rec_submatrix(2 * n).mul_add(&mut h[0..n], &r[0..n]);
-
-        for (s, &z, &h) in zip3(state, &z[0..n], &h[0..n]) {
+        for (s, &z, &h) in zip3(state, &*z, &*h) {
             let h = match self.activation {
                 Activation::Sigmoid => sigmoid_approx(WEIGHTS_SCALE * h),
                 Activation::Tanh => tansig_approx(WEIGHTS_SCALE * h),
@@ -387,24 +383,66 @@ fn copy(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-fn copy_i8(dst: &mut [f32], src: &[i8]) {
-    for (x, y) in dst.iter_mut().zip(src) {
-        *x = *y as f32;
+// RoomKit: upstream's `SubMatrix::mul_add` added one weight column at a time
+// into `output` in memory, converting each `i8` weight to `f32` on the way.
+// The version below keeps a block of outputs in registers for the whole pass
+// over the inputs, which the compiler turns into packed multiplies and adds.
+// The per-output order of the additions is unchanged.
+
+/// Adds the product of a weight matrix and `input` to `output`:
+/// `output[j] += sum over i of weights[i * stride + offset + j] * input[i]`,
+/// the inputs taken in order, for every `j` in `0..output.len()`.
+fn mul_add(output: &mut [f32], weights: &[f32], stride: usize, offset: usize, input: &[f32]) {
+    // Callers may pass a longer input buffer than the matrix has rows (as
+    // upstream's zip allowed); only the first rows' worth of it counts.
+    let rows = (weights.len() / stride).min(input.len());
+    let (weights, input) = (&weights[..rows * stride], &input[..rows]);
+    let mut start = 0;
+    let mut rest = output;
+    while rest.len() >= 16 {
+        let (head, tail) = rest.split_at_mut(16);
+        mul_add_block::<16>(head, weights, stride, offset + start, input);
+        start += 16;
+        rest = tail;
+    }
+    if rest.len() >= 8 {
+        let (head, tail) = rest.split_at_mut(8);
+        mul_add_block::<8>(head, weights, stride, offset + start, input);
+        start += 8;
+        rest = tail;
+    }
+    if rest.len() >= 4 {
+        let (head, tail) = rest.split_at_mut(4);
+        mul_add_block::<4>(head, weights, stride, offset + start, input);
+        start += 4;
+        rest = tail;
+    }
+    for (k, out) in rest.iter_mut().enumerate() {
+        mul_add_block::<1>(
+            std::slice::from_mut(out),
+            weights,
+            stride,
+            offset + start + k,
+            input,
+        );
     }
 }
 
-struct SubMatrix<'a> {
-    data: &'a [i8],
+/// `mul_add` for `B` outputs starting at column `start`.
+#[inline(always)]
+fn mul_add_block<const B: usize>(
+    output: &mut [f32],
+    weights: &[f32],
     stride: usize,
-    offset: usize,
-}
-
-impl<'a> SubMatrix<'a> {
-    fn mul_add(&self, output: &mut [f32], input: &[f32]) {
-        for (col, input) in self.data.chunks_exact(self.stride).zip(input) {
-            for (&x, out) in col[self.offset..].iter().zip(&mut *output) {
-                *out += x as f32 * input;
-            }
+    start: usize,
+    input: &[f32],
+) {
+    let mut acc = [0.0f32; B];
+    acc.copy_from_slice(&output[..B]);
+    for (row, &x) in weights.chunks_exact(stride).zip(input) {
+        for (a, &w) in acc.iter_mut().zip(&row[start..start + B]) {
+            *a += w * x;
         }
     }
+    output[..B].copy_from_slice(&acc);
 }

@@ -36,9 +36,13 @@ pub(crate) fn tansig_approx(x: f32) -> f32 {
     }
 
     let (mut x, sign) = if x < 0.0 { (-x, -1.0) } else { (x, 1.0) };
-    let i = (0.5 + 25.0 * x).floor();
+    // RoomKit: `0.5 + 25.0 * x` is in [0.5, 200.5) here, where truncating to
+    // an integer is the same as `floor()`, which is a library call on
+    // baseline x86_64.
+    let idx = ((0.5 + 25.0 * x) as usize).min(TANSIG_TABLE.len() - 1);
+    let i = idx as f32;
     x -= 0.04 * i;
-    let y = TANSIG_TABLE[i as usize];
+    let y = TANSIG_TABLE[idx];
     let dy = 1.0 - y * y;
     let y = y + x * dy * (1.0 - y * x);
     sign * y
