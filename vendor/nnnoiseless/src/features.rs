@@ -9,7 +9,6 @@ use crate::{
     common, Complex, CEPS_MEM, FRAME_SIZE, FREQ_SIZE, NB_BANDS, NB_DELTA_CEPS, NB_FEATURES,
     PITCH_BUF_SIZE, WINDOW_SIZE,
 };
-use easyfft::{dyn_size::realfft::DynRealDft, prelude::*};
 
 /// Contains the necessary state to compute the features of audio input and synthesize the output.
 ///
@@ -29,10 +28,14 @@ pub struct DenoiseFeatures {
     window_buf: [f32; WINDOW_SIZE],
 
     // What follows are various buffers. The names are cryptic, but they follow a pattern.
+    // RoomKit: `x` and `p` are plain arrays of bins (DC first, Nyquist last)
+    // rather than easyfft's `DynRealDft`, and `fft_scratch` is the FFT's
+    // scratch buffer.
     /// The Fourier transform of the most recent frame of input.
-    pub x: DynRealDft<f32>,
+    pub x: [Complex; FREQ_SIZE],
     /// The Fourier transform of a pitch-period-shifted window of input.
-    pub p: DynRealDft<f32>,
+    pub p: [Complex; FREQ_SIZE],
+    fft_scratch: Vec<Complex>,
     /// The band energies of `x` (the signal).
     pub ex: [f32; NB_BANDS],
     /// The band energies of `p` (the signal, lagged by one pitch period).
@@ -63,8 +66,13 @@ impl DenoiseFeatures {
             mem_hp_x: [0.0; 2],
             synthesis_mem: [0.0; FRAME_SIZE],
             window_buf: [0.0; WINDOW_SIZE],
-            x: DynRealDft::new(0.0, &[Complex::default(); FREQ_SIZE - 1], WINDOW_SIZE),
-            p: DynRealDft::new(0.0, &[Complex::default(); FREQ_SIZE - 1], WINDOW_SIZE),
+            x: [Complex::default(); FREQ_SIZE],
+            p: [Complex::default(); FREQ_SIZE],
+            fft_scratch: {
+                let c = common();
+                let len = c.fft.get_scratch_len().max(c.ifft.get_scratch_len());
+                vec![Complex::default(); len]
+            },
             ex: [0.0; NB_BANDS],
             ep: [0.0; NB_BANDS],
             exp: [0.0; NB_BANDS],
@@ -97,9 +105,8 @@ impl DenoiseFeatures {
     pub fn shift_and_filter_input(&mut self, input: &[f32]) {
         assert!(input.len() == FRAME_SIZE);
         let new_idx = self.input_mem.len() - FRAME_SIZE;
-        for i in 0..new_idx {
-            self.input_mem[i] = self.input_mem[i + FRAME_SIZE];
-        }
+        // RoomKit: one `copy_within` instead of an indexed loop.
+        self.input_mem.copy_within(FRAME_SIZE.., 0);
         crate::util::BIQUAD_HP.filter(&mut self.input_mem[new_idx..], &mut self.mem_hp_x, input);
     }
 
@@ -122,6 +129,7 @@ impl DenoiseFeatures {
             &mut self.window_buf,
             &mut self.x,
             &mut self.ex,
+            &mut self.fft_scratch,
         );
         let pitch_idx = self.find_pitch();
 
@@ -131,6 +139,7 @@ impl DenoiseFeatures {
             &mut self.window_buf,
             &mut self.p,
             &mut self.ep,
+            &mut self.fft_scratch,
         );
         crate::compute_band_corr(&mut self.exp[..], &self.x[..], &self.p[..]);
         for i in 0..NB_BANDS {
@@ -236,12 +245,13 @@ impl DenoiseFeatures {
         }
         crate::interp_band_gain(&mut rf[..], &r[..]);
         let rf: &mut [f32] = &mut rf;
-        *self.x.get_offset_mut() += self.p.get_offset() * rf[0];
-        for ((x, p), rf) in self
-            .x
-            .get_frequency_bins_mut()
+        // RoomKit: easyfft's `get_frequency_bins` covered bins 1 to 478 of
+        // the 481 (it leaves out the last two, not only the Nyquist bin); the
+        // same bins are updated here.
+        self.x[0].re += self.p[0].re * rf[0];
+        for ((x, p), rf) in self.x[1..(WINDOW_SIZE - 1) / 2]
             .iter_mut()
-            .zip(self.p.get_frequency_bins())
+            .zip(&self.p[1..(WINDOW_SIZE - 1) / 2])
             .zip(rf[1..].iter())
         {
             *x += p * rf;
@@ -253,15 +263,30 @@ impl DenoiseFeatures {
             r[i] = (self.ex[i] / (1e-8 + new_e[i])).sqrt();
         }
         crate::interp_band_gain(&mut rf[..], &r[..]);
-        self.x *= &*rf;
+        for (x, &g) in self.x.iter_mut().zip(rf.iter()) {
+            *x *= g;
+        }
     }
 
     pub(crate) fn apply_gain(&mut self, gain: &[f32; FREQ_SIZE]) {
-        self.x *= gain as &[f32];
+        for (x, &g) in self.x.iter_mut().zip(gain.iter()) {
+            *x *= g;
+        }
     }
 
     pub(crate) fn frame_synthesis(&mut self, out: &mut [f32]) {
-        self.x.real_ifft_using(&mut self.window_buf);
+        // RoomKit: realfft's inverse transform, which uses `self.x` as
+        // scratch space (it is recomputed from the input for every frame).
+        // The DC and Nyquist bins of a real signal have no imaginary part;
+        // realfft checks that.
+        self.x[0].im = 0.0;
+        self.x[FREQ_SIZE - 1].im = 0.0;
+        let res = common().ifft.process_with_scratch(
+            &mut self.x[..],
+            &mut self.window_buf[..],
+            &mut self.fft_scratch,
+        );
+        debug_assert!(res.is_ok());
         // Not too sure why this scaling factor is introduced
         for x in &mut self.window_buf {
             *x /= 2.0;
@@ -282,17 +307,24 @@ fn transform_input(
     input: &[f32],
     lag: usize,
     window_buf: &mut [f32; WINDOW_SIZE],
-    x: &mut DynRealDft<f32>,
+    x: &mut [Complex; FREQ_SIZE],
     ex: &mut [f32],
+    scratch: &mut [Complex],
 ) {
     let input = &input[input.len().checked_sub(WINDOW_SIZE + lag).unwrap()..];
     crate::apply_window(&mut window_buf[..], input);
-    window_buf.real_fft_using(x);
+    // RoomKit: realfft's forward transform, planned once; it uses
+    // `window_buf` as scratch space, which is rewritten before each use.
+    let c = common();
+    let res = c.fft.process_with_scratch(&mut window_buf[..], &mut x[..], scratch);
+    debug_assert!(res.is_ok());
 
     // In the original RNNoise code, the forward transform is normalized and the inverse
     // tranform isn't. `rustfft` doesn't normalize either one, so we do it ourselves.
-    let norm = common().wnorm;
-    *x *= norm;
+    let norm = c.wnorm;
+    for x in x.iter_mut() {
+        *x *= norm;
+    }
 
     crate::compute_band_corr(ex, x, x);
 }

@@ -222,25 +222,33 @@ impl PitchFinder {
 }
 
 /// Computes the inner product of `xs[..n]` and `ys[..n]`.
+// RoomKit: eight running sums instead of four, so the compiler keeps them in
+// two packed registers; this changes the rounding order of the sum.
 fn inner_prod(xs: &[f32], ys: &[f32], n: usize) -> f32 {
-    let mut sum0 = 0.0;
-    let mut sum1 = 0.0;
-    let mut sum2 = 0.0;
-    let mut sum3 = 0.0;
+    dot(&xs[..n], &ys[..n])
+}
 
-    let n_4 = n - n % 4;
-    for (x, y) in xs[..n_4].chunks_exact(4).zip(ys[..n_4].chunks_exact(4)) {
-        sum0 += x[0] * y[0];
-        sum1 += x[1] * y[1];
-        sum2 += x[2] * y[2];
-        sum3 += x[3] * y[3];
+/// The inner product of two slices of the same length, in eight lanes.
+fn dot(xs: &[f32], ys: &[f32]) -> f32 {
+    let n = xs.len().min(ys.len());
+    let n_8 = n - n % 8;
+    let mut acc = [0.0f32; 8];
+    for (x, y) in xs[..n_8].chunks_exact(8).zip(ys[..n_8].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
     }
-
-    let mut sum = sum0 + sum1 + sum2 + sum3;
-    for (&x, &y) in xs[n_4..n].iter().zip(&ys[n_4..n]) {
+    let mut sum = lanes_sum(&acc);
+    for (&x, &y) in xs[n_8..n].iter().zip(&ys[n_8..n]) {
         sum += x * y;
     }
     sum
+}
+
+/// Adds up eight lanes pairwise.
+#[inline(always)]
+fn lanes_sum(acc: &[f32; 8]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 /// Does linear predictive coding (LPC) for a signal. The LPC coefficients are put into `lpc`,
@@ -293,72 +301,59 @@ fn lpc(lpc: &mut [f32], ac: &[f32]) {
 
 /// Computes various terms of the cross-correlation between x and y (the number of terms to compute
 /// is determined by the size of `xcorr`).
+// RoomKit: upstream unrolled four lags by four samples with scalar sums. This
+// version computes four lags at a time with eight lanes each (32 running
+// sums, loaded once per eight samples of `xs`), which the compiler turns
+// into packed multiplies and adds. Each term is the same sum of products,
+// added in a different order, so results differ only by float rounding.
 fn pitch_xcorr(xs: &[f32], ys: &[f32], xcorr: &mut [f32]) {
-    // The un-optimized version of this function is:
-    //
-    // for i in 0..xcorr.len() {
-    //    xcorr[i] = xs.iter().zip(&ys[i..]).map(|(&x, &y)| x * y).sum();
-    // }
-    //
-    // To optimize it, we unroll both the outer and inner loops four times each. This is a huge win
-    // because it improves the pattern of access to ys. The compiler does a good job of vectorizing
-    // the inner loop. (Maybe if we unrolled 8 times, it would be better on AVX?)
+    let n = xs.len();
+    let n_8 = n - n % 8;
+    let (x_main, x_tail) = xs.split_at(n_8);
 
-    let xcorr_len_4 = xcorr.len() - xcorr.len() % 4;
-    let xs_len_4 = xs.len() - xs.len() % 4;
-
-    for i in (0..xcorr_len_4).step_by(4) {
-        let mut c0 = 0.0;
-        let mut c1 = 0.0;
-        let mut c2 = 0.0;
-        let mut c3 = 0.0;
-
-        let mut y0 = ys[i + 0];
-        let mut y1 = ys[i + 1];
-        let mut y2 = ys[i + 2];
-        let mut y3 = ys[i + 3];
-
-        for (x, y) in xs.chunks_exact(4).zip(ys[(i + 4)..].chunks_exact(4)) {
-            c0 += x[0] * y0;
-            c1 += x[0] * y1;
-            c2 += x[0] * y2;
-            c3 += x[0] * y3;
-
-            y0 = y[0];
-            c0 += x[1] * y1;
-            c1 += x[1] * y2;
-            c2 += x[1] * y3;
-            c3 += x[1] * y0;
-
-            y1 = y[1];
-            c0 += x[2] * y2;
-            c1 += x[2] * y3;
-            c2 += x[2] * y0;
-            c3 += x[2] * y1;
-
-            y2 = y[2];
-            c0 += x[3] * y3;
-            c1 += x[3] * y0;
-            c2 += x[3] * y1;
-            c3 += x[3] * y2;
-
-            y3 = y[3];
+    let mut lag = 0;
+    let mut groups = xcorr.chunks_exact_mut(4);
+    for out in &mut groups {
+        let y0 = &ys[lag..lag + n];
+        let y1 = &ys[lag + 1..lag + 1 + n];
+        let y2 = &ys[lag + 2..lag + 2 + n];
+        let y3 = &ys[lag + 3..lag + 3 + n];
+        let mut a0 = [0.0f32; 8];
+        let mut a1 = [0.0f32; 8];
+        let mut a2 = [0.0f32; 8];
+        let mut a3 = [0.0f32; 8];
+        for ((((x, c0), c1), c2), c3) in x_main
+            .chunks_exact(8)
+            .zip(y0.chunks_exact(8))
+            .zip(y1.chunks_exact(8))
+            .zip(y2.chunks_exact(8))
+            .zip(y3.chunks_exact(8))
+        {
+            for l in 0..8 {
+                a0[l] += x[l] * c0[l];
+                a1[l] += x[l] * c1[l];
+                a2[l] += x[l] * c2[l];
+                a3[l] += x[l] * c3[l];
+            }
         }
-
-        for j in xs_len_4..xs.len() {
-            c0 += xs[j] * ys[i + 0 + j];
-            c1 += xs[j] * ys[i + 1 + j];
-            c2 += xs[j] * ys[i + 2 + j];
-            c3 += xs[j] * ys[i + 3 + j];
+        let mut sums = [
+            lanes_sum(&a0),
+            lanes_sum(&a1),
+            lanes_sum(&a2),
+            lanes_sum(&a3),
+        ];
+        for (k, sum) in sums.iter_mut().enumerate() {
+            let y = &ys[lag + k + n_8..lag + k + n];
+            for (&x, &y) in x_tail.iter().zip(y) {
+                *sum += x * y;
+            }
         }
-        xcorr[i + 0] = c0;
-        xcorr[i + 1] = c1;
-        xcorr[i + 2] = c2;
-        xcorr[i + 3] = c3;
+        out.copy_from_slice(&sums);
+        lag += 4;
     }
-
-    for i in xcorr_len_4..xcorr.len() {
-        xcorr[i] = xs.iter().zip(&ys[i..]).map(|(&x, &y)| x * y).sum();
+    for out in groups.into_remainder() {
+        *out = dot(xs, &ys[lag..lag + n]);
+        lag += 1;
     }
 }
 
