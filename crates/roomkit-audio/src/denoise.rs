@@ -1,4 +1,5 @@
-//! RNNoise noise suppression (the pure-Rust nnnoiseless port), one network state per stream.
+//! RNNoise noise suppression (the pure-Rust nnnoiseless port, vendored and
+//! sped up, see `vendor/nnnoiseless`), one network state per stream.
 //!
 //! RNNoise works on 10 ms blocks at 48 kHz. At other internal rates the stage
 //! converts each frame up to 48 kHz and back with the same streaming
