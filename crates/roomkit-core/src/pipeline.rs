@@ -219,7 +219,7 @@ impl RoomKit {
             SpanName::RouteRoom,
             &[(attr::CHANNEL_ID, channel.id().as_str().into())],
         );
-        let room_id = timed(route.clone(), async {
+        let routing = async {
             match &message.room_id {
                 Some(id) => Ok::<_, RoomKitError>(self.require_room(id).await?.id),
                 None => {
@@ -227,8 +227,14 @@ impl RoomKit {
                         .await
                 }
             }
-        })
-        .await?;
+        };
+        // Large stage futures are awaited in place when telemetry is off
+        // rather than moved through a wrapper.
+        let room_id = if on {
+            timed(route.clone(), routing).await?
+        } else {
+            routing.await?
+        };
         crate::telemetry::record(&route, attr::ROOM_ID, room_id.as_str().into());
         drop(route);
         if on {
@@ -241,11 +247,17 @@ impl RoomKit {
         ];
 
         // Steps 3-4: context, then the channel's conversion, both bounded.
-        let context = timed(
-            self.span_if(on, SpanName::BuildContext, &room_attrs),
-            self.build_context(&room_id, None),
-        );
-        let ctx = match tokio::time::timeout_at(deadline, context).await {
+        let context = self.build_context(&room_id, None);
+        let context = if on {
+            tokio::time::timeout_at(
+                deadline,
+                timed(self.span(SpanName::BuildContext, &room_attrs), context),
+            )
+            .await
+        } else {
+            tokio::time::timeout_at(deadline, context).await
+        };
+        let ctx = match context {
             Ok(c) => Arc::new(c?),
             Err(_) => return Ok(refused(BlockReason::ProcessTimeout)),
         };

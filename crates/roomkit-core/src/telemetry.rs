@@ -351,6 +351,7 @@ impl TelemetryProvider for NoopTelemetry {
 /// A disabled span costs one check: the future is returned as it is, with
 /// no clock read and no instrumentation around it. An enabled one is boxed
 /// with its span, so the future stays barely larger than `fut` either way.
+#[inline(always)]
 pub fn timed<'a, F>(span: tracing::Span, fut: F) -> Either<F, BoxFuture<'a, F::Output>>
 where
     F: Future + Send + 'a,
