@@ -455,13 +455,37 @@ impl RoomKit {
         &self.inner.telemetry
     }
 
-    /// A span of the provider under the current one.
+    /// Whether the provider records spans right now; asked once per pass,
+    /// job or hook call so that the disabled path does no telemetry work.
+    #[inline]
+    pub(crate) fn telemetry_on(&self) -> bool {
+        self.inner.telemetry.is_enabled()
+    }
+
+    /// A span of the provider under the current one, or a disabled span
+    /// when the provider is off.
     pub(crate) fn span(
         &self,
         name: crate::telemetry::SpanName,
         attributes: &[crate::telemetry::Attribute<'_>],
     ) -> tracing::Span {
-        self.inner.telemetry.start_span(name, attributes, None)
+        self.span_if(self.telemetry_on(), name, attributes)
+    }
+
+    /// As [`RoomKit::span`] with the provider's state already known: when
+    /// `on` is false nothing is asked of the provider.
+    #[inline]
+    pub(crate) fn span_if(
+        &self,
+        on: bool,
+        name: crate::telemetry::SpanName,
+        attributes: &[crate::telemetry::Attribute<'_>],
+    ) -> tracing::Span {
+        if on {
+            self.inner.telemetry.start_span(name, attributes, None)
+        } else {
+            tracing::Span::none()
+        }
     }
 
     pub(crate) fn spawn<F>(&self, fut: F)

@@ -256,9 +256,16 @@ impl RoomKit {
         job.group.add();
         let room_id = job.event.room_id.clone();
         let lane = self.inner.lanes.entry(room_id).or_default().value().clone();
+        // The planning span is only looked up while telemetry is on; a
+        // disabled span costs nothing to keep.
+        let parent = if self.telemetry_on() {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         let start = {
             let mut s = lane.state.lock();
-            s.queue.push_back((job, tracing::Span::current()));
+            s.queue.push_back((job, parent));
             !std::mem::replace(&mut s.running, true)
         };
         if start {
@@ -282,19 +289,23 @@ impl RoomKit {
                 }
             };
             let room_id = job.event.room_id.clone();
-            let span = self.inner.telemetry.start_span(
-                SpanName::Broadcast,
-                &[
-                    (attr::ROOM_ID, room_id.as_str().into()),
-                    (attr::EVENT_ID, job.event.id.as_str().into()),
-                    (
-                        attr::CHANNEL_ID,
-                        job.event.source.channel_id.as_str().into(),
-                    ),
-                    (attr::TARGETS, (job.targets.len() as u64).into()),
-                ],
-                Some(&parent),
-            );
+            let span = if self.telemetry_on() {
+                self.inner.telemetry.start_span(
+                    SpanName::Broadcast,
+                    &[
+                        (attr::ROOM_ID, room_id.as_str().into()),
+                        (attr::EVENT_ID, job.event.id.as_str().into()),
+                        (
+                            attr::CHANNEL_ID,
+                            job.event.source.channel_id.as_str().into(),
+                        ),
+                        (attr::TARGETS, (job.targets.len() as u64).into()),
+                    ],
+                    Some(&parent),
+                )
+            } else {
+                tracing::Span::none()
+            };
             drop(parent);
             let run = Box::pin(timed(span, self.execute_job(job)));
             if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {

@@ -148,17 +148,25 @@ impl RoomKit {
         if self.is_shutting_down() {
             return Err(RoomKitError::ShuttingDown);
         }
-        let span = self.span(
-            SpanName::ProcessInbound,
-            &[(attr::CHANNEL_ID, message.channel_id.as_str().into())],
-        );
-        if let Some(room_id) = &message.room_id {
-            crate::telemetry::record(&span, attr::ROOM_ID, room_id.as_str().into());
-        }
         let kit = self.clone();
-        let task = self.inner.tracker.spawn(Box::pin(timed(span, async move {
-            kit.inbound_inner(message).await
-        })));
+        // Without telemetry the task is the bare pipeline: no span, and no
+        // wrapper the (large) pipeline future would be moved through.
+        let task = if self.telemetry_on() {
+            let span = self.span(
+                SpanName::ProcessInbound,
+                &[(attr::CHANNEL_ID, message.channel_id.as_str().into())],
+            );
+            if let Some(room_id) = &message.room_id {
+                crate::telemetry::record(&span, attr::ROOM_ID, room_id.as_str().into());
+            }
+            self.inner.tracker.spawn(Box::pin(timed(span, async move {
+                kit.inbound_inner(message).await
+            })))
+        } else {
+            self.inner
+                .tracker
+                .spawn(Box::pin(async move { kit.inbound_inner(message).await }))
+        };
         task.await
             .map_err(|e| RoomKitError::Internal(format!("inbound task failed: {e}")))?
     }
@@ -172,17 +180,23 @@ impl RoomKit {
         if self.is_shutting_down() {
             return Err(RoomKitError::ShuttingDown);
         }
-        let span = self.span(
-            SpanName::SendEvent,
-            &[
-                (attr::ROOM_ID, request.room_id.as_str().into()),
-                (attr::CHANNEL_ID, request.channel_id.as_str().into()),
-            ],
-        );
         let kit = self.clone();
-        let task = self.inner.tracker.spawn(Box::pin(timed(span, async move {
-            kit.send_inner(request).await
-        })));
+        let task = if self.telemetry_on() {
+            let span = self.span(
+                SpanName::SendEvent,
+                &[
+                    (attr::ROOM_ID, request.room_id.as_str().into()),
+                    (attr::CHANNEL_ID, request.channel_id.as_str().into()),
+                ],
+            );
+            self.inner.tracker.spawn(Box::pin(timed(span, async move {
+                kit.send_inner(request).await
+            })))
+        } else {
+            self.inner
+                .tracker
+                .spawn(Box::pin(async move { kit.send_inner(request).await }))
+        };
         task.await
             .map_err(|e| RoomKitError::Internal(format!("send task failed: {e}")))?
     }
@@ -195,12 +209,17 @@ impl RoomKit {
         message.content.validate()?;
         let deadline = Instant::now() + self.inner.config.process_timeout;
 
+        // Telemetry is looked up once for the pass; when it is off no stage
+        // below starts a span, reads a clock or asks for the current span.
+        let on = self.telemetry_on();
+
         // Step 2: route.
-        let route = self.span(
+        let route = self.span_if(
+            on,
             SpanName::RouteRoom,
             &[(attr::CHANNEL_ID, channel.id().as_str().into())],
         );
-        let room_id = timed(route.clone(), async {
+        let routing = async {
             match &message.room_id {
                 Some(id) => Ok::<_, RoomKitError>(self.require_room(id).await?.id),
                 None => {
@@ -208,28 +227,42 @@ impl RoomKit {
                         .await
                 }
             }
-        })
-        .await?;
+        };
+        // Large stage futures are awaited in place when telemetry is off
+        // rather than moved through a wrapper.
+        let room_id = if on {
+            timed(route.clone(), routing).await?
+        } else {
+            routing.await?
+        };
         crate::telemetry::record(&route, attr::ROOM_ID, room_id.as_str().into());
         drop(route);
-        let root = tracing::Span::current();
-        crate::telemetry::record(&root, attr::ROOM_ID, room_id.as_str().into());
+        if on {
+            let root = tracing::Span::current();
+            crate::telemetry::record(&root, attr::ROOM_ID, room_id.as_str().into());
+        }
         let room_attrs = [
             (attr::ROOM_ID, AttrValue::from(room_id.as_str())),
             (attr::CHANNEL_ID, channel.id().as_str().into()),
         ];
 
         // Steps 3-4: context, then the channel's conversion, both bounded.
-        let context = timed(
-            self.span(SpanName::BuildContext, &room_attrs),
-            self.build_context(&room_id, None),
-        );
-        let ctx = match tokio::time::timeout_at(deadline, context).await {
+        let context = self.build_context(&room_id, None);
+        let context = if on {
+            tokio::time::timeout_at(
+                deadline,
+                timed(self.span(SpanName::BuildContext, &room_attrs), context),
+            )
+            .await
+        } else {
+            tokio::time::timeout_at(deadline, context).await
+        };
+        let ctx = match context {
             Ok(c) => Arc::new(c?),
             Err(_) => return Ok(refused(BlockReason::ProcessTimeout)),
         };
         let converted = timed(
-            self.span(SpanName::HandleInbound, &room_attrs),
+            self.span_if(on, SpanName::HandleInbound, &room_attrs),
             AssertUnwindSafe(channel.handle_inbound(&message, ctx.as_ref())).catch_unwind(),
         );
         let mut event = match tokio::time::timeout_at(deadline, converted).await {
@@ -348,7 +381,11 @@ impl RoomKit {
         // Boxed: the commit pass is a large state machine; keeping it off the
         // caller's future avoids copying it around.
         let outcome = Box::pin(self.commit_pass(pass)).await?;
-        let root = tracing::Span::current();
+        let root = if self.telemetry_on() {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         if !root.is_disabled() {
             let (event_id, result) = match &outcome {
                 PassOutcome::Refused(_) => (None, "refused"),
@@ -443,6 +480,7 @@ impl RoomKit {
         } = pass;
         let room_id = event.room_id.clone();
         let store = self.inner.store.clone();
+        let on = self.telemetry_on();
         // Channel responses reach this point unchecked: hold them to the
         // content rules inbound payloads pass (RFC §5.3, §17.1).
         event.content.validate()?;
@@ -450,7 +488,7 @@ impl RoomKit {
         // Step 6: lock, then re-read the status under it.
         let room_attr = [(attr::ROOM_ID, AttrValue::from(room_id.as_str()))];
         let locking = timed(
-            self.span(SpanName::LockRoom, &room_attr),
+            self.span_if(on, SpanName::LockRoom, &room_attr),
             self.lock_room(&room_id),
         );
         let lock = match deadline {
@@ -471,7 +509,7 @@ impl RoomKit {
         // Step 7: idempotency, per room (D2).
         if let Some(key) = &event.idempotency_key
             && let Some(original) = timed(
-                self.span(SpanName::IdempotencyCheck, &room_attr),
+                self.span_if(on, SpanName::IdempotencyCheck, &room_attr),
                 store.find_event_by_idempotency_key(&room_id, key),
             )
             .await?
@@ -643,7 +681,8 @@ impl RoomKit {
         if block.is_none()
             && let Some(b) = &source_binding
         {
-            let stage = SyncStage::enter(self.span(
+            let stage = SyncStage::enter(self.span_if(
+                on,
                 SpanName::PermissionCheck,
                 &[
                     (attr::ROOM_ID, room_id.as_str().into()),
@@ -682,7 +721,8 @@ impl RoomKit {
 
         let mut next_index = event.index + 1;
         let mut mutated_target: Option<(EventType, EventId)> = None;
-        let store_span = self.span(
+        let store_span = self.span_if(
+            on,
             SpanName::StoreEvent,
             &[
                 (attr::ROOM_ID, room_id.as_str().into()),
@@ -765,7 +805,8 @@ impl RoomKit {
         // Plan the broadcast under the lock and append it to the lane.
         if block.is_none() {
             let targets = {
-                let stage = SyncStage::enter(self.span(
+                let stage = SyncStage::enter(self.span_if(
+                    on,
                     SpanName::PlanBroadcast,
                     &[
                         (attr::ROOM_ID, room_id.as_str().into()),

@@ -478,8 +478,10 @@ impl RoomKit {
             let probe = match breaker.admit() {
                 Admission::Allowed { probe } => probe,
                 Admission::Rejected { retry_after } => {
-                    span.record(attr::OUTCOME, "circuit_open");
-                    span.record(attr::ERROR_CODE, CIRCUIT_OPEN);
+                    if !span.is_disabled() {
+                        span.record(attr::OUTCOME, "circuit_open");
+                        span.record(attr::ERROR_CODE, CIRCUIT_OPEN);
+                    }
                     tracing::warn!(target: "roomkit.core.resilience", room_id = %ev.room_id, event_id = %ev.id, channel_id = %channel_id, "circuit open; delivery failed fast");
                     return Err(ChannelError::Provider {
                         provider: "roomkit".into(),
@@ -495,13 +497,15 @@ impl RoomKit {
                 armed: probe,
             };
             let outcome = timed(span.clone(), self.timed_deliver(t, ev, ctx)).await;
-            match &outcome {
-                Ok(_) => span.record(attr::OUTCOME, "sent"),
-                Err(e) => {
-                    span.record(attr::ERROR_CODE, e.code());
-                    span.record(attr::OUTCOME, "failed")
-                }
-            };
+            if !span.is_disabled() {
+                match &outcome {
+                    Ok(_) => span.record(attr::OUTCOME, "sent"),
+                    Err(e) => {
+                        span.record(attr::ERROR_CODE, e.code());
+                        span.record(attr::OUTCOME, "failed")
+                    }
+                };
+            }
             drop(span);
             guard.armed = false;
             drop(guard);

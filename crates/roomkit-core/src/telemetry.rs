@@ -14,6 +14,8 @@ use std::fmt;
 use std::future::Future;
 use std::time::Instant;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Either};
 use tracing::Instrument;
 
 /// The `tracing` target of every span the engine opens.
@@ -177,8 +179,11 @@ impl From<bool> for AttrValue<'_> {
 pub type Attribute<'a> = (&'static str, AttrValue<'a>);
 
 /// Sets an attribute on a span; names the span does not declare are
-/// ignored.
+/// ignored, and a disabled span is left alone without looking the name up.
 pub fn record(span: &tracing::Span, name: &'static str, value: AttrValue<'_>) {
+    if span.is_disabled() {
+        return;
+    }
     match value {
         AttrValue::Str(v) => span.record(name, v),
         AttrValue::U64(v) => span.record(name, v),
@@ -212,6 +217,15 @@ pub trait TelemetryProvider: Send + Sync + 'static {
     /// Flushes pending data and releases resources. Called by
     /// [`crate::RoomKit::close`].
     fn close(&self) {}
+
+    /// Whether spans started now may be recorded. The engine asks once per
+    /// pass, delivery job or hook call, and when the answer is `false` it
+    /// starts no span, reads no clock and runs each stage unwrapped. The
+    /// default is `true`, so a provider that does not override it sees
+    /// every [`TelemetryProvider::start_span`] call.
+    fn is_enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Declares one span per name with every attribute the engine may set.
@@ -274,12 +288,25 @@ impl TelemetryProvider for TracingTelemetry {
             SpanName::SttTranscribe => stage_span!(parent, "stt_transcribe"),
             SpanName::TtsSynthesize => stage_span!(parent, "tts_synthesize"),
         };
-        if !span.is_disabled() {
-            for (k, v) in attributes {
-                record(&span, k, *v);
-            }
+        // A callsite no subscriber wants gives a disabled span that still
+        // carries its metadata; the engine only needs to know it is off.
+        if span.is_disabled() {
+            return tracing::Span::none();
+        }
+        for (k, v) in attributes {
+            record(&span, k, *v);
         }
         span
+    }
+
+    /// True when the installed subscriber enables spans of [`SPAN_TARGET`]
+    /// at DEBUG level: a few loads of cached interest and levels.
+    fn is_enabled(&self) -> bool {
+        tracing::enabled!(
+            kind: tracing::metadata::Kind::SPAN,
+            target: "roomkit.telemetry",
+            tracing::Level::DEBUG
+        )
     }
 
     fn record_metric(&self, name: &str, value: f64, attributes: &[Attribute<'_>]) {
@@ -313,18 +340,33 @@ impl TelemetryProvider for NoopTelemetry {
     fn record_metric(&self, _name: &str, _value: f64, _attributes: &[Attribute<'_>]) {}
 
     fn record_event(&self, _name: &str, _attributes: &[Attribute<'_>]) {}
+
+    fn is_enabled(&self) -> bool {
+        false
+    }
 }
 
 /// Runs a future inside a span and sets `latency_ms` on it when it ends.
-/// A disabled span costs one check.
-pub async fn timed<F: Future>(span: tracing::Span, fut: F) -> F::Output {
+///
+/// A disabled span costs one check: the future is returned as it is, with
+/// no clock read and no instrumentation around it. An enabled one is boxed
+/// with its span, so the future stays barely larger than `fut` either way.
+#[inline(always)]
+pub fn timed<'a, F>(span: tracing::Span, fut: F) -> Either<F, BoxFuture<'a, F::Output>>
+where
+    F: Future + Send + 'a,
+{
     if span.is_disabled() {
-        return fut.await;
+        return Either::Left(fut);
     }
     let started = Instant::now();
-    let out = fut.instrument(span.clone()).await;
-    span.record(attr::LATENCY_MS, elapsed_ms(started));
-    out
+    let inner = span.clone();
+    Either::Right(Box::pin(
+        fut.inspect(move |_| {
+            inner.record(attr::LATENCY_MS, elapsed_ms(started));
+        })
+        .instrument(span),
+    ))
 }
 
 /// A span entered for a stretch of synchronous code; sets `latency_ms` when
