@@ -215,7 +215,7 @@ pub trait TelemetryProvider: Send + Sync + 'static {
     fn record_event(&self, name: &str, attributes: &[Attribute<'_>]);
 
     /// Flushes pending data and releases resources. Called by
-    /// [`crate::RoomKit::close`].
+    /// [`crate::RoomKit::shutdown`].
     fn close(&self) {}
 
     /// Whether spans started now may be recorded. The engine asks once per
