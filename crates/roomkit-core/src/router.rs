@@ -48,31 +48,57 @@ impl InboundRoomRouter for DefaultRouter {
         request: RouteRequest<'_>,
         store: &dyn Store,
     ) -> Result<Option<Room>, StoreError> {
-        let by_sender: Vec<Room> = store
-            .rooms_with_participant_address(request.channel_type, request.sender_id)
-            .await?
-            .into_iter()
-            .filter(|r| r.status.accepts_events())
-            .collect();
-        match by_sender.len() {
-            1 => return Ok(by_sender.into_iter().next()),
-            0 => {}
-            _ => {
-                tracing::info!(target: "roomkit.core.router", channel_id = %request.channel_id, candidates = by_sender.len(), "sender matches several rooms; creating a new one");
-                return Ok(None);
-            }
+        match room_of_sender(&request, store).await? {
+            SenderRooms::One(room) => Ok(Some(room)),
+            SenderRooms::Several => Ok(None),
+            SenderRooms::None => only_bound_room(&request, store).await,
         }
-        let bound: Vec<Room> = store
-            .rooms_with_binding(request.channel_id)
-            .await?
-            .into_iter()
-            .filter(|r| r.status.accepts_events())
-            .collect();
-        if bound.len() == 1 {
-            return Ok(bound.into_iter().next());
-        }
-        Ok(None)
     }
+}
+
+/// What step 1 found: the rooms accepting events where this sender already
+/// has a participant on this channel type.
+enum SenderRooms {
+    None,
+    One(Room),
+    Several,
+}
+
+/// Step 1 of both strategies. Several matches are logged: the message then
+/// gets a new room rather than a guess.
+async fn room_of_sender(
+    request: &RouteRequest<'_>,
+    store: &dyn Store,
+) -> Result<SenderRooms, StoreError> {
+    let mut rooms: Vec<Room> = store
+        .rooms_with_participant_address(request.channel_type, request.sender_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.status.accepts_events())
+        .collect();
+    Ok(match rooms.len() {
+        0 => SenderRooms::None,
+        1 => rooms.pop().map_or(SenderRooms::None, SenderRooms::One),
+        n => {
+            tracing::info!(target: "roomkit.core.router", channel_id = %request.channel_id, candidates = n, "sender matches several rooms; creating a new one");
+            SenderRooms::Several
+        }
+    })
+}
+
+/// Step 3 of both strategies: the one room accepting events that the
+/// channel is bound to, if exactly one is.
+async fn only_bound_room(
+    request: &RouteRequest<'_>,
+    store: &dyn Store,
+) -> Result<Option<Room>, StoreError> {
+    let mut bound: Vec<Room> = store
+        .rooms_with_binding(request.channel_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.status.accepts_events())
+        .collect();
+    Ok(if bound.len() == 1 { bound.pop() } else { None })
 }
 
 /// The default strategy with its bound-room step held to the case §10.4
@@ -92,32 +118,14 @@ impl InboundRoomRouter for ConversationRouter {
         store: &dyn Store,
     ) -> Result<Option<Room>, StoreError> {
         // Step 1: the one room where this sender already talks.
-        let mut by_sender: Vec<Room> = store
-            .rooms_with_participant_address(request.channel_type, request.sender_id)
-            .await?
-            .into_iter()
-            .filter(|r| r.status.accepts_events())
-            .collect();
-        match by_sender.len() {
-            1 => return Ok(by_sender.pop()),
-            0 => {}
-            n => {
-                tracing::info!(target: "roomkit.core.router", channel_id = %request.channel_id, candidates = n, "sender matches several rooms; creating a new one");
-                return Ok(None);
-            }
+        match room_of_sender(&request, store).await? {
+            SenderRooms::One(room) => return Ok(Some(room)),
+            SenderRooms::Several => return Ok(None),
+            SenderRooms::None => {}
         }
         // Step 3: the one room bound to the channel, while nobody else has
         // spoken through this channel type there.
-        let mut bound: Vec<Room> = store
-            .rooms_with_binding(request.channel_id)
-            .await?
-            .into_iter()
-            .filter(|r| r.status.accepts_events())
-            .collect();
-        if bound.len() != 1 {
-            return Ok(None);
-        }
-        let Some(room) = bound.pop() else {
+        let Some(room) = only_bound_room(&request, store).await? else {
             return Ok(None);
         };
         let taken = store
