@@ -1,0 +1,17 @@
+//! RoomKit voice (RFC §12.1, §12.2, §12.5, §12.6): voice calls as a channel.
+//!
+//! A call reaches a room through a transport (a `VoiceBackend`), its audio
+//! runs through `roomkit-audio`'s pipeline, speech becomes text through an
+//! [`SttProvider`], and what the room answers is spoken through a
+//! [`TtsProvider`]. Vendors are modules behind cargo features, as in
+//! `roomkit-channels`; nothing here knows HTTP servers or rooms' storage.
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod stt;
+pub mod tts;
+
+pub use error::{ProviderFailure, VoiceError};
+pub use stt::{SttAudio, SttProvider, SttSession, Transcript};
+pub use tts::{TtsChunk, TtsProvider, TtsStream};
