@@ -9,8 +9,11 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "fake-servers")]
+pub mod fake;
 pub mod stt;
 pub mod tts;
+pub mod vendors;
 
 pub use error::{ProviderFailure, VoiceError};
 pub use stt::{SttAudio, SttProvider, SttSession, Transcript};
