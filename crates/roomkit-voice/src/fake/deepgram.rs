@@ -196,8 +196,8 @@ fn check_auth(key: &str, authorization: Option<&str>) -> Option<Response> {
 }
 
 /// Checks the query as Deepgram does; gives the live sample rate.
-fn check_query(pairs: &[(String, String)], live: bool) -> Result<u32, Response> {
-    let bad = |m: &str| dg_error(StatusCode::BAD_REQUEST, "Bad Request", m);
+fn check_query(pairs: &[(String, String)], live: bool) -> Result<u32, Box<Response>> {
+    let bad = |m: &str| Box::new(dg_error(StatusCode::BAD_REQUEST, "Bad Request", m));
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     for flag in ["interim_results", "punctuate", "smart_format"] {
         if let Some(v) = get(flag)
@@ -262,7 +262,7 @@ async fn live_handshake(
     let pairs = query_pairs(query.as_deref().unwrap_or(""));
     let rate = match check_query(&pairs, true) {
         Ok(r) => r,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let Ok(ws) = ws else {
         return dg_error(
@@ -523,7 +523,7 @@ async fn prerecorded(state: &Arc<DgState>, req: axum::http::Request<Body>) -> Re
         }
         let pairs = query_pairs(rec.path.split_once('?').map_or("", |(_, q)| q));
         if let Err(refusal) = check_query(&pairs, false) {
-            return refusal;
+            return *refusal;
         }
         let wav = rec.header("content-type").is_some_and(|c| c.starts_with("audio/wav"));
         if rec.body.is_empty() || (wav && !rec.body.starts_with(b"RIFF")) {

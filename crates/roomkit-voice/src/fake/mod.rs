@@ -24,8 +24,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 mod deepgram;
+mod openai;
 
 pub use deepgram::{DeepgramConnection, FakeDeepgram};
+pub use openai::FakeOpenAiAudio;
 
 /// Faults a fake injects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

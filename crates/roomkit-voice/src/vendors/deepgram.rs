@@ -826,4 +826,42 @@ mod tests {
         assert_eq!(encode("nova-3"), "nova-3");
         assert_eq!(encode("a b&c"), "a%20b%26c");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Random text and mutated real messages never panic, and a turn
+        /// stays consistent (a final is never an interim).
+        #[test]
+        fn live_messages_never_panic(
+            junk in ".{0,200}",
+            transcript in ".{0,40}",
+            start in proptest::num::f64::ANY,
+            duration in proptest::num::f64::ANY,
+            confidence in proptest::num::f64::ANY,
+            is_final in proptest::bool::ANY,
+            cut in 0usize..400,
+        ) {
+            let mut turn = Turn::default();
+            let _ = apply_message(&mut turn, &junk);
+            let real = serde_json::json!({
+                "type": "Results", "start": start, "duration": duration, "is_final": is_final,
+                "from_finalize": is_final,
+                "channel": {"alternatives": [{"transcript": transcript, "confidence": confidence}]},
+            })
+            .to_string();
+            let _ = apply_message(&mut turn, &real);
+            let cut_at = (0..=cut.min(real.len())).rev().find(|i| real.is_char_boundary(*i)).unwrap_or(0);
+            let _ = apply_message(&mut turn, &real[..cut_at]);
+            if let Some(p) = turn.preview() {
+                proptest::prop_assert!(!p.is_final);
+                proptest::prop_assert!(p.confidence.is_none_or(|c| (0.0..=1.0).contains(&c)));
+            }
+            if let Some(f) = turn.take_final() {
+                proptest::prop_assert!(f.is_final);
+            }
+            let _ = parse_prerecorded(junk.as_bytes());
+            let _ = parse_prerecorded(real.as_bytes());
+        }
+    }
 }

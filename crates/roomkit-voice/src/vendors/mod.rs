@@ -36,6 +36,8 @@ use crate::tts::{TtsChunk, TtsStream};
 
 #[cfg(feature = "deepgram")]
 pub mod deepgram;
+#[cfg(feature = "openai")]
+pub mod openai;
 
 /// Longest error body read (and then thrown away) before a failure is reported.
 const ERROR_BODY_CAP: usize = 16 * 1024;

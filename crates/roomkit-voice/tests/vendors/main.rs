@@ -4,6 +4,7 @@
 //! within the configured time, never a hang or a panic.
 
 mod deepgram;
+mod openai;
 
 use std::time::Duration;
 
