@@ -24,9 +24,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 mod deepgram;
+mod elevenlabs;
 mod openai;
 
 pub use deepgram::{DeepgramConnection, FakeDeepgram};
+pub use elevenlabs::FakeElevenLabs;
 pub use openai::FakeOpenAiAudio;
 
 /// Faults a fake injects.

@@ -36,6 +36,8 @@ use crate::tts::{TtsChunk, TtsStream};
 
 #[cfg(feature = "deepgram")]
 pub mod deepgram;
+#[cfg(feature = "elevenlabs")]
+pub mod elevenlabs;
 #[cfg(feature = "openai")]
 pub mod openai;
 
