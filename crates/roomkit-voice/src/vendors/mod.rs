@@ -38,6 +38,7 @@ use crate::tts::{TtsChunk, TtsStream};
 pub mod deepgram;
 #[cfg(feature = "elevenlabs")]
 pub mod elevenlabs;
+pub mod fallback;
 #[cfg(feature = "openai")]
 pub mod openai;
 

@@ -4,6 +4,8 @@
 //! within the configured time, never a hang or a panic.
 
 mod deepgram;
+mod elevenlabs;
+mod fallback;
 mod openai;
 
 use std::time::Duration;
