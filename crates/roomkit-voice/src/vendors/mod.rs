@@ -45,6 +45,74 @@ pub mod openai;
 /// Longest error body read (and then thrown away) before a failure is reported.
 const ERROR_BODY_CAP: usize = 16 * 1024;
 
+/// A cloud speech-to-text vendor chosen by its `provider` key, with that
+/// vendor's settings beside it (unknown keys refused).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SttVendorConfig {
+    /// Deepgram live recognition.
+    #[cfg(feature = "deepgram")]
+    Deepgram(deepgram::DeepgramConfig),
+    /// OpenAI transcription, per utterance.
+    #[cfg(feature = "openai")]
+    Openai(openai::OpenAiSttConfig),
+}
+
+impl SttVendorConfig {
+    /// Builds the provider, reading its key variable now.
+    ///
+    /// # Errors
+    /// [`VoiceError::Config`] for an unset key variable or a bad value.
+    pub fn build(&self) -> Result<std::sync::Arc<dyn crate::stt::SttProvider>, VoiceError> {
+        match self {
+            #[cfg(feature = "deepgram")]
+            Self::Deepgram(c) => Ok(std::sync::Arc::new(deepgram::DeepgramStt::from_config(c)?)),
+            #[cfg(feature = "openai")]
+            Self::Openai(c) => Ok(std::sync::Arc::new(openai::OpenAiStt::from_config(c)?)),
+            #[allow(unreachable_patterns)]
+            _ => Err(VoiceError::Config(
+                "provider: not built into this binary".into(),
+            )),
+        }
+    }
+}
+
+/// A cloud text-to-speech vendor chosen by its `provider` key, with that
+/// vendor's settings beside it (unknown keys refused).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TtsVendorConfig {
+    /// OpenAI speech.
+    #[cfg(feature = "openai")]
+    Openai(openai::OpenAiTtsConfig),
+    /// ElevenLabs streaming speech.
+    #[cfg(feature = "elevenlabs")]
+    Elevenlabs(elevenlabs::ElevenLabsConfig),
+}
+
+impl TtsVendorConfig {
+    /// Builds the provider, reading its key variable now.
+    ///
+    /// # Errors
+    /// [`VoiceError::Config`] for an unset key variable or a bad value.
+    pub fn build(&self) -> Result<std::sync::Arc<dyn crate::tts::TtsProvider>, VoiceError> {
+        match self {
+            #[cfg(feature = "openai")]
+            Self::Openai(c) => Ok(std::sync::Arc::new(openai::OpenAiTts::from_config(c)?)),
+            #[cfg(feature = "elevenlabs")]
+            Self::Elevenlabs(c) => Ok(std::sync::Arc::new(elevenlabs::ElevenLabsTts::from_config(
+                c,
+            )?)),
+            #[allow(unreachable_patterns)]
+            _ => Err(VoiceError::Config(
+                "provider: not built into this binary".into(),
+            )),
+        }
+    }
+}
+
 /// A secret string (an API key): its value never appears in `Debug` or
 /// `Display` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -382,6 +450,29 @@ impl PcmAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(all(feature = "deepgram", feature = "openai", feature = "elevenlabs"))]
+    #[test]
+    fn vendor_configs_are_tagged_by_provider() {
+        let stt: SttVendorConfig = serde_json::from_str(
+            r#"{"provider":"deepgram","model":"nova-2","api_key_env":"X_DG"}"#,
+        )
+        .expect("parses");
+        assert!(
+            matches!(&stt, SttVendorConfig::Deepgram(c) if c.model == "nova-2" && c.sample_rate == 16_000)
+        );
+        let err = stt.build().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("X_DG"), "{err}");
+        let tts: TtsVendorConfig =
+            serde_json::from_str(r#"{"provider":"elevenlabs","voice_id":"v","timestamps":true}"#)
+                .expect("parses");
+        assert!(matches!(tts, TtsVendorConfig::Elevenlabs(ref c) if c.timestamps));
+        assert!(
+            serde_json::from_str::<TtsVendorConfig>(r#"{"provider":"openai","voize":"x"}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<SttVendorConfig>(r#"{"provider":"acme"}"#).is_err());
+    }
 
     #[test]
     fn secrets_are_redacted() {
