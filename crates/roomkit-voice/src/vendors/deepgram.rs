@@ -26,7 +26,7 @@
 //! session with a retryable [`ProviderFailure`]. Unreadable messages are
 //! logged and skipped.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -116,6 +116,29 @@ pub struct DeepgramStt {
     finalize_timeout: Duration,
     request_timeout: Duration,
     client: reqwest::Client,
+    /// TLS settings of `wss://` sockets, made at the first one (the
+    /// system's root certificates are read once, not per call).
+    tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
+}
+
+/// TLS settings with the system's root certificates and ring, or `None`
+/// when no root certificate could be loaded.
+fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
+    let loaded = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+    if added == 0 {
+        tracing::warn!(target: "roomkit.voice.vendor", provider = NAME, "no root certificates found");
+        return None;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Some(Arc::new(config))
 }
 
 impl DeepgramStt {
@@ -158,7 +181,22 @@ impl DeepgramStt {
             client: http_client(connect_timeout)?,
             connect_timeout,
             config: config.clone(),
+            tls: OnceLock::new(),
         })
+    }
+
+    /// The TLS connector for a `wss://` root; `None` for `ws://`.
+    fn connector(&self) -> Result<Option<tokio_tungstenite::Connector>, ProviderFailure> {
+        if !self.ws_base.starts_with("wss://") {
+            return Ok(None);
+        }
+        match self.tls.get_or_init(tls_config) {
+            Some(config) => Ok(Some(tokio_tungstenite::Connector::Rustls(config.clone()))),
+            None => Err(ProviderFailure::fatal(
+                NAME,
+                "live: no root certificates to check the server with",
+            )),
+        }
     }
 
     /// The query string of a request: the audio description (live only),
@@ -266,7 +304,12 @@ impl SttProvider for DeepgramStt {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE));
-        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            true,
+            self.connector()?,
+        );
         let socket = match tokio::time::timeout(self.connect_timeout, connect).await {
             Err(_) => {
                 return Err(ProviderFailure::retryable(
@@ -811,6 +854,20 @@ mod tests {
             ),
             Event::Unreadable
         );
+    }
+
+    #[test]
+    fn tls_is_only_set_up_for_wss() {
+        let plain = DeepgramStt::new(
+            Secret::new("k"),
+            &DeepgramConfig {
+                base_url: "http://127.0.0.1:1".into(),
+                ..DeepgramConfig::default()
+            },
+        );
+        assert!(plain.is_ok_and(|p| p.connector().is_ok_and(|c| c.is_none())));
+        let tls = DeepgramStt::new(Secret::new("k"), &DeepgramConfig::default());
+        assert!(tls.is_ok_and(|p| p.ws_base == "wss://api.deepgram.com"));
     }
 
     #[test]
