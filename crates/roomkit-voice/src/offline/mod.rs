@@ -15,6 +15,10 @@
 
 #[cfg(feature = "espeak")]
 pub mod espeak;
+#[cfg(feature = "pocketsphinx")]
+pub mod pocketsphinx;
 
 #[cfg(feature = "espeak")]
 pub use espeak::{EspeakConfig, EspeakTts};
+#[cfg(feature = "pocketsphinx")]
+pub use pocketsphinx::{PocketsphinxConfig, PocketsphinxStt};
