@@ -214,3 +214,22 @@ async fn concurrent_requests_from_two_providers_are_serialized_safely() {
         assert!(samples > 22_050 / 2, "{samples} samples");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_marks_fall_on_character_boundaries_of_non_ascii_text() {
+    let tts = provider();
+    let text = "Grüße aus München, schöne Straße";
+    let chunks = synthesize(&tts, text, Some("de")).await;
+    let marks: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| c.marks.iter().copied())
+        .collect();
+    assert_eq!(marks.len(), 5, "{marks:?}");
+    for mark in &marks {
+        assert!(text.is_char_boundary(mark.text_end), "{mark:?}");
+    }
+    let ends: Vec<&str> = marks.iter().map(|m| &text[..m.text_end]).collect();
+    assert!(ends[0].ends_with("Grüße"), "{ends:?}");
+    assert!(ends[2].ends_with("München"), "{ends:?}");
+    assert!(ends[4].ends_with("Straße"), "{ends:?}");
+}
