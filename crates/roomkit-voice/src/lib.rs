@@ -9,6 +9,8 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
+pub mod offline;
 pub mod stt;
 pub mod tts;
 
