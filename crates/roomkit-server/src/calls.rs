@@ -247,4 +247,57 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_tenant_key_sees_only_its_organizations_calls() {
+        let dir = std::env::temp_dir().join(format!("rk-calls-tenant-{}", std::process::id()));
+        report(&dir, "call-1");
+        let kit = roomkit_core::RoomKit::builder().build().unwrap();
+        kit.create_room(roomkit_core::CreateRoom {
+            id: Some("r".into()),
+            organization_id: Some("acme".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let tenant = |org: &str, key: &str| crate::auth::TenantKey {
+            organization_id: org.into(),
+            key: ApiKey::new(key),
+        };
+        let options = ServerOptions {
+            api_key: Some(ApiKey::new("k")),
+            tenant_keys: vec![tenant("acme", "ka"), tenant("globex", "kg")],
+            ..ServerOptions::default()
+        };
+        let app = Server::new(kit, ConnectionRegistry::new(), options)
+            .with_call_reports(&dir)
+            .router();
+        let count = |list: &str| {
+            serde_json::from_str::<serde_json::Value>(list).unwrap()["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        for (key, seen) in [("k", 1), ("ka", 1), ("kg", 0)] {
+            let (s, list) = get(&app, "/call-reports", Some(key)).await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(count(&list), seen, "{key}");
+            let expected = if seen == 1 {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            assert_eq!(
+                get(&app, "/call-reports/call-1", Some(key)).await.0,
+                expected
+            );
+        }
+        assert_eq!(
+            get(&app, "/call-reports/call-1/recording.wav", Some("kg"))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
