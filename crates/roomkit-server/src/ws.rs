@@ -527,7 +527,10 @@ impl Session {
                             }
                         }
                         Some(Ok(Message::Close(_))) => return Err(Gone),
-                        Some(Ok(_)) => {}
+                        // Control frames count against the frame limit too.
+                        Some(Ok(_)) => {
+                            self.frame_allowed(&mut sink, &mut stream).await?;
+                        }
                         Some(Err(e)) => {
                             let text = e.to_string();
                             if text.contains("too long") || text.contains("Space limit") || text.contains("apacity") {

@@ -112,9 +112,14 @@ async fn made_up_tokens_share_their_address_bucket() {
     let path = config_file("[server]\nrate_limit_per_key = 5\n");
     let s = Server::start_with(&["--config", path.to_str().unwrap()], &[]).await;
     let mut refused = 0;
-    for i in 0..30 {
+    // Sent together, so a slow machine cannot refill the bucket in between.
+    let answers = futures::future::join_all((0..30).map(|i| {
         let token = format!("made-up-{i}-{}", i * 7919);
-        let (st, body) = call_as(&s, Some(&token), "GET", "/channels", None).await;
+        let s = &s;
+        async move { call_as(s, Some(&token), "GET", "/channels", None).await }
+    }))
+    .await;
+    for (st, body) in answers {
         if st == 429 {
             assert_eq!(body["error"]["code"], "rate_limited");
             refused += 1;
@@ -251,6 +256,26 @@ async fn a_websocket_frame_flood_is_limited_then_closed() {
     assert!(pongs < 50, "{pongs} of 200 pings answered");
     assert!(limited > 0, "refused frames are told so");
     assert_eq!(close, Some(1008), "a persistent flood is disconnected");
+}
+
+#[tokio::test]
+async fn a_websocket_control_frame_flood_is_closed() {
+    let path = config_file("[server]\nws_rate_limit_per_connection = 5\n");
+    let s = Server::start_with(&["--config", path.to_str().unwrap()], &[]).await;
+    s.room("r", false).await;
+    let mut ws = connect(&s.ws_url("/ws/r?channel_id=ws")).await;
+    for _ in 0..200 {
+        if ws.send(Message::Ping(vec![1].into())).await.is_err() {
+            break;
+        }
+    }
+    let close = loop {
+        match next_frame(&mut ws).await {
+            Ok(f) => assert_eq!(f["error"]["code"], "rate_limited", "{f}"),
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(close, Some(1008));
 }
 
 #[tokio::test]
