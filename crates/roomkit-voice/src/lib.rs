@@ -11,6 +11,8 @@
 mod error;
 #[cfg(feature = "fake-servers")]
 pub mod fake;
+#[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
+pub mod offline;
 pub mod stt;
 pub mod tts;
 pub mod vendors;
