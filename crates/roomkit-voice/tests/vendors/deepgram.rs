@@ -385,3 +385,72 @@ async fn garbage_messages_are_skipped() {
     assert_eq!(t.text, "still here");
     assert_eq!(t.confidence, Some(1.0));
 }
+
+/// Serves one socket that answers a Finalize with `replies`, then closes.
+async fn scripted_server(replies: Vec<tokio_tungstenite::tungstenite::Message>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        while let Some(Ok(m)) = ws.next().await {
+            if m.to_text().is_ok_and(|t| t.contains("Finalize")) {
+                for r in replies {
+                    if ws.send(r).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+        }
+    });
+    base
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever a server sends on the live socket, the session ends (a
+    /// result or a failure, then closed) without a panic or a hang.
+    #[test]
+    fn random_live_messages_never_panic_or_hang(
+        texts in proptest::collection::vec(".{0,80}", 0..6),
+        binary in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        transcript in "[a-z ]{0,20}",
+    ) {
+        use tokio_tungstenite::tungstenite::Message;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let mut replies: Vec<Message> = texts.into_iter().map(|t| Message::Text(t.into())).collect();
+            replies.push(Message::Binary(binary.into()));
+            replies.push(Message::Text(
+                serde_json::json!({"type": "Results", "is_final": true, "from_finalize": true,
+                    "channel": {"alternatives": [{"transcript": transcript}]}})
+                .to_string()
+                .into(),
+            ));
+            let base = scripted_server(replies).await;
+            let dg = provider(&base, |c| c.finalize_timeout_ms = 500);
+            let mut session = dg.open_session(16_000).await.expect("open");
+            send_speech(&session, 60).await;
+            session.audio.send(SttAudio::Finalize).await.expect("open");
+            let ended = tokio::time::timeout(NO_HANG, async {
+                let mut finals = 0;
+                while let Some(r) = session.results.recv().await {
+                    if r.is_ok_and(|t| t.is_final) {
+                        finals += 1;
+                    }
+                }
+                finals
+            })
+            .await;
+            assert!(ended.is_ok_and(|finals| finals <= 1), "no hang, at most one final");
+        });
+    }
+}
