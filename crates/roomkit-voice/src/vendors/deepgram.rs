@@ -156,6 +156,7 @@ impl DeepgramStt {
     /// # Errors
     /// [`VoiceError::Config`] for a bad value.
     pub fn new(key: Secret, config: &DeepgramConfig) -> Result<Self, VoiceError> {
+        key.check_header_safe()?;
         let http_base = base_url(&config.base_url)?;
         let ws_base = if let Some(rest) = http_base.strip_prefix("https://") {
             format!("wss://{rest}")
@@ -332,6 +333,7 @@ impl SttProvider for DeepgramStt {
             heard_since_finalize: false,
             audio_since_finalize: false,
             last_send: Instant::now(),
+            last_preview: String::new(),
             results: result_tx,
         };
         tokio::spawn(live.run(socket, audio_rx));
@@ -575,6 +577,8 @@ struct Live {
     heard_since_finalize: bool,
     audio_since_finalize: bool,
     last_send: Instant,
+    /// The text of the last interim result sent, so repeats are not sent.
+    last_preview: String,
     results: mpsc::Sender<Result<Transcript, ProviderFailure>>,
 }
 
@@ -667,6 +671,7 @@ impl Live {
 
     async fn deliver_final(&mut self) -> Step {
         self.finalize_deadline = None;
+        self.last_preview.clear();
         if let Some(t) = self.turn.take_final()
             && self.results.send(Ok(t)).await.is_err()
         {
@@ -723,9 +728,12 @@ impl Live {
                             return self.deliver_final().await;
                         }
                         if let Some(preview) = self.turn.preview()
-                            && self.results.send(Ok(preview)).await.is_err()
+                            && preview.text != self.last_preview
                         {
-                            return Step::Stop;
+                            self.last_preview.clone_from(&preview.text);
+                            if self.results.send(Ok(preview)).await.is_err() {
+                                return Step::Stop;
+                            }
                         }
                         Step::Continue
                     }

@@ -150,6 +150,7 @@ impl ElevenLabsTts {
     /// # Errors
     /// [`VoiceError::Config`] for a bad value.
     pub fn new(key: Secret, config: &ElevenLabsConfig) -> Result<Self, VoiceError> {
+        key.check_header_safe()?;
         if config.voice_id.trim().is_empty() {
             return Err(VoiceError::Config("voice_id: is required".into()));
         }

@@ -141,6 +141,21 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Checks that the value can be sent in an HTTP header (visible ASCII),
+    /// so a mangled key is a configuration error, not a failing call.
+    ///
+    /// # Errors
+    /// [`VoiceError::Config`], without the value.
+    pub fn check_header_safe(&self) -> Result<(), VoiceError> {
+        if !self.0.is_empty() && self.0.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            Ok(())
+        } else {
+            Err(VoiceError::Config(
+                "api_key_env: the key is empty or holds characters a header cannot carry".into(),
+            ))
+        }
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -480,6 +495,17 @@ mod tests {
         assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
         assert_eq!(s.expose(), "sk-123");
         assert!(Secret::from_env("ROOMKIT_VOICE_SURELY_UNSET").is_err());
+        assert!(s.check_header_safe().is_ok());
+        for bad in ["", "a b", "line\nbreak", "é"] {
+            let e = Secret::new(bad)
+                .check_header_safe()
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                e.is_some_and(|e| !e.contains(bad) || bad.is_empty()),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -117,6 +117,7 @@ impl OpenAiStt {
     /// # Errors
     /// [`VoiceError::Config`] for a bad value.
     pub fn new(key: Secret, config: &OpenAiSttConfig) -> Result<Self, VoiceError> {
+        key.check_header_safe()?;
         if config.model.trim().is_empty() {
             return Err(VoiceError::Config("model: must not be empty".into()));
         }
@@ -343,6 +344,7 @@ impl OpenAiTts {
     /// # Errors
     /// [`VoiceError::Config`] for a bad value.
     pub fn new(key: Secret, config: &OpenAiTtsConfig) -> Result<Self, VoiceError> {
+        key.check_header_safe()?;
         if config.model.trim().is_empty() {
             return Err(VoiceError::Config("model: must not be empty".into()));
         }
