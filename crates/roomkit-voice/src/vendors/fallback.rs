@@ -5,9 +5,12 @@
 //!
 //! [`FallbackStt`] falls back when a whole-utterance request fails, when a
 //! session cannot be opened, and in the middle of a session: it keeps the
-//! audio of the current turn, and if the primary's session fails it opens
-//! one on the secondary, sends it that audio again and carries on there for
-//! the rest of the session. [`FallbackTts`] falls back when a synthesis
+//! audio of the turn in progress and of turns finalized but not yet
+//! answered (a stalled Finalize is the common way a session fails), and if
+//! the primary's session fails it opens one on the secondary, sends it that
+//! audio again (with a Finalize for the finalized turns) and carries on
+//! there for the rest of the session. At most a minute of each is kept.
+//! [`FallbackTts`] falls back when a synthesis
 //! cannot start, or when the primary's stream fails before its first chunk;
 //! once audio has been played, a failure is passed on (speaking the
 //! sentence again from its start would repeat words to the caller).
@@ -117,8 +120,71 @@ impl SttProvider for FallbackStt {
     }
 }
 
+/// The audio a switch replays: the turns sent but not yet answered with a
+/// final, and the turn in progress. Bounded, oldest audio dropped first.
+#[derive(Debug, Default)]
+struct Replay {
+    /// Audio of turns finalized but not yet answered.
+    finalized: Vec<i16>,
+    /// Audio of the turn in progress.
+    current: Vec<i16>,
+    /// Most samples kept in each part.
+    cap: usize,
+}
+
+impl Replay {
+    fn new(sample_rate: u32) -> Self {
+        Self {
+            cap: usize::try_from(sample_rate)
+                .unwrap_or(16_000)
+                .saturating_mul(REPLAY_SECONDS),
+            ..Self::default()
+        }
+    }
+
+    fn push(&mut self, samples: &[i16]) {
+        self.current.extend_from_slice(samples);
+        trim(&mut self.current, self.cap);
+    }
+
+    fn finalize(&mut self) {
+        let current = std::mem::take(&mut self.current);
+        self.finalized.extend(current);
+        trim(&mut self.finalized, self.cap);
+    }
+
+    /// A final result arrived: the finalized turns are answered.
+    fn answered(&mut self) {
+        self.finalized.clear();
+    }
+
+    /// What to send to a new session, in order.
+    fn take(&mut self) -> Vec<SttAudio> {
+        let mut out = Vec::new();
+        if !self.finalized.is_empty() {
+            out.push(SttAudio::Samples(std::mem::take(&mut self.finalized)));
+            out.push(SttAudio::Finalize);
+        }
+        if !self.current.is_empty() {
+            out.push(SttAudio::Samples(std::mem::take(&mut self.current)));
+        }
+        out
+    }
+}
+
+/// Seconds of audio a replay keeps at most (per part).
+const REPLAY_SECONDS: usize = 60;
+
+fn trim(samples: &mut Vec<i16>, cap: usize) {
+    if samples.len() > cap {
+        let excess = samples.len() - cap;
+        samples.drain(..excess);
+    }
+}
+
 /// Forwards a session's audio to the current inner session and its results
-/// back, switching to the secondary once if the primary fails mid-session.
+/// back, switching to the secondary once if the primary fails mid-session:
+/// the secondary first hears the turns the primary left unanswered.
 async fn relay(
     secondary: Arc<dyn SttProvider>,
     sample_rate: u32,
@@ -127,16 +193,16 @@ async fn relay(
     mut audio: mpsc::Receiver<SttAudio>,
     results: mpsc::Sender<Result<Transcript, ProviderFailure>>,
 ) {
-    // The audio of the turn not yet finalized, for a replay on the secondary.
-    let mut turn: Vec<i16> = Vec::new();
+    let mut replay = Replay::new(sample_rate);
     loop {
         tokio::select! {
             message = audio.recv() => {
                 let Some(message) = message else { return };
-                match &message {
-                    SttAudio::Samples(s) if !switched => turn.extend_from_slice(s),
-                    SttAudio::Finalize => turn.clear(),
-                    SttAudio::Samples(_) => {}
+                if !switched {
+                    match &message {
+                        SttAudio::Samples(s) => replay.push(s),
+                        SttAudio::Finalize => replay.finalize(),
+                    }
                 }
                 // A closed inner session shows up on its results below.
                 let _ = inner.audio.send(message).await;
@@ -148,8 +214,8 @@ async fn relay(
                     match secondary.clone().open_session(sample_rate).await {
                         Ok(s) => {
                             inner = s;
-                            if !turn.is_empty() {
-                                let _ = inner.audio.send(SttAudio::Samples(std::mem::take(&mut turn))).await;
+                            for message in replay.take() {
+                                let _ = inner.audio.send(message).await;
                             }
                         }
                         Err(f2) => {
@@ -159,6 +225,9 @@ async fn relay(
                     }
                 }
                 Some(r) => {
+                    if r.as_ref().is_ok_and(|t| t.is_final) {
+                        replay.answered();
+                    }
                     let failed = r.is_err();
                     if results.send(r).await.is_err() || failed {
                         return;

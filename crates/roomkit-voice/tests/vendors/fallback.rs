@@ -195,3 +195,50 @@ async fn tts_falls_back_before_the_first_chunk_only() {
     assert!(failure.is_some_and(|f| f.provider == "elevenlabs" && f.retryable));
     assert_eq!(oa.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn stt_falls_back_when_the_primary_stalls_on_finalize() {
+    let (dg, oa, both) = pair().await;
+    // Deepgram takes the audio but never answers anything.
+    dg.set_faults(Faults {
+        stall_after: Some(0),
+        ..Faults::default()
+    });
+    let mut session = both.clone().open_session(16_000).await.expect("open");
+    let turn = speech(16_000, 700);
+    for frame in turn.chunks(320) {
+        session
+            .audio
+            .send(SttAudio::Samples(frame.to_vec()))
+            .await
+            .expect("open");
+    }
+    session.audio.send(SttAudio::Finalize).await.expect("open");
+    // The finalize timeout (500 ms) fails the primary; the secondary gets the
+    // finalized turn and answers it.
+    let t = tokio::time::timeout(NO_HANG, session.results.recv())
+        .await
+        .expect("no hang")
+        .expect("a result")
+        .expect("no failure");
+    assert_eq!(t.text, "from openai");
+    assert!(t.is_final);
+    let reqs = oa.requests();
+    assert_eq!(reqs.len(), 1);
+    let body = &reqs[0].body;
+    let wav_at = body
+        .windows(4)
+        .position(|w| w == b"RIFF")
+        .expect("a WAV file");
+    let data_len = u32::from_le_bytes([
+        body[wav_at + 40],
+        body[wav_at + 41],
+        body[wav_at + 42],
+        body[wav_at + 43],
+    ]);
+    assert_eq!(
+        data_len as usize,
+        turn.len() * 2,
+        "the whole finalized turn"
+    );
+}
