@@ -30,3 +30,38 @@ pub fn speech(rate: u32, ms: u32) -> Vec<i16> {
 pub fn silence(rate: u32, ms: u32) -> Vec<i16> {
     vec![0; (rate * ms / 1000) as usize]
 }
+
+#[test]
+fn providers_never_show_their_key() {
+    use roomkit_voice::vendors::Secret;
+    use roomkit_voice::vendors::{deepgram, elevenlabs, openai};
+    let key = || Secret::new("sk-very-secret-value");
+    let shown = [
+        format!(
+            "{:?}",
+            deepgram::DeepgramStt::new(key(), &deepgram::DeepgramConfig::default())
+        ),
+        format!(
+            "{:?}",
+            openai::OpenAiStt::new(key(), &openai::OpenAiSttConfig::default())
+        ),
+        format!(
+            "{:?}",
+            openai::OpenAiTts::new(key(), &openai::OpenAiTtsConfig::default())
+        ),
+        format!(
+            "{:?}",
+            elevenlabs::ElevenLabsTts::new(
+                key(),
+                &elevenlabs::ElevenLabsConfig {
+                    voice_id: "v".into(),
+                    ..elevenlabs::ElevenLabsConfig::default()
+                }
+            )
+        ),
+    ];
+    for s in shown {
+        assert!(s.starts_with("Ok("), "{s}");
+        assert!(!s.contains("very-secret"), "{s}");
+    }
+}
