@@ -454,3 +454,28 @@ proptest::proptest! {
         });
     }
 }
+
+/// A `wss://` root goes through the TLS setup (system roots, ring): a peer
+/// that is no TLS server fails the session cleanly.
+#[tokio::test]
+async fn a_failed_tls_handshake_is_a_retryable_failure() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let dg = provider(&format!("https://{addr}"), |_| {});
+    let err = dg.open_session(16_000).await.expect_err("no TLS peer");
+    assert_eq!(err.provider, "deepgram");
+    // With no system roots the session cannot start either; both are clean.
+    assert!(err.message.starts_with("live: "), "{err}");
+    assert!(
+        err.retryable || err.message.contains("root certificates"),
+        "{err}"
+    );
+}
