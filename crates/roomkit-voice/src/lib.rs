@@ -9,10 +9,13 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "fake-servers")]
+pub mod fake;
 #[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
 pub mod offline;
 pub mod stt;
 pub mod tts;
+pub mod vendors;
 
 pub use error::{ProviderFailure, VoiceError};
 pub use stt::{SttAudio, SttProvider, SttSession, Transcript};
