@@ -50,7 +50,10 @@ async fn a_full_disk_is_503_and_writes_resume_once_space_returns() {
             503 => {
                 assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
                 assert!(
-                    v["error"]["message"].as_str().unwrap().contains("disk full"),
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("disk full"),
                     "{v}"
                 );
                 refused += 1;
@@ -58,7 +61,10 @@ async fn a_full_disk_is_503_and_writes_resume_once_space_returns() {
                     break;
                 }
             }
-            other => panic!("a full disk must be answered 503, got {other}: {v}\n{}", s.log()),
+            other => panic!(
+                "a full disk must be answered 503, got {other}: {v}\n{}",
+                s.log()
+            ),
         }
     }
     assert!(refused > 0, "writes must fail on the full disk");
