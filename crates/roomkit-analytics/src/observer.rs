@@ -1234,9 +1234,9 @@ impl CallWorker {
         }
     }
 
-    /// Notes how a spool write went. A failure keeps the writer (its data
-    /// waits in memory and is retried) unless it cannot be fixed by
-    /// waiting, such as an encoding error.
+    /// Notes how a spool write went. A full disk keeps the writer (its
+    /// data waits in memory and is retried); any other failure stops the
+    /// recording of this call, which the next start then recovers.
     fn spool_result(&mut self, result: Result<()>) {
         match result {
             Ok(()) => {
@@ -1245,7 +1245,7 @@ impl CallWorker {
                     tracing::info!(target: TARGET, call_id = %self.call_id, "spool writable again; the recording caught up");
                 }
             }
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_disk_full() => {
                 if !self.spool_down {
                     self.spool_down = true;
                     self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
@@ -1428,7 +1428,7 @@ impl CallWorker {
                     break Some(end);
                 }
                 Err(e) => {
-                    let retry = e.is_retryable();
+                    let retry = e.is_disk_full();
                     self.spool_result(Err(e));
                     if !retry {
                         break None;

@@ -808,4 +808,35 @@ mod tests {
         assert_eq!(skipped, 1);
         fs::remove_dir_all(d).unwrap();
     }
+
+    #[test]
+    fn a_failed_append_keeps_its_bytes_and_a_later_drain_writes_them_in_order() {
+        // /dev/full refuses every write with ENOSPC.
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let mut f = AppendFile {
+            path: PathBuf::from("/dev/full"),
+            file: full,
+            written: 0,
+            pending: b"first\n".to_vec(),
+            zeros: 3,
+        };
+        let err = f.drain().unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        f.pending.extend_from_slice(b"second\n");
+        assert!(f.drain().is_err());
+        assert_eq!((f.written, f.zeros, f.pending.len()), (0, 3, 13));
+        // Space is back.
+        let d = tmp();
+        let p = d.join("x");
+        f.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .unwrap();
+        f.drain().unwrap();
+        assert!(f.is_drained());
+        assert_eq!(f.written, 16);
+        assert_eq!(fs::read(&p).unwrap(), b"\0\0\0first\nsecond\n");
+        fs::remove_dir_all(d).unwrap();
+    }
 }
