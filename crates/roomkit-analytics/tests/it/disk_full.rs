@@ -87,7 +87,7 @@ async fn call_until_the_disk_fills(
     let audio = call_dir(spool).join("audio.pcm");
     let records = call_dir(spool).join("records.jsonl");
     wait_until("audio and records on disk", || {
-        file_len(&audio) >= 128 * 1024 && file_len(&records) > 40
+        file_len(&audio) >= 64 * 1024 && file_len(&records) > 40
     })
     .await;
 
