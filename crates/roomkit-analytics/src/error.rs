@@ -115,6 +115,26 @@ impl AnalyticsError {
         }
     }
 
+    /// Whether this is a write that failed for want of space (`ENOSPC`,
+    /// `EDQUOT`): it succeeds again once space is freed, so spool writes
+    /// are kept and retried instead of given up.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            Self::Spool { source, .. } => source,
+            Self::Wav {
+                source: hound::Error::IoError(source),
+                ..
+            } => source,
+            Self::GaveUp { last, .. } => return last.is_disk_full(),
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(28 | 122))
+            || matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Spool {
             path: path.into(),

@@ -122,6 +122,49 @@ impl CallFeed {
     }
 }
 
+/// How often an exporter tries a local write again while the disk is full.
+const DISK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs a blocking local write (a progress log entry, a report file) until
+/// it succeeds: while it fails for want of disk space it is tried again
+/// every second, so an export pauses on a full disk instead of giving up,
+/// and resumes by itself once space is freed.
+///
+/// # Errors
+/// Any other failure, or [`AnalyticsError::ShuttingDown`] when the service
+/// stops while the disk is still full.
+pub(crate) async fn write_when_space<T, F>(feed: &CallFeed, what: &'static str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: Fn() -> Result<T> + Clone + Send + 'static,
+{
+    let mut waiting = false;
+    loop {
+        let attempt = f.clone();
+        let result = tokio::task::spawn_blocking(attempt)
+            .await
+            .map_err(|e| AnalyticsError::Config(format!("blocking task failed: {e}")))?;
+        match result {
+            Err(e) if e.is_disk_full() => {
+                if !waiting {
+                    waiting = true;
+                    tracing::warn!(target: "roomkit.analytics.export", call_id = %feed.meta.call_id, what, error = %e, "disk full; the export waits for space");
+                }
+            }
+            other => {
+                if waiting && other.is_ok() {
+                    tracing::info!(target: "roomkit.analytics.export", call_id = %feed.meta.call_id, what, "disk space is back; the export continues");
+                }
+                return other;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DISK_RETRY) => {}
+            () = feed.cancel.cancelled() => return Err(AnalyticsError::ShuttingDown),
+        }
+    }
+}
+
 /// A call's content as it goes into call-ended and reports.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CallContent {

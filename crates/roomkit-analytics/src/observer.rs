@@ -618,7 +618,7 @@ impl CallAnalytics {
         let clock = MediaClock::start();
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
         let meta = CallMeta {
-            version: 1,
+            version: crate::spool::SPOOL_VERSION,
             call_id: call_id.clone(),
             room_id: start.room_id.to_string(),
             started: CallStarted {
@@ -672,6 +672,8 @@ impl CallAnalytics {
                 cfg.max_call_duration,
             ),
             writer: Some(writer),
+            spool_down: false,
+            cancel: self.inner.cancel.child_token(),
             clock,
             capture_audio: start.capture_audio,
             first_speaker: false,
@@ -785,10 +787,31 @@ impl CallAnalytics {
             let f = files.clone();
             let loaded = tokio::task::spawn_blocking(move || -> Result<_> {
                 let meta = f.meta()?;
-                let (end, unfinished) = match f.end()? {
+                let (mut end, unfinished) = match f.end()? {
                     Some(end) => (end, false),
-                    None => (f.finalize_crashed(&meta)?, true),
+                    None => match f.finalize_crashed(&meta) {
+                        Ok(end) => (end, true),
+                        // The disk is still full: export from what is there
+                        // all the same (the next start finalizes again if
+                        // the export does not complete).
+                        Err(e) if e.is_disk_full() => {
+                            tracing::warn!(target: TARGET, call_id = %meta.call_id, error = %e, "cannot mark the call final on disk; exporting it anyway");
+                            (f.crashed_end(&meta)?, true)
+                        }
+                        Err(e) => return Err(e),
+                    },
                 };
+                // Audio the spool promised but does not hold (a file cut
+                // short): export what is there, flagged.
+                let on_disk = f.audio_len() - f.audio_len() % crate::protocol::BYTES_PER_FRAME;
+                if !end.recording_incomplete && f.records_checked()?.1 > 0 {
+                    end.recording_incomplete = true;
+                }
+                if end.audio_bytes > on_disk {
+                    tracing::warn!(target: TARGET, call_id = %meta.call_id, expected = end.audio_bytes, found = on_disk, "recording shorter than recorded; exporting what survived");
+                    end.audio_bytes = on_disk;
+                    end.recording_incomplete = true;
+                }
                 Ok((meta, end, unfinished))
             })
             .await
@@ -1143,9 +1166,15 @@ fn arguments_string(v: &serde_json::Value) -> String {
     }
 }
 
+/// How often a call whose spool writes failed tries them again.
+const SPOOL_RETRY: Duration = Duration::from_secs(1);
+
 struct CallWorker {
     mixer: StereoMixer,
     writer: Option<CallWriter>,
+    /// Spool writes are failing (a full disk): data waits in the writer.
+    spool_down: bool,
+    cancel: CancellationToken,
     clock: MediaClock,
     capture_audio: bool,
     first_speaker: bool,
@@ -1166,6 +1195,8 @@ impl CallWorker {
         shared: Arc<CallShared>,
     ) {
         let mut audio_open = true;
+        let mut retry = tokio::time::interval(SPOOL_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reason = loop {
             tokio::select! {
                 biased;
@@ -1178,6 +1209,7 @@ impl CallWorker {
                     Some(f) => self.frame(&f),
                     None => audio_open = false,
                 },
+                _ = retry.tick(), if self.spool_down => self.retry_spool(),
             }
         };
         shared.closed.store(true, Ordering::Release);
@@ -1192,24 +1224,49 @@ impl CallWorker {
             }
         }
         let (reason, done) = reason.unwrap_or_else(|| ("handle-dropped".to_owned(), None));
-        self.finish(&reason);
-        if let Some(done) = done {
-            let _ = done.send(());
-        }
+        self.finish(&reason, done).await;
     }
 
     fn write_record(&mut self, r: &SpoolRecord) {
-        if let Some(w) = &mut self.writer
-            && let Err(e) = w.append_record(r)
-        {
-            self.spool_failed(&e);
+        if let Some(w) = &mut self.writer {
+            let result = w.append_record(r);
+            self.spool_result(result);
         }
     }
 
-    fn spool_failed(&mut self, e: &AnalyticsError) {
-        self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(target: TARGET, call_id = %self.call_id, error = %e, "spool write failed; recording of this call stops");
-        self.writer = None;
+    /// Notes how a spool write went. A full disk keeps the writer (its
+    /// data waits in memory and is retried); any other failure stops the
+    /// recording of this call, which the next start then recovers.
+    fn spool_result(&mut self, result: Result<()>) {
+        match result {
+            Ok(()) => {
+                if self.spool_down && self.writer.as_ref().is_some_and(CallWriter::is_caught_up) {
+                    self.spool_down = false;
+                    tracing::info!(target: TARGET, call_id = %self.call_id, "spool writable again; the recording caught up");
+                }
+            }
+            Err(e) if e.is_disk_full() => {
+                if !self.spool_down {
+                    self.spool_down = true;
+                    self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(target: TARGET, call_id = %self.call_id, error = %e, "spool write failed; keeping the recording in memory and retrying");
+                }
+            }
+            Err(e) => {
+                self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: TARGET, call_id = %self.call_id, error = %e, "spool write failed; recording of this call stops");
+                self.writer = None;
+            }
+        }
+    }
+
+    /// Writes what waits in memory, then lets the exporters see it.
+    fn retry_spool(&mut self) {
+        if let Some(w) = &mut self.writer {
+            let result = w.retry();
+            self.spool_result(result);
+            self.publish(true);
+        }
     }
 
     fn speaker(&mut self, role: Role) {
@@ -1297,54 +1354,60 @@ impl CallWorker {
 
     fn frame(&mut self, f: &TapFrame) {
         let Self { mixer, writer, .. } = self;
-        let mut err = None;
+        let mut result = Ok(());
         let mut sink = |s: &[i16]| {
-            if let Some(w) = writer.as_mut()
-                && err.is_none()
-                && let Err(e) = w.append_audio(s)
-            {
-                err = Some(e);
+            if let Some(w) = writer.as_mut() {
+                // Every sample is appended (kept in memory when it cannot
+                // be written); the first failure is what gets reported.
+                let r = w.append_audio(s);
+                if result.is_ok() {
+                    result = r;
+                }
             }
         };
         mixer.push(f.side, &f.samples, f.sample_rate, f.media_time, &mut sink);
         mixer.drain_ready(&mut sink);
-        if let Some(e) = err {
-            self.spool_failed(&e);
-        }
+        self.spool_result(result);
         self.publish(false);
     }
 
-    /// Makes new whole chunks visible to the exporters.
+    /// Makes new whole chunks visible to the exporters. While spool writes
+    /// fail, only the periodic retry (`force`) tries again.
     fn publish(&mut self, force: bool) {
+        if self.spool_down && !force {
+            return;
+        }
         let Some(w) = &mut self.writer else {
             return;
         };
-        let bytes = w.audio_bytes();
-        if !force && bytes / CHUNK_BYTES <= self.published / CHUNK_BYTES {
+        if !force && w.audio_bytes() / CHUNK_BYTES <= self.published / CHUNK_BYTES {
             return;
         }
-        if let Err(e) = w.flush_audio() {
-            self.spool_failed(&e);
-            return;
+        let result = w.flush_audio();
+        let bytes = w.written_audio_bytes();
+        self.spool_result(result);
+        if bytes > self.published {
+            self.published = bytes;
+            self.progress.send_modify(|p| p.audio_bytes = bytes);
         }
-        self.published = bytes;
-        self.progress.send_modify(|p| p.audio_bytes = bytes);
     }
 
-    fn finish(mut self, reason: &str) {
+    /// Writes `ended.json`. While the disk is full this keeps trying (the
+    /// flush itself returns after the first attempt); the exporters wait
+    /// meanwhile. On shutdown the call stays unfinished in the spool and
+    /// the next start exports it.
+    async fn finish(mut self, reason: &str, mut done: Option<oneshot::Sender<()>>) {
         let Self { mixer, writer, .. } = &mut self;
-        let mut err = None;
+        let mut result = Ok(());
         mixer.finish(&mut |s: &[i16]| {
-            if let Some(w) = writer.as_mut()
-                && err.is_none()
-                && let Err(e) = w.append_audio(s)
-            {
-                err = Some(e);
+            if let Some(w) = writer.as_mut() {
+                let r = w.append_audio(s);
+                if result.is_ok() {
+                    result = r;
+                }
             }
         });
-        if let Some(e) = err {
-            self.spool_failed(&e);
-        }
+        self.spool_result(result);
         let stats = self.mixer.stats();
         self.counters
             .late_samples
@@ -1354,16 +1417,42 @@ impl CallWorker {
             .fetch_add(stats.refused_samples, Ordering::Relaxed);
         self.counters.calls_flushed.fetch_add(1, Ordering::Relaxed);
         let ended_at = format_timestamp(self.clock.wall_at(self.clock.now()));
-        let end = match self.writer.take() {
-            Some(w) => match w.finish(reason, ended_at) {
-                Ok(end) => Some(end),
-                Err(e) => {
-                    self.spool_failed(&e);
-                    None
+        let end = loop {
+            let Some(w) = self.writer.as_mut() else {
+                break None;
+            };
+            let result = w.finish(reason, &ended_at);
+            match result {
+                Ok(end) => {
+                    self.spool_result(Ok(()));
+                    break Some(end);
                 }
-            },
-            None => None,
+                Err(e) => {
+                    let retry = e.is_disk_full();
+                    self.spool_result(Err(e));
+                    if !retry {
+                        break None;
+                    }
+                }
+            }
+            if let Some(done) = done.take() {
+                let _ = done.send(());
+            }
+            self.publish(true);
+            tokio::select! {
+                () = tokio::time::sleep(SPOOL_RETRY) => {}
+                () = self.cancel.cancelled() => {
+                    tracing::warn!(target: TARGET, call_id = %self.call_id, "shutting down before the spool could be written; the call is exported on the next start");
+                    break None;
+                }
+            }
         };
+        self.writer = None;
+        if let Some(end) = &end
+            && end.recording_incomplete
+        {
+            tracing::warn!(target: TARGET, call_id = %self.call_id, "part of the recording was lost while the disk was full; exporting what was kept");
+        }
         tracing::info!(
             target: TARGET,
             call_id = %self.call_id,
@@ -1386,6 +1475,9 @@ impl CallWorker {
             // Without a final spool the exporters cannot finish: dropping
             // the sender tells them; the call is resumed on the next start.
             None => drop(self.progress),
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
 }

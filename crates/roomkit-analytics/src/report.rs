@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AnalyticsError, Result};
-use crate::export::{CallFeed, Exporter};
+use crate::export::{CallFeed, Exporter, write_when_space};
 use crate::protocol::{BYTES_PER_FRAME, MetricRecord, ToolRecord, TranscriptEntry};
 use crate::spool::validate_call_id;
 
@@ -51,6 +51,10 @@ pub struct CallReport {
     pub ended_reason: String,
     /// Finished by recovery after a restart.
     pub recovered: bool,
+    /// Part of the call was lost (the disk was full while it was spooled):
+    /// the recording and transcript hold what survived.
+    #[serde(default)]
+    pub recording_incomplete: bool,
     /// Recording sample rate.
     pub sample_rate: u32,
     /// Recording channels (2).
@@ -134,20 +138,22 @@ impl Exporter for LocalReportExporter {
         let out = self.dir.join(&meta.call_id);
         let bins = self.bins;
         let call_id = meta.call_id.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        let incomplete = end.recording_incomplete;
+        // Retried as a whole while the disk is full.
+        let write = move || -> Result<()> {
             fs::create_dir_all(&out).map_err(|e| AnalyticsError::io(&out, e))?;
             let frames = end.audio_bytes / BYTES_PER_FRAME;
-            let (recording, waveform) = if frames > 0 {
-                let w = write_wav(
+            let (recording, waveform, frames) = if frames > 0 {
+                let (w, written) = write_wav(
                     &files.audio_path(),
                     &out.join(WAV_FILE),
                     meta.sample_rate,
                     frames,
                     bins,
                 )?;
-                (Some(WAV_FILE.to_owned()), w)
+                (Some(WAV_FILE.to_owned()), w, written)
             } else {
-                (None, Waveform::default())
+                (None, Waveform::default(), 0)
             };
             let report = CallReport {
                 call_id: meta.call_id.clone(),
@@ -159,14 +165,16 @@ impl Exporter for LocalReportExporter {
                 ended_at: end.ended_at.clone(),
                 ended_reason: end.reason.clone(),
                 recovered: end.recovered,
+                recording_incomplete: end.recording_incomplete
+                    || frames < end.audio_bytes / BYTES_PER_FRAME,
                 sample_rate: meta.sample_rate,
                 channels: 2,
                 duration_seconds: frames as f64 / f64::from(meta.sample_rate.max(1)),
                 recording,
                 agent_spoke_first: content.agent_spoke_first,
-                transcript: content.transcript,
-                tool_calls: content.tool_calls,
-                metrics: content.metrics,
+                transcript: content.transcript.clone(),
+                tool_calls: content.tool_calls.clone(),
+                metrics: content.metrics.clone(),
                 waveform,
                 metadata: meta.metadata.clone(),
             };
@@ -176,19 +184,47 @@ impl Exporter for LocalReportExporter {
                     source,
                 })?;
             let tmp = out.join("report.json.tmp");
-            fs::write(&tmp, json).map_err(|e| AnalyticsError::io(&tmp, e))?;
-            fs::rename(&tmp, out.join(REPORT_FILE)).map_err(|e| AnalyticsError::io(&out, e))?;
+            let written =
+                fs::write(&tmp, json).and_then(|()| fs::rename(&tmp, out.join(REPORT_FILE)));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(AnalyticsError::io(&tmp, e));
+            }
             Ok(())
-        })
-        .await
-        .map_err(|e| AnalyticsError::Config(format!("report task failed: {e}")))??;
-        tracing::info!(target: TARGET, call_id, "call report written");
+        };
+        write_when_space(&feed, "call report", write).await?;
+        tracing::info!(target: TARGET, call_id, recording_incomplete = incomplete, "call report written");
         Ok(())
     }
 }
 
-/// Copies the raw stereo PCM into a WAV file and computes the waveform.
-fn write_wav(pcm: &Path, wav: &Path, rate: u32, frames: u64, bins: usize) -> Result<Waveform> {
+/// Copies the raw stereo PCM into a WAV file and computes the waveform;
+/// returns it with the frames actually copied. A PCM file shorter than
+/// `frames` (audio lost to a full disk) gives a shorter WAV whose header
+/// states its real length. A failed write removes the partial file.
+fn write_wav(
+    pcm: &Path,
+    wav: &Path,
+    rate: u32,
+    frames: u64,
+    bins: usize,
+) -> Result<(Waveform, u64)> {
+    let tmp = wav.with_extension("wav.tmp");
+    let result = copy_wav(pcm, &tmp, wav, rate, frames, bins);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn copy_wav(
+    pcm: &Path,
+    tmp: &Path,
+    wav: &Path,
+    rate: u32,
+    frames: u64,
+    bins: usize,
+) -> Result<(Waveform, u64)> {
     use std::io::Read;
     let spec = hound::WavSpec {
         channels: 2,
@@ -196,12 +232,11 @@ fn write_wav(pcm: &Path, wav: &Path, rate: u32, frames: u64, bins: usize) -> Res
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let tmp = wav.with_extension("wav.tmp");
     let wav_err = |source| AnalyticsError::Wav {
         path: wav.to_owned(),
         source,
     };
-    let file = fs::File::create(&tmp).map_err(|e| AnalyticsError::io(&tmp, e))?;
+    let file = fs::File::create(tmp).map_err(|e| AnalyticsError::io(tmp, e))?;
     let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(wav_err)?;
     let mut input = fs::File::open(pcm).map_err(|e| AnalyticsError::io(pcm, e))?;
     let bins = bins.max(1) as u64;
@@ -240,8 +275,14 @@ fn write_wav(pcm: &Path, wav: &Path, rate: u32, frames: u64, bins: usize) -> Res
         carry = have - whole;
     }
     writer.finalize().map_err(wav_err)?;
-    fs::rename(&tmp, wav).map_err(|e| AnalyticsError::io(wav, e))?;
-    Ok(wf)
+    fs::rename(tmp, wav).map_err(|e| AnalyticsError::io(wav, e))?;
+    if frame < frames {
+        tracing::warn!(target: TARGET, wav = %wav.display(), expected = frames, found = frame, "recording shorter than recorded; the WAV holds what survived");
+        let used = frame.div_ceil(per_bin) as usize;
+        wf.user.truncate(used);
+        wf.agent.truncate(used);
+    }
+    Ok((wf, frame))
 }
 
 /// Lists the reports under `dir`, newest first. Unreadable reports are

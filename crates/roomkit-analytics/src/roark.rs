@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::{AnalyticsError, Result};
-use crate::export::{CallFeed, Exporter};
+use crate::export::{CallFeed, Exporter, write_when_space};
 use crate::protocol::{
     API_KEY_HEADER, BASE_URL_ENV, CHUNK_BYTES, CHUNK_UPLOAD_PATH, CallEnded, DEFAULT_BASE_URL,
     KILL_SWITCH_ENV, PCM_CONTENT_TYPE, PresignRequest, WEBHOOK_PATH, kill_switch_value_disables,
@@ -405,7 +405,10 @@ impl Exporter for RoarkExporter {
                 })
                 .await?;
             let l = log.clone();
-            blocking(move || l.append(&json!({"e": "started"}))).await?;
+            write_when_space(&feed, "progress log", move || {
+                l.append(&json!({"e": "started"}))
+            })
+            .await?;
             inner.counters.calls_started.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: TARGET, call_id, agent_id = %feed.meta().started.agent_id, "call-started sent");
             done.started = true;
@@ -471,7 +474,10 @@ impl Exporter for RoarkExporter {
                         None => continue,
                     };
                     let l = log.clone();
-                    blocking(move || l.append(&json!({"e": "chunk", "i": index}))).await?;
+                    write_when_space(&feed, "progress log", move || {
+                        l.append(&json!({"e": "chunk", "i": index}))
+                    })
+                    .await?;
                     done.chunks.insert(index);
                     inner.counters.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
                 }
@@ -481,6 +487,10 @@ impl Exporter for RoarkExporter {
 
         // Every chunk is settled: the call can end.
         let end = feed.wait_end().await?;
+        if end.recording_incomplete {
+            // The protocol has no field for it: say it here.
+            tracing::warn!(target: TARGET, call_id, "exporting a call whose recording is incomplete (spool writes were lost)");
+        }
         let content = feed.content().await?;
         let uploaded = !done.chunks.is_empty();
         let ended = CallEnded {
@@ -507,7 +517,10 @@ impl Exporter for RoarkExporter {
             })
             .await?;
         let l = log.clone();
-        blocking(move || l.append(&json!({"e": "ended"}))).await?;
+        write_when_space(&feed, "progress log", move || {
+            l.append(&json!({"e": "ended"}))
+        })
+        .await?;
         inner.counters.calls_ended.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             target: TARGET,

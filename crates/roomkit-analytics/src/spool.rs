@@ -11,14 +11,24 @@
 //!   agent right), appended as the mixer releases frames;
 //! - `ended.json`: how the call ended (written once, atomically, after the
 //!   audio is complete): its presence makes the call final;
+//! - `intact`: an empty file, present while nothing the call appended is
+//!   missing from the files (it is removed when a write fails and comes
+//!   back once the writer caught up): a call recovered without it is
+//!   flagged incomplete;
 //! - `export-<exporter>.jsonl`: each exporter's progress log.
 //!
-//! A line torn by a crash at the end of a `.jsonl` file is ignored; any
-//! other unreadable content is a [`AnalyticsError::CorruptSpool`] and the
-//! call's directory is moved to `<root>/quarantine/`.
+//! A line torn by a crash at the end of a `.jsonl` file is ignored, and an
+//! unreadable line elsewhere is skipped (the call is exported with what
+//! survived, flagged [`EndInfo::recording_incomplete`]); only an unreadable
+//! `call.json` is a [`AnalyticsError::CorruptSpool`] that moves the call's
+//! directory to `<root>/quarantine/`.
+//!
+//! A write that fails (a full disk) loses nothing that was written before
+//! it: the live call keeps what is not yet written in memory and writes it
+//! when space returns (see [`CallWriter`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +43,12 @@ const META_FILE: &str = "call.json";
 const RECORDS_FILE: &str = "records.jsonl";
 const AUDIO_FILE: &str = "audio.pcm";
 const END_FILE: &str = "ended.json";
+/// Present while everything the live call appended is on disk; removed
+/// when a write fails (removing needs no space), created again once the
+/// writer has caught up. Spool layout 2 and later.
+const INTACT_FILE: &str = "intact";
+/// The spool layout written by this version.
+pub const SPOOL_VERSION: u32 = 2;
 /// Reason written for calls found unfinished after a restart.
 pub const RESTART_REASON: &str = "process-restarted";
 
@@ -66,6 +82,11 @@ pub struct EndInfo {
     /// True when the call was finished by recovery after a restart.
     #[serde(default)]
     pub recovered: bool,
+    /// True when part of the call could not be kept: audio or records lost
+    /// while the disk was full, or damaged spool content skipped at
+    /// recovery. What survived is exported all the same.
+    #[serde(default)]
+    pub recording_incomplete: bool,
 }
 
 /// One line of `records.jsonl`.
@@ -138,8 +159,14 @@ impl Spool {
         validate_call_id(&meta.call_id)?;
         let dir = self.call_dir(&meta.call_id);
         fs::create_dir(&dir).map_err(|e| AnalyticsError::io(&dir, e))?;
-        write_json_atomic(&dir.join(META_FILE), meta)?;
-        CallWriter::open(dir)
+        let created = write_json_atomic(&dir.join(META_FILE), meta)
+            .and_then(|()| CallWriter::open(dir.clone()));
+        if created.is_err() {
+            // A directory without `call.json` would be quarantined at the
+            // next start: leave nothing behind (a full disk, usually).
+            let _ = fs::remove_dir_all(&dir);
+        }
+        created
     }
 
     /// Moves a call's directory to quarantine; returns where it went.
@@ -189,33 +216,167 @@ pub fn validate_call_id(id: &str) -> Result<()> {
     }
 }
 
+/// Most record bytes a writer keeps in memory while they cannot be written
+/// (a full disk); later records are dropped and the call is flagged.
+const MAX_PENDING_RECORDS: usize = 16 * 1024 * 1024;
+/// Most audio bytes a writer keeps in memory while they cannot be written
+/// (about 87 s of 24 kHz stereo); older audio is then replaced by silence
+/// of the same length, so the recording stays aligned with the transcript.
+const MAX_PENDING_AUDIO: usize = 8 * 1024 * 1024;
+/// Audio is handed to the OS in writes of about this size.
+const AUDIO_WRITE_SIZE: usize = 64 * 1024;
+
+/// One append-only spool file and the bytes not yet written to it.
+///
+/// Bytes reach the file strictly in order. A write that fails (a full disk)
+/// keeps what did not get written in memory; what did get written stays, so
+/// the file always holds a prefix of the stream and a later [`Self::drain`]
+/// continues exactly where the disk stopped.
+#[derive(Debug)]
+struct AppendFile {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file.
+    written: u64,
+    /// Bytes waiting in memory, in order.
+    pending: Vec<u8>,
+    /// Zero bytes owed to the file before `pending` (audio dropped from
+    /// memory, written back as silence).
+    zeros: u64,
+}
+
+impl AppendFile {
+    fn open(path: PathBuf) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| AnalyticsError::io(&path, e))?;
+        let written = file
+            .metadata()
+            .map_err(|e| AnalyticsError::io(&path, e))?
+            .len();
+        Ok(Self {
+            path,
+            file,
+            written,
+            pending: Vec::new(),
+            zeros: 0,
+        })
+    }
+
+    fn is_drained(&self) -> bool {
+        self.pending.is_empty() && self.zeros == 0
+    }
+
+    /// Writes what is pending; on failure keeps the rest.
+    fn drain(&mut self) -> Result<()> {
+        static ZEROS: [u8; 8192] = [0; 8192];
+        while self.zeros > 0 {
+            let n = ZEROS
+                .len()
+                .min(usize::try_from(self.zeros).unwrap_or(ZEROS.len()));
+            match self.file.write(&ZEROS[..n]) {
+                Ok(0) => return Err(self.no_progress()),
+                Ok(k) => {
+                    self.zeros -= k as u64;
+                    self.written += k as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(AnalyticsError::io(&self.path, e)),
+            }
+        }
+        let mut done = 0;
+        let result = loop {
+            if done == self.pending.len() {
+                break Ok(());
+            }
+            match self.file.write(&self.pending[done..]) {
+                Ok(0) => break Err(self.no_progress()),
+                Ok(k) => done += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(AnalyticsError::io(&self.path, e)),
+            }
+        };
+        self.pending.drain(..done);
+        self.written += done as u64;
+        result
+    }
+
+    fn no_progress(&self) -> AnalyticsError {
+        AnalyticsError::io(
+            &self.path,
+            std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the file takes no more bytes",
+            ),
+        )
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| AnalyticsError::io(&self.path, e))
+    }
+}
+
 /// Appends records and audio of a live call. Owned by the call's task.
+///
+/// Nothing is lost to a failed write (a full disk): what could not be
+/// written waits in memory and every later append, [`CallWriter::retry`]
+/// and [`CallWriter::finish`] try again, so the spool catches up by itself
+/// once space is back. Only past the memory bounds is data given up: the
+/// oldest waiting audio becomes silence of the same length, further records
+/// are dropped, and the call's [`EndInfo::recording_incomplete`] is set.
 #[derive(Debug)]
 pub struct CallWriter {
     dir: PathBuf,
-    records: BufWriter<File>,
-    audio: BufWriter<File>,
+    records: AppendFile,
+    audio: AppendFile,
+    /// Audio bytes appended so far, written or not.
     audio_bytes: u64,
-    byte_buf: Vec<u8>,
+    /// Records dropped past the memory bound.
+    lost_records: u64,
+    /// Audio bytes replaced by silence past the memory bound.
+    lost_audio: u64,
+    /// Whether the `intact` marker is on disk.
+    intact: bool,
 }
 
 impl CallWriter {
     fn open(dir: PathBuf) -> Result<Self> {
-        let open = |name: &str| -> Result<File> {
-            let p = dir.join(name);
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(|e| AnalyticsError::io(&p, e))
-        };
+        let marker = dir.join(INTACT_FILE);
+        File::create(&marker).map_err(|e| AnalyticsError::io(&marker, e))?;
         Ok(Self {
-            records: BufWriter::new(open(RECORDS_FILE)?),
-            audio: BufWriter::with_capacity(64 * 1024, open(AUDIO_FILE)?),
+            records: AppendFile::open(dir.join(RECORDS_FILE))?,
+            audio: AppendFile::open(dir.join(AUDIO_FILE))?,
             audio_bytes: 0,
-            byte_buf: Vec::new(),
+            lost_records: 0,
+            lost_audio: 0,
+            intact: true,
             dir,
         })
+    }
+
+    /// Keeps the `intact` marker true to the files after a write attempt.
+    fn mark(&mut self, result: Result<()>) -> Result<()> {
+        let marker = self.dir.join(INTACT_FILE);
+        if result.is_err() {
+            if self.intact {
+                // Removing a file needs no space: this works on a full disk.
+                match fs::remove_file(&marker) {
+                    Ok(()) => self.intact = false,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.intact = false,
+                    Err(e) => {
+                        tracing::warn!(target: "roomkit.analytics.spool", path = %marker.display(), error = %e, "cannot remove the intact marker");
+                    }
+                }
+            }
+        } else if !self.intact && self.is_caught_up() && !self.is_incomplete() {
+            // Best effort: a missing marker only flags the call.
+            self.intact = File::create(&marker).is_ok();
+        }
+        result
     }
 
     /// The call's directory.
@@ -223,77 +384,117 @@ impl CallWriter {
         &self.dir
     }
 
-    /// Bytes of audio appended so far (some may still be buffered).
+    /// Bytes of audio appended so far (some may still wait in memory).
     pub fn audio_bytes(&self) -> u64 {
         self.audio_bytes
+    }
+
+    /// Whole stereo frames of audio in `audio.pcm`, in bytes: what readers
+    /// can be pointed at.
+    pub fn written_audio_bytes(&self) -> u64 {
+        self.audio.written - self.audio.written % BYTES_PER_FRAME
+    }
+
+    /// True when everything appended so far has been written.
+    pub fn is_caught_up(&self) -> bool {
+        self.records.is_drained() && self.audio.is_drained()
+    }
+
+    /// True once data had to be given up (memory bounds exceeded while the
+    /// disk was full).
+    pub fn is_incomplete(&self) -> bool {
+        self.lost_records > 0 || self.lost_audio > 0
     }
 
     /// Appends one record and hands it to the OS (survives a process
     /// crash).
     ///
     /// # Errors
-    /// On encoding or write failure.
+    /// On encoding failure, or when the record (or an earlier one) could not
+    /// be written yet: it is kept and written by a later call.
     pub fn append_record(&mut self, record: &SpoolRecord) -> Result<()> {
-        let path = || self.dir.join(RECORDS_FILE);
         let mut line = serde_json::to_vec(record).map_err(|source| AnalyticsError::Encode {
             what: "spool record",
             source,
         })?;
         line.push(b'\n');
-        self.records
-            .write_all(&line)
-            .and_then(|()| self.records.flush())
-            .map_err(|e| AnalyticsError::io(path(), e))
+        if self.records.pending.len() + line.len() > MAX_PENDING_RECORDS {
+            self.lost_records += 1;
+            tracing::warn!(target: "roomkit.analytics.spool", dir = %self.dir.display(), "record dropped: too many records wait for disk space");
+        } else {
+            self.records.pending.extend_from_slice(&line);
+        }
+        let r = self.records.drain();
+        self.mark(r)
     }
 
     /// Appends interleaved stereo samples (buffered).
     ///
     /// # Errors
-    /// On write failure.
+    /// When buffered audio could not be written yet: it is kept (up to the
+    /// memory bound) and written by a later call.
     pub fn append_audio(&mut self, interleaved: &[i16]) -> Result<()> {
-        self.byte_buf.clear();
-        self.byte_buf.reserve(interleaved.len() * 2);
+        let a = &mut self.audio;
+        a.pending.reserve(interleaved.len() * 2);
         for s in interleaved {
-            self.byte_buf.extend_from_slice(&s.to_le_bytes());
+            a.pending.extend_from_slice(&s.to_le_bytes());
         }
-        self.audio
-            .write_all(&self.byte_buf)
-            .map_err(|e| AnalyticsError::io(self.dir.join(AUDIO_FILE), e))?;
-        self.audio_bytes += self.byte_buf.len() as u64;
-        Ok(())
+        self.audio_bytes += interleaved.len() as u64 * 2;
+        if a.pending.len() < AUDIO_WRITE_SIZE {
+            return Ok(());
+        }
+        let r = a.drain();
+        let a = &mut self.audio;
+        if a.pending.len() > MAX_PENDING_AUDIO {
+            // Keep the newest audio; the oldest becomes silence, in whole
+            // frames so both channels stay in place.
+            let keep = MAX_PENDING_AUDIO / 2;
+            let mut cut = a.pending.len() - keep;
+            cut -= cut % BYTES_PER_FRAME as usize;
+            // `pending` may start inside a frame (a write stopped there):
+            // the cut then keeps that frame's alignment too.
+            a.pending.drain(..cut);
+            a.zeros += cut as u64;
+            self.lost_audio += cut as u64;
+            tracing::warn!(target: "roomkit.analytics.spool", dir = %self.dir.display(), bytes = cut, "audio dropped: too much audio waits for disk space; silence takes its place");
+        }
+        self.mark(r)
     }
 
     /// Hands buffered audio to the OS so readers see it.
     ///
     /// # Errors
-    /// On write failure.
+    /// When it could not be written yet (it is kept).
     pub fn flush_audio(&mut self) -> Result<()> {
-        self.audio
-            .flush()
-            .map_err(|e| AnalyticsError::io(self.dir.join(AUDIO_FILE), e))
+        let r = self.audio.drain();
+        self.mark(r)
     }
 
-    /// Flushes and syncs everything, then writes `ended.json`: from here on
+    /// Tries again to write everything still waiting in memory.
+    ///
+    /// # Errors
+    /// When some of it still cannot be written.
+    pub fn retry(&mut self) -> Result<()> {
+        let r = self.records.drain();
+        let a = self.audio.drain();
+        self.mark(r.and(a))
+    }
+
+    /// Writes and syncs everything, then writes `ended.json`: from here on
     /// the call is final.
     ///
     /// # Errors
-    /// On write failure.
-    pub fn finish(mut self, reason: &str, ended_at: String) -> Result<EndInfo> {
-        self.flush_audio()?;
-        let sync = |f: &File, name: &str| {
-            f.sync_data()
-                .map_err(|e| AnalyticsError::io(self.dir.join(name), e))
-        };
-        sync(self.audio.get_ref(), AUDIO_FILE)?;
-        self.records
-            .flush()
-            .map_err(|e| AnalyticsError::io(self.dir.join(RECORDS_FILE), e))?;
-        sync(self.records.get_ref(), RECORDS_FILE)?;
+    /// On write failure; nothing is lost and the call can be tried again.
+    pub fn finish(&mut self, reason: &str, ended_at: &str) -> Result<EndInfo> {
+        self.retry()?;
+        self.audio.sync()?;
+        self.records.sync()?;
         let end = EndInfo {
             reason: reason.to_owned(),
-            ended_at,
-            audio_bytes: self.audio_bytes,
+            ended_at: ended_at.to_owned(),
+            audio_bytes: self.written_audio_bytes(),
             recovered: false,
+            recording_incomplete: self.is_incomplete(),
         };
         write_json_atomic(&self.dir.join(END_FILE), &end)?;
         Ok(end)
@@ -341,11 +542,21 @@ impl CallFiles {
         read_json(&self.dir.join(END_FILE))
     }
 
-    /// Reads `records.jsonl` (a torn last line is ignored).
+    /// Reads `records.jsonl`. A torn last line is ignored; any other line
+    /// that does not parse is skipped with a warning, so what was written
+    /// around it is kept.
     ///
     /// # Errors
-    /// I/O errors, or [`AnalyticsError::CorruptSpool`] for a bad line.
+    /// I/O errors.
     pub fn records(&self) -> Result<Vec<SpoolRecord>> {
+        self.records_checked().map(|(v, _)| v)
+    }
+
+    /// As [`CallFiles::records`], with the number of damaged lines skipped.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn records_checked(&self) -> Result<(Vec<SpoolRecord>, usize)> {
         read_jsonl(&self.dir.join(RECORDS_FILE))
     }
 
@@ -370,25 +581,17 @@ impl CallFiles {
         Ok(buf)
     }
 
-    /// Makes an unfinished call final after a crash: cuts a torn stereo
-    /// frame off the audio and writes `ended.json` with
-    /// [`RESTART_REASON`]. The end time is the later of the last record and
-    /// the end of the audio.
+    /// How an unfinished call ends after a crash, without writing
+    /// anything: the audio cut to whole stereo frames, reason
+    /// [`RESTART_REASON`], the end time the later of the last record and the
+    /// end of the audio. Damaged lines skipped in `records.jsonl` or a torn
+    /// frame mark it [`EndInfo::recording_incomplete`].
     ///
     /// # Errors
-    /// I/O errors, or a corrupt `call.json`/`records.jsonl`.
-    pub fn finalize_crashed(&self, meta: &CallMeta) -> Result<EndInfo> {
-        let p = self.audio_path();
+    /// I/O errors, or a corrupt `call.json`.
+    pub fn crashed_end(&self, meta: &CallMeta) -> Result<EndInfo> {
         let len = self.audio_len();
         let whole = len - len % BYTES_PER_FRAME;
-        if whole != len {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .map_err(|e| AnalyticsError::io(&p, e))?;
-            f.set_len(whole).map_err(|e| AnalyticsError::io(&p, e))?;
-            f.sync_data().map_err(|e| AnalyticsError::io(&p, e))?;
-        }
         let anchor = parse_timestamp(&meta.started.event_timestamp).ok_or_else(|| {
             AnalyticsError::CorruptSpool {
                 path: self.dir.join(META_FILE),
@@ -398,7 +601,8 @@ impl CallFiles {
         let frames = whole / BYTES_PER_FRAME;
         let micros = frames * 1_000_000 / u64::from(meta.sample_rate.max(1));
         let mut end = anchor + chrono::Duration::microseconds(micros as i64);
-        for r in self.records()? {
+        let (records, skipped) = self.records_checked()?;
+        for r in records {
             let ts = match &r {
                 SpoolRecord::Transcript(t) => Some(t.end_timestamp.as_str()),
                 SpoolRecord::Tool(ToolRecord::ToolCall(c)) => Some(c.timestamp.as_str()),
@@ -410,12 +614,36 @@ impl CallFiles {
                 end = end.max(t);
             }
         }
-        let info = EndInfo {
+        Ok(EndInfo {
             reason: RESTART_REASON.to_owned(),
             ended_at: format_timestamp(end),
             audio_bytes: whole,
             recovered: true,
-        };
+            recording_incomplete: skipped > 0
+                || whole != len
+                || (meta.version >= 2 && !self.dir.join(INTACT_FILE).exists()),
+        })
+    }
+
+    /// Makes an unfinished call final after a crash: cuts a torn stereo
+    /// frame off the audio and writes `ended.json` as
+    /// [`CallFiles::crashed_end`] describes it.
+    ///
+    /// # Errors
+    /// I/O errors (a full disk: [`CallFiles::crashed_end`] still tells how
+    /// the call ends), or a corrupt `call.json`.
+    pub fn finalize_crashed(&self, meta: &CallMeta) -> Result<EndInfo> {
+        let info = self.crashed_end(meta)?;
+        let p = self.audio_path();
+        if self.audio_len() != info.audio_bytes {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| AnalyticsError::io(&p, e))?;
+            f.set_len(info.audio_bytes)
+                .map_err(|e| AnalyticsError::io(&p, e))?;
+            f.sync_data().map_err(|e| AnalyticsError::io(&p, e))?;
+        }
         write_json_atomic(&self.dir.join(END_FILE), &info)?;
         Ok(info)
     }
@@ -436,12 +664,13 @@ pub struct ExportLog {
 }
 
 impl ExportLog {
-    /// Entries so far (a torn last line is ignored).
+    /// Entries so far (a torn last line is ignored, other unreadable lines
+    /// are skipped with a warning).
     ///
     /// # Errors
-    /// I/O errors, or [`AnalyticsError::CorruptSpool`].
+    /// I/O errors.
     pub fn load(&self) -> Result<Vec<serde_json::Value>> {
-        read_jsonl(&self.path)
+        read_jsonl(&self.path).map(|(v, _)| v)
     }
 
     /// Appends an entry and syncs it to disk.
@@ -459,9 +688,18 @@ impl ExportLog {
             .append(true)
             .open(&self.path)
             .map_err(|e| AnalyticsError::io(&self.path, e))?;
+        let before = f
+            .metadata()
+            .map_err(|e| AnalyticsError::io(&self.path, e))?
+            .len();
         f.write_all(&line)
             .and_then(|()| f.sync_data())
-            .map_err(|e| AnalyticsError::io(&self.path, e))
+            .map_err(|e| {
+                // Cut a partly written line off (a full disk), so the next
+                // entry does not land after a torn one.
+                let _ = f.set_len(before);
+                AnalyticsError::io(&self.path, e)
+            })
     }
 }
 
@@ -471,11 +709,14 @@ fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         source,
     })?;
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| AnalyticsError::io(&tmp, e))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| AnalyticsError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| AnalyticsError::io(path, e))?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // A half-written temporary file only takes space (a full disk).
+        let _ = fs::remove_file(&tmp);
+        return Err(AnalyticsError::io(path, e));
+    }
     if let Some(parent) = path.parent()
         && let Ok(d) = File::open(parent)
     {
@@ -498,13 +739,18 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
         })
 }
 
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+/// The lines of a `.jsonl` file that parse, and how many did not. A torn
+/// last line (no newline) is what a crash leaves and is not counted; a bad
+/// line in the middle is skipped with a warning, so one damaged line never
+/// costs the rest of the call.
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Vec<T>, usize)> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(AnalyticsError::io(path, e)),
     };
     let mut out = Vec::new();
+    let mut skipped = 0usize;
     let mut rest: &[u8] = &bytes;
     let mut line_no = 0usize;
     while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
@@ -514,16 +760,18 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let v = serde_json::from_slice(line).map_err(|e| AnalyticsError::CorruptSpool {
-            path: path.to_owned(),
-            reason: format!("line {line_no}: {e}"),
-        })?;
-        out.push(v);
+        match serde_json::from_slice(line) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                skipped += 1;
+                tracing::warn!(target: "roomkit.analytics.spool", path = %path.display(), line = line_no, error = %e, "skipping an unreadable line");
+            }
+        }
     }
     if !rest.is_empty() {
         tracing::warn!(target: "roomkit.analytics.spool", path = %path.display(), bytes = rest.len(), "ignoring a torn last line");
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 #[cfg(test)]
@@ -545,16 +793,50 @@ mod tests {
     }
 
     #[test]
-    fn torn_last_line_is_ignored_but_a_bad_middle_line_is_an_error() {
+    fn torn_last_line_is_ignored_and_a_bad_middle_line_is_skipped() {
         let d = tmp();
         let p = d.join("x.jsonl");
         fs::write(&p, b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
-        let v: Vec<serde_json::Value> = read_jsonl(&p).unwrap();
-        assert_eq!(v.len(), 2);
+        let (v, skipped) = read_jsonl::<serde_json::Value>(&p).unwrap();
+        assert_eq!((v.len(), skipped), (2, 0));
         fs::write(&p, b"{\"a\":1}\nnot json\n{\"a\":2}\n").unwrap();
-        let err = read_jsonl::<serde_json::Value>(&p).unwrap_err();
-        assert!(matches!(err, AnalyticsError::CorruptSpool { .. }), "{err}");
-        assert!(err.to_string().contains("line 2"), "{err}");
+        let (v, skipped) = read_jsonl::<serde_json::Value>(&p).unwrap();
+        assert_eq!(
+            v,
+            vec![serde_json::json!({"a": 1}), serde_json::json!({"a": 2})]
+        );
+        assert_eq!(skipped, 1);
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_append_keeps_its_bytes_and_a_later_drain_writes_them_in_order() {
+        // /dev/full refuses every write with ENOSPC.
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let mut f = AppendFile {
+            path: PathBuf::from("/dev/full"),
+            file: full,
+            written: 0,
+            pending: b"first\n".to_vec(),
+            zeros: 3,
+        };
+        let err = f.drain().unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        f.pending.extend_from_slice(b"second\n");
+        assert!(f.drain().is_err());
+        assert_eq!((f.written, f.zeros, f.pending.len()), (0, 3, 13));
+        // Space is back.
+        let d = tmp();
+        let p = d.join("x");
+        f.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .unwrap();
+        f.drain().unwrap();
+        assert!(f.is_drained());
+        assert_eq!(f.written, 16);
+        assert_eq!(fs::read(&p).unwrap(), b"\0\0\0first\nsecond\n");
         fs::remove_dir_all(d).unwrap();
     }
 }

@@ -82,9 +82,27 @@ pub(crate) fn violation(err: &sqlx::Error) -> Option<Violation> {
 
 /// A driver failure that is not a constraint violation: the backend itself
 /// failed (connection lost, disk full, bad data).
+///
+/// A full disk is told apart in the message (the answer to a client is the
+/// same retryable backend error): nothing was written, and writes succeed
+/// again by themselves once space is freed.
 pub(crate) fn backend(err: sqlx::Error) -> StoreError {
+    if is_disk_full(&err) {
+        tracing::error!(target: "roomkit.store.sql", error = %err, "database disk is full; writes fail until space is freed");
+        return StoreError::Backend(format!(
+            "disk full: {err}; nothing was written, retry once space is freed"
+        ));
+    }
     tracing::warn!(target: "roomkit.store.sql", error = %err, "database operation failed");
     StoreError::Backend(err.to_string())
+}
+
+/// SQLite's `SQLITE_FULL` (13) or PostgreSQL's `disk_full` (53100).
+pub(crate) fn is_disk_full(err: &sqlx::Error) -> bool {
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    matches!(db.code().as_deref(), Some("13" | "53100")) || db.message().contains("disk is full")
 }
 
 /// Stored data that does not decode (a corrupted or foreign row).

@@ -225,6 +225,33 @@ fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
     )
 }
 
+/// Whether a SQLite connection given back to the pool may be handed out
+/// again: only when no transaction is left open on it.
+///
+/// A transaction whose `COMMIT` failed (`database or disk is full`) is
+/// rolled back when it is dropped; the round trip here makes sure that
+/// queued rollback has run. When it could not run (SQLite may already have
+/// rolled the transaction back itself, and then refuses the `ROLLBACK`), the
+/// driver still counts the transaction as open and every later `BEGIN` on
+/// the connection would fail, so the connection is closed instead of going
+/// back to the pool; the pool opens a fresh one when it is needed.
+async fn reusable_after_release(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    conn.ping().await?;
+    Ok(outside_transaction(conn))
+}
+
+/// False (and a warning) for a connection the driver counts as inside a
+/// transaction: it must not be reused.
+fn outside_transaction(conn: &sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        tracing::warn!(target: "roomkit.store.sql", "closing a connection left inside a failed transaction");
+        return false;
+    }
+    true
+}
+
 async fn open_sqlite(
     path: &std::path::Path,
     options: &SqlOptions,
@@ -252,6 +279,8 @@ async fn open_sqlite(
     let pool = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout)
+        .after_release(|conn, _| Box::pin(reusable_after_release(conn)))
+        .before_acquire(|conn, _| Box::pin(async move { Ok(outside_transaction(conn)) }))
         .connect_with(connect)
         .await
         .map_err(|source| SqlStoreError::Connect {

@@ -3,6 +3,7 @@
 //! framework events; and the store conformance suite (`conformance`).
 
 pub mod conformance;
+pub mod tmpfs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

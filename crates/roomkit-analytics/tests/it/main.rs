@@ -5,6 +5,7 @@
 
 mod audio_sink;
 mod crash;
+mod disk_full;
 mod observer;
 mod report;
 mod roark;

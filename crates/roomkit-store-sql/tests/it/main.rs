@@ -11,6 +11,7 @@
 mod child;
 mod common;
 mod conformance;
+mod disk_full;
 mod durability;
 mod postgres;
 

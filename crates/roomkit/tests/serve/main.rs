@@ -9,6 +9,7 @@ mod appendix_b;
 mod auth;
 mod browser;
 mod config;
+mod disk_full;
 mod email;
 mod hardening_auth;
 mod hooks;
