@@ -11,6 +11,7 @@ mod browser;
 mod config;
 mod email;
 mod hooks;
+mod outbound;
 mod rest;
 mod sms;
 mod store;
