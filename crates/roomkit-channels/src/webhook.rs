@@ -77,6 +77,25 @@ pub struct WebhookChannel {
 /// The longest provider message id taken from an endpoint's answer.
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
 
+/// Checks an `allowed_urls` entry: an http(s) URL with a host and no user
+/// info, query or fragment.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_allowed_url(url: &str) -> Result<(), &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "is not a URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry user info");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must not have a query or fragment");
+    }
+    Ok(())
+}
+
 /// Whether `candidate` falls under `allowed`: same scheme, host and port, no
 /// user info, and a path equal to the allowed path or below it at a `/`
 /// boundary (`https://h/a` allows `https://h/a/b`, not `https://h/ab`).

@@ -178,20 +178,9 @@ fn http_url(ctx: &Ctx<'_>, key: String, url: &str) -> Result<String, ConfigError
 /// An entry of a webhook channel's `allowed_urls`: an http(s) URL with a
 /// host, without user info, query or fragment.
 fn allowed_url(ctx: &Ctx<'_>, key: String, url: &str) -> Result<String, ConfigError> {
-    let ok = reqwest_url_ok(url)
-        && reqwest::Url::parse(url).is_ok_and(|u| {
-            u.host_str().is_some()
-                && u.username().is_empty()
-                && u.password().is_none()
-                && u.query().is_none()
-                && u.fragment().is_none()
-        });
-    match ok {
-        true => Ok(url.to_owned()),
-        false => Err(ctx.err(
-            key,
-            format!("{url:?} must be an http:// or https:// URL with a host and no user, query or fragment"),
-        )),
+    match roomkit_channels::webhook::check_allowed_url(url) {
+        Ok(()) => Ok(url.to_owned()),
+        Err(problem) => Err(ctx.err(key, format!("{url:?} {problem}"))),
     }
 }
 

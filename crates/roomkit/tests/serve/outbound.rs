@@ -288,7 +288,7 @@ async fn a_huge_webhook_answer_is_cut_off() {
     eprintln!("huge answer: {written} bytes written, peak RSS {before:?} -> {after:?} kB");
     // The server stops reading after a few hundred KiB; what the remote
     // managed to write is that plus the loopback socket buffers.
-    assert!(written < 16 * 1024 * 1024, "{written} bytes were read");
+    assert!(written < 20 * 1024 * 1024, "{written} bytes were read");
     if let (Some(b), Some(a)) = (before, after) {
         assert!(a < b + 40 * 1024, "peak RSS grew from {b} to {a} kB");
     }
@@ -350,7 +350,7 @@ async fn a_huge_hook_answer_is_a_hook_error() {
         .expect("the hook call ends");
     let written = huge.written.load(Ordering::SeqCst);
     eprintln!("huge hook answer: {written} bytes written");
-    assert!(written < 16 * 1024 * 1024, "{written} bytes were read");
+    assert!(written < 20 * 1024 * 1024, "{written} bytes were read");
     assert_eq!(r["blocked"], true, "{r}");
     assert_eq!(r["event"]["blocked_by"], "guard", "{r}");
     assert!(!r.to_string().contains("ZZZZ"), "the body is echoed");
