@@ -457,6 +457,58 @@ mod tests {
         assert_eq!(classify("p", 503, &h, "").code(), "overloaded");
     }
 
+    #[tokio::test]
+    async fn a_stream_past_its_cap_ends_with_an_error() {
+        let chunks = (0..10).map(|_| Ok::<_, reqwest::Error>(bytes::Bytes::from(vec![b'x'; 100])));
+        let mut out = Box::pin(capped(futures::stream::iter(chunks), 350));
+        let mut passed = 0;
+        let mut ended_with = None;
+        while let Some(item) = out.next().await {
+            match item {
+                Ok(c) => passed += c.len(),
+                Err(e) => ended_with = Some(e),
+            }
+        }
+        assert_eq!(passed, 300);
+        assert!(matches!(ended_with, Some(StreamError::TooLarge)));
+        let chunks = (0..3).map(|_| Ok::<_, reqwest::Error>(bytes::Bytes::from(vec![b'x'; 100])));
+        let all: Vec<_> = capped(futures::stream::iter(chunks), 300).collect().await;
+        assert!(all.iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn error_messages_never_quote_a_raw_body() {
+        assert_eq!(
+            error_message("<html>internal 10.0.0.5</html>"),
+            "(no message)"
+        );
+        assert_eq!(
+            error_message(r#"{"error":{"message":"slow down"}}"#),
+            "slow down"
+        );
+        let e = classify(
+            "p",
+            401,
+            &HeaderMap::new(),
+            r#"{"error":{"message":"key sk-live-123 revoked"}}"#,
+        );
+        assert!(
+            !e.public_message().contains("sk-live"),
+            "{}",
+            e.public_message()
+        );
+        assert_eq!(e.public_message(), "p: authentication failed (401)");
+        // serde's own message would quote the value.
+        let bad = serde_json::from_str::<u32>(r#""SECRET""#);
+        let Err(bad) = bad else { unreachable!() };
+        assert!(bad.to_string().contains("SECRET"));
+        assert!(
+            !json_problem(&bad).contains("SECRET"),
+            "{}",
+            json_problem(&bad)
+        );
+    }
+
     #[test]
     fn retry_after_ms_wins_and_delays_are_capped() {
         let mut h = HeaderMap::new();
