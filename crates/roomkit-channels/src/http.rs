@@ -136,7 +136,7 @@ pub(crate) fn status_text(status: u16) -> &'static str {
         408 => "request timeout",
         413 => "request too large",
         429 => "rate limited",
-        400..=499 => "request refused",
+        402 | 405..=407 | 409..=412 | 414..=428 | 430..=499 => "request refused",
         500..=599 => "server error",
         _ => "unexpected status",
     }

@@ -199,7 +199,7 @@ async fn a_binding_cannot_redirect_the_webhook_channel() {
             Some(json!({"metadata": {"url": format!("{}/admin/steal", internal.base)}})),
         )
         .await;
-    assert_eq!(patched["metadata"]["url"].as_str().is_some(), true);
+    assert!(patched["metadata"]["url"].as_str().is_some(), "{patched}");
     let (answer, stored) = post_and_read(&s, "hello").await;
     assert_eq!(internal.hits.load(Ordering::SeqCst), 0, "{answer}");
     assert_eq!(configured.hits.load(Ordering::SeqCst), 1, "{answer}");
