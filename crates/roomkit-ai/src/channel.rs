@@ -997,7 +997,7 @@ fn channel_error(e: &AiError) -> ChannelError {
     ChannelError::Provider {
         provider,
         code: e.code().to_owned(),
-        message: e.to_string(),
+        message: e.public_message(),
         retryable: e.is_retryable(),
         retry_after_seconds: e.retry_after().map(|d| d.as_secs_f64()),
     }

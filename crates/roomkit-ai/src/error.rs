@@ -123,6 +123,33 @@ impl AiError {
         }
     }
 
+    /// The description shown to API callers (delivery results, framework
+    /// events): the kind of failure and status, never the provider's or a
+    /// tool's own words, which stay in [`Display`](std::fmt::Display) for
+    /// operator logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::RateLimited {
+                provider,
+                retry_after,
+                ..
+            } => format!("{provider}: rate limited{}", retry_after_text(retry_after)),
+            Self::Auth {
+                provider, status, ..
+            } => format!("{provider}: authentication failed ({status})"),
+            Self::BadRequest {
+                provider, status, ..
+            } => format!("{provider}: bad request ({status})"),
+            Self::Overloaded {
+                provider, status, ..
+            } => format!("{provider}: provider unavailable ({status})"),
+            Self::Connection { provider, .. } => format!("{provider}: connection failed"),
+            Self::Malformed { provider, .. } => format!("{provider}: malformed reply"),
+            Self::Tool { tool, .. } => format!("tool {tool} failed"),
+            Self::Timeout { .. } | Self::Config { .. } => self.to_string(),
+        }
+    }
+
     /// A short machine-readable code (`"rate_limited"`, `"auth"`, ...).
     pub fn code(&self) -> &'static str {
         match self {

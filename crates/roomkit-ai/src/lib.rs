@@ -25,6 +25,7 @@ mod config;
 mod echo;
 mod error;
 mod memory;
+mod outbound;
 mod provider;
 pub mod providers;
 mod secret;

@@ -118,6 +118,38 @@ struct Counters {
     calls_ended: AtomicU64,
 }
 
+/// The largest reply body read from the backend (a presign answer is a few
+/// hundred bytes).
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// Reads at most `limit` bytes of a reply, chunk by chunk; a longer reply
+/// is a bad reply and the rest is not read.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+    let too_large = || AnalyticsError::BadReply {
+        exporter: NAME,
+        operation: "presign",
+        reason: format!("the reply is larger than {limit} bytes"),
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| AnalyticsError::Transport {
+            exporter: NAME,
+            operation: "presign",
+            source: e.without_url(),
+        })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
 /// The Roark exporter.
 #[derive(Debug, Clone)]
 pub struct RoarkExporter {
@@ -282,11 +314,7 @@ impl Inner {
         })?;
         let sent = self.authed(self.url(CHUNK_UPLOAD_PATH), body).send().await;
         let resp = self.check("presign", sent).await?;
-        let reply = resp.bytes().await.map_err(|e| AnalyticsError::Transport {
-            exporter: NAME,
-            operation: "presign",
-            source: e.without_url(),
-        })?;
+        let reply = read_capped(resp, MAX_REPLY_BYTES).await?;
         let upload_url =
             parse_presign_reply(&reply).map_err(|reason| AnalyticsError::BadReply {
                 exporter: NAME,

@@ -11,23 +11,15 @@
 )]
 //! mapping of answers to [`ProviderError`].
 
-use std::time::Duration;
-
 use reqwest::Response;
 
 use crate::error::ProviderError;
+use crate::outbound;
 
-/// A client with conservative timeouts (the engine also bounds each
-/// delivery).
+/// A client under the outbound rules (no redirects, bounded connect and
+/// total time; the engine also bounds each delivery).
 pub(crate) fn client() -> reqwest::Client {
-    // reqwest is built without a default TLS provider; use ring unless the
-    // process already chose one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+    outbound::client().unwrap_or_else(|_| reqwest::Client::new())
 }
 
 pub(crate) fn transport(
@@ -38,7 +30,22 @@ pub(crate) fn transport(
     ProviderError::Transport {
         provider,
         operation,
-        message: e.to_string(),
+        message: transport_text(e).to_owned(),
+    }
+}
+
+/// A fixed description of a transport failure (the client's own text names
+/// the URL, which may carry a token; it goes to a debug log only).
+pub(crate) fn transport_text(e: &reqwest::Error) -> &'static str {
+    tracing::debug!(target: "roomkit.channels.http", error = %e, "transport failure");
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off"
+    } else {
+        "request failed"
     }
 }
 
@@ -57,9 +64,14 @@ pub(crate) fn retry_after(resp: &Response) -> Option<f64> {
 /// A vendor's error code, message and retry-after found in its error body.
 pub(crate) type ErrorFields = (Option<String>, Option<String>, Option<f64>);
 
-/// Reads a successful JSON answer, or turns an error answer into a
+/// Reads a successful JSON answer (at most
+/// [`outbound::DEFAULT_BODY_LIMIT`] bytes), or turns an error answer into a
 /// [`ProviderError::Status`] using `code_of` to find the vendor's code and
-/// message in its error body.
+/// retry hint in its error body.
+///
+/// Nothing of the vendor's text reaches the error a caller sees: the message
+/// is a fixed description of the status, the code is kept only when it is a
+/// short token, and the vendor's own message goes to a debug log.
 pub(crate) async fn json_or_error(
     provider: &'static str,
     operation: &'static str,
@@ -68,27 +80,64 @@ pub(crate) async fn json_or_error(
 ) -> Result<serde_json::Value, ProviderError> {
     let status = resp.status().as_u16();
     let header_retry = retry_after(&resp);
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| transport(provider, operation, &e))?;
-    let body: serde_json::Value = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&bytes).chars().take(500).collect())
-        })
+    let bytes = match outbound::read_capped(resp, outbound::DEFAULT_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(outbound::BodyError::Transport(e)) => return Err(transport(provider, operation, &e)),
+        Err(e @ outbound::BodyError::TooLarge { .. }) => {
+            tracing::debug!(target: "roomkit.channels.http", provider, operation, status, "answer body over the cap");
+            if !(200..300).contains(&status) {
+                return Err(ProviderError::Status {
+                    provider,
+                    operation,
+                    status,
+                    code: None,
+                    message: status_text(status).to_owned(),
+                    retry_after_seconds: header_retry,
+                });
+            }
+            return Err(ProviderError::Response {
+                provider,
+                operation,
+                message: format!("HTTP {status}: {e}"),
+            });
+        }
     };
+    let body: Option<serde_json::Value> = if bytes.is_empty() {
+        Some(serde_json::Value::Null)
+    } else {
+        serde_json::from_slice(&bytes).ok()
+    };
+    if body.is_none() {
+        tracing::debug!(target: "roomkit.channels.http", provider, operation, status, body = %outbound::log_preview(&bytes), "answer is not JSON");
+    }
+    let body = body.unwrap_or(serde_json::Value::Null);
     if (200..300).contains(&status) {
         return Ok(body);
     }
     let (code, message, body_retry) = code_of(&body);
+    tracing::debug!(target: "roomkit.channels.http", provider, operation, status, vendor_code = ?code, vendor_message = ?message.as_deref().map(|m| outbound::log_preview(m.as_bytes())), body = %outbound::log_preview(&bytes), "error answer");
     Err(ProviderError::Status {
         provider,
         operation,
         status,
-        code,
-        message: message.unwrap_or_else(|| format!("HTTP {status}")),
+        code: code.filter(|c| outbound::is_short_token(c, 32)),
+        message: status_text(status).to_owned(),
         retry_after_seconds: header_retry.or(body_retry),
     })
+}
+
+/// A fixed description of an error status.
+pub(crate) fn status_text(status: u16) -> &'static str {
+    match status {
+        300..=399 => "redirect not followed",
+        400 => "bad request",
+        401 | 403 => "refused: not authorized",
+        404 => "not found",
+        408 => "request timeout",
+        413 => "request too large",
+        429 => "rate limited",
+        402 | 405..=407 | 409..=412 | 414..=428 | 430..=499 => "request refused",
+        500..=599 => "server error",
+        _ => "unexpected status",
+    }
 }

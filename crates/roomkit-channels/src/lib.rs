@@ -14,6 +14,7 @@ mod content;
 pub mod email;
 mod error;
 mod http;
+pub mod outbound;
 pub mod receiver;
 mod secret;
 pub mod sms;

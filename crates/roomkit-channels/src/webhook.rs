@@ -3,6 +3,12 @@
 //! signed with `X-RoomKit-Signature: sha256=<hex HMAC-SHA256 of
 //! "{timestamp}.{body}">` and `X-RoomKit-Timestamp`; inbound JSON posts are
 //! verified with the same scheme.
+//!
+//! The destination comes from the configuration only: a binding's
+//! `metadata.url` is used when it falls under one of the channel's
+//! `allowed_urls`, and is otherwise ignored (logged) in favour of the
+//! configured `url`. Redirects are not followed and answers are read up to
+//! a cap (see [`crate::outbound`]).
 
 use std::sync::Arc;
 
@@ -35,6 +41,10 @@ pub const TOLERANCE_SECONDS: i64 = 300;
 pub struct WebhookConfig {
     /// Where events are POSTed.
     pub url: String,
+    /// URL prefixes a binding's `metadata.url` may name instead of `url`
+    /// (same scheme, host and port; the path at a segment boundary). Empty:
+    /// a binding's URL is never used.
+    pub allowed_urls: Vec<String>,
     /// Signs outbound posts and verifies inbound ones; without it nothing
     /// is signed and inbound posts are accepted unsigned.
     pub secret: Option<Secret>,
@@ -60,17 +70,92 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 pub struct WebhookChannel {
     id: ChannelId,
     config: WebhookConfig,
+    allowed: Vec<reqwest::Url>,
     client: reqwest::Client,
+}
+
+/// The longest provider message id taken from an endpoint's answer.
+pub const MAX_MESSAGE_ID_LEN: usize = 128;
+
+/// Checks an `allowed_urls` entry: an http(s) URL with a host and no user
+/// info, query or fragment.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_allowed_url(url: &str) -> Result<(), &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "is not a URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry user info");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must not have a query or fragment");
+    }
+    Ok(())
+}
+
+/// Whether `candidate` falls under `allowed`: same scheme, host and port, no
+/// user info, and a path equal to the allowed path or below it at a `/`
+/// boundary (`https://h/a` allows `https://h/a/b`, not `https://h/ab`).
+pub fn url_is_allowed(candidate: &reqwest::Url, allowed: &reqwest::Url) -> bool {
+    if candidate.scheme() != allowed.scheme()
+        || candidate.host_str() != allowed.host_str()
+        || candidate.port_or_known_default() != allowed.port_or_known_default()
+        || !candidate.username().is_empty()
+        || candidate.password().is_some()
+    {
+        return false;
+    }
+    let base = allowed.path();
+    let path = candidate.path();
+    if base.ends_with('/') {
+        return path.starts_with(base);
+    }
+    path == base
+        || path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 impl WebhookChannel {
     /// A channel posting to `config.url`.
     pub fn new(id: impl Into<ChannelId>, config: WebhookConfig) -> Self {
+        let id = id.into();
+        let allowed = config
+            .allowed_urls
+            .iter()
+            .filter_map(|u| match reqwest::Url::parse(u) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    tracing::warn!(target: "roomkit.channels.webhook", channel_id = %id, url = %u, error = %e, "allowed URL is not a URL; skipped");
+                    None
+                }
+            })
+            .collect();
         Self {
-            id: id.into(),
+            id,
             config,
+            allowed,
             client: http::client(),
         }
+    }
+
+    /// Where an event for `binding` goes: its `metadata.url` when that is
+    /// allowed, else the configured URL.
+    fn destination<'a>(&'a self, binding: &'a ChannelBinding) -> &'a str {
+        let Some(asked) = binding.metadata.get("url") else {
+            return &self.config.url;
+        };
+        if let Some(s) = asked.as_str()
+            && let Ok(url) = reqwest::Url::parse(s)
+            && self.allowed.iter().any(|a| url_is_allowed(&url, a))
+        {
+            return s;
+        }
+        tracing::warn!(target: "roomkit.channels.webhook", channel_id = %self.id, room_id = %binding.room_id, "binding metadata.url is not in allowed_urls; posting to the configured url");
+        &self.config.url
     }
 
     /// The receiver for inbound posts (`/webhooks/webhook/generic`).
@@ -119,11 +204,7 @@ impl Channel for WebhookChannel {
         binding: &ChannelBinding,
         _ctx: &RoomContext,
     ) -> Result<ChannelOutput, ChannelError> {
-        let url = binding
-            .metadata
-            .get("url")
-            .and_then(|v| v.as_str())
-            .unwrap_or(&self.config.url);
+        let url = self.destination(binding);
         let body = serde_json::to_vec(&serde_json::json!({
             "type": "room_event",
             "room_id": event.room_id.as_str(),
@@ -160,11 +241,15 @@ impl Channel for WebhookChannel {
             tracing::warn!(target: "roomkit.channels.webhook", channel_id = %self.id, error = %e, "webhook post failed");
             ChannelError::from(e)
         })?;
-        let id = answer.get("id").and_then(|v| match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
+        // Only a short token from a successful answer becomes the id.
+        let id = answer
+            .get("id")
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|id| crate::outbound::is_short_token(id, MAX_MESSAGE_ID_LEN));
         tracing::debug!(target: "roomkit.channels.webhook", channel_id = %self.id, event_id = %event.id, "event posted");
         let mut out = ChannelOutput::empty();
         out.provider_message_id = id;

@@ -87,6 +87,7 @@ fn fixture() -> &'static Fixture {
                 WebhookConfig {
                     url: "http://127.0.0.1:9".into(),
                     secret: Some(Secret::new(HOOK_SECRET)),
+                    allowed_urls: Vec::new(),
                 },
             )
             .receiver_at(NOW),

@@ -22,6 +22,44 @@ use serde::Deserialize;
 
 use crate::error::ServerError;
 
+/// The largest hook answer read; a longer one is a hook failure.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// What a remote's unreadable JSON answer is called in errors: where it
+/// went wrong, never what it said (serde's messages quote the input).
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "not of the expected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{kind} (line {}, column {})", e.line(), e.column())
+}
+
+/// The error text of a failed request: its kind, without the URL or
+/// anything the remote said.
+pub(crate) fn request_problem(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_redirect() {
+        "redirect not followed"
+    } else {
+        "request failed"
+    }
+}
+
+/// The error text of a non-2xx answer.
+pub(crate) fn status_problem(status: reqwest::StatusCode) -> String {
+    if status.is_redirection() {
+        format!("answered HTTP {} (redirect not followed)", status.as_u16())
+    } else {
+        format!("answered HTTP {}", status.as_u16())
+    }
+}
+
 /// What a failed or timed-out sync hook means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,16 +219,18 @@ impl HttpHook {
                 .json(&body)
                 .send()
                 .await
-                .map_err(|e| Failure::Error(format!("request failed: {e}")))?;
+                .map_err(|e| {
+                    tracing::debug!(target: "roomkit.server.hooks", hook = %self.config.name, error = %e, "http hook request failed");
+                    Failure::Error(request_problem(&e).to_owned())
+                })?;
             let status = response.status();
-            let bytes = response
-                .bytes()
+            if !status.is_success() {
+                return Err(Failure::Error(status_problem(status)));
+            }
+            let bytes = roomkit_channels::outbound::read_capped(response, MAX_ANSWER_BYTES)
                 .await
                 .map_err(|e| Failure::Error(format!("reading the answer failed: {e}")))?;
-            if !status.is_success() {
-                return Err(Failure::Error(format!("answered HTTP {}", status.as_u16())));
-            }
-            Ok(bytes.to_vec())
+            Ok(bytes)
         };
         match tokio::time::timeout(self.config.timeout, call).await {
             Ok(r) => r,
@@ -240,8 +280,10 @@ impl HttpHook {
         payload: &roomkit_core::IdentityHookPayload,
         input: &HookInput,
     ) -> Result<HookResult, Failure> {
-        let answer: crate::identity::IdentityAnswer = serde_json::from_slice(bytes)
-            .map_err(|e| Failure::Error(format!("unreadable identity answer: {e}")))?;
+        let answer: crate::identity::IdentityAnswer =
+            serde_json::from_slice(bytes).map_err(|e| {
+                Failure::Error(format!("unreadable identity answer: {}", json_problem(&e)))
+            })?;
         match crate::identity::decide(&input.kit, payload, answer)
             .await
             .map_err(Failure::Error)?
@@ -292,7 +334,10 @@ impl SyncHook for SyncAdapter {
                 HookPayload::Identity(p) => hook.decide_identity(&bytes, p, &input).await,
                 _ => match serde_json::from_slice::<Answer>(&bytes) {
                     Ok(answer) => hook.decide(answer, &input).map_err(Failure::Error),
-                    Err(e) => Err(Failure::Error(format!("unreadable answer: {e}"))),
+                    Err(e) => Err(Failure::Error(format!(
+                        "unreadable answer: {}",
+                        json_problem(&e)
+                    ))),
                 },
             },
             Err(f) => Err(f),

@@ -74,13 +74,19 @@ fn fail(message: impl Into<String>, retryable: bool) -> IdentityError {
     }
 }
 
+/// The largest resolver answer read; a longer one is a failure.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 async fn identities(kit: &RoomKit, ids: &[String]) -> Result<Vec<Identity>, String> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let identity = kit
             .get_identity(&IdentityId::from(id.as_str()))
             .await
-            .map_err(|e| format!("identity {id:?}: {e}"))?;
+            .map_err(|e| {
+                tracing::debug!(target: "roomkit.server.identity", identity_id = %id, error = %e, "an answer named an identity that cannot be read");
+                "the answer names an identity that cannot be read".to_owned()
+            })?;
         out.push(identity);
     }
     Ok(out)
@@ -113,20 +119,26 @@ impl IdentityResolver for HttpIdentityResolver {
                 .json(&body)
                 .send()
                 .await
-                .map_err(|e| fail(format!("request failed: {e}"), true))?;
+                .map_err(|e| {
+                    tracing::debug!(target: "roomkit.server.identity", error = %e, "identity resolver request failed");
+                    fail(crate::hooks::request_problem(&e), true)
+                })?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(fail(
-                    format!("answered HTTP {}", status.as_u16()),
+                    crate::hooks::status_problem(status),
                     status.is_server_error(),
                 ));
             }
-            let bytes = resp
-                .bytes()
+            let bytes = roomkit_channels::outbound::read_capped(resp, MAX_ANSWER_BYTES)
                 .await
                 .map_err(|e| fail(format!("reading the answer failed: {e}"), true))?;
-            serde_json::from_slice::<ResolverAnswer>(&bytes)
-                .map_err(|e| fail(format!("unreadable answer: {e}"), false))
+            serde_json::from_slice::<ResolverAnswer>(&bytes).map_err(|e| {
+                fail(
+                    format!("unreadable answer: {}", crate::hooks::json_problem(&e)),
+                    false,
+                )
+            })
         };
         let answer = tokio::time::timeout(self.timeout, call)
             .await

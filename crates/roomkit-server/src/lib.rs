@@ -102,17 +102,20 @@ pub struct Server {
     call_reports: Option<std::path::PathBuf>,
 }
 
-/// An HTTP client for hooks, with the TLS backend set up.
+/// An HTTP client for hooks and the identity resolver, under the outbound
+/// rules of [`roomkit_channels::outbound`]: no redirects, bounded connect
+/// time. Each call also runs under its hook's or resolver's own timeout;
+/// the client's total limit is only a backstop.
 ///
 /// # Errors
 /// When the client cannot be built.
 pub fn http_client() -> Result<reqwest::Client, ServerError> {
-    // Installing twice is harmless: the first provider stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| ServerError::config("http client", e.to_string()))
+    roomkit_channels::outbound::builder(
+        roomkit_channels::outbound::DEFAULT_CONNECT_TIMEOUT,
+        Duration::from_secs(300),
+    )
+    .build()
+    .map_err(|e| ServerError::config("http client", e.to_string()))
 }
 
 impl Server {

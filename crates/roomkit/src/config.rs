@@ -1395,6 +1395,10 @@ secret_token_env = "TGS"
         assert_eq!(e.key, "channels[0].api_key_env");
         let e = problem("[[channels]]\nid = \"w\"\ntype = \"webhook\"\nurl = \"ftp://x\"\n");
         assert_eq!(e.key, "channels[0].url");
+        let e = problem(
+            "[[channels]]\nid = \"w\"\ntype = \"webhook\"\nurl = \"http://x\"\nallowed_urls = [\"https://ok/a\", \"https://h/?q=1\"]\n",
+        );
+        assert_eq!(e.key, "channels[0].allowed_urls[1]");
         let e = problem("[[channels]]\nid = \"t\"\ntype = \"telegram\"\n");
         assert!(e.key.starts_with("channels[0]"), "{e}");
         assert!(e.problem.contains("bot_token_env"), "{e}");

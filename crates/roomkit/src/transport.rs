@@ -72,6 +72,7 @@ struct WebhookSection {
     _type: String,
     url: String,
     secret_env: Option<String>,
+    allowed_urls: Option<Vec<String>>,
 }
 
 /// `[[channels]]` of type `telegram`.
@@ -171,6 +172,15 @@ fn http_url(ctx: &Ctx<'_>, key: String, url: &str) -> Result<String, ConfigError
             key,
             format!("{url:?} must be an http:// or https:// URL with a host"),
         )),
+    }
+}
+
+/// An entry of a webhook channel's `allowed_urls`: an http(s) URL with a
+/// host, without user info, query or fragment.
+fn allowed_url(ctx: &Ctx<'_>, key: String, url: &str) -> Result<String, ConfigError> {
+    match roomkit_channels::webhook::check_allowed_url(url) {
+        Ok(()) => Ok(url.to_owned()),
+        Err(problem) => Err(ctx.err(key, format!("{url:?} {problem}"))),
     }
 }
 
@@ -418,9 +428,17 @@ pub(crate) fn parse(
                 s.secret_env.as_deref(),
                 env,
             )?;
+            let mut allowed_urls = Vec::new();
+            for (i, u) in s.allowed_urls.iter().flatten().enumerate() {
+                allowed_urls.push(allowed_url(ctx, format!("{key}.allowed_urls[{i}]"), u)?);
+            }
             Ok(TransportSpec {
                 id: s.id,
-                kind: TransportKind::Webhook(WebhookConfig { url, secret }),
+                kind: TransportKind::Webhook(WebhookConfig {
+                    url,
+                    secret,
+                    allowed_urls,
+                }),
             })
         }
         "telegram" => {

@@ -399,10 +399,7 @@ impl StreamAssembler {
         let v: Value = serde_json::from_str(data).map_err(|e| {
             AiError::malformed(
                 provider,
-                format!(
-                    "a stream event is not JSON ({e}): {}",
-                    http::preview(data.as_bytes())
-                ),
+                format!("a stream event is not JSON ({})", http::json_problem(&e)),
             )
         })?;
         if let Some(e) = api_error(provider, &v) {

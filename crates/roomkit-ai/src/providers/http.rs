@@ -86,12 +86,21 @@ impl HttpSettings {
     }
 }
 
-/// Builds the HTTP client with the TLS backend installed.
+/// The largest non-streamed reply body read (a whole completion).
+pub(crate) const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest error reply body read.
+pub(crate) const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// The largest streamed reply, all events together.
+pub(crate) const MAX_STREAM_BYTES: usize = 32 * 1024 * 1024;
+
+/// Builds the HTTP client: no redirects, the connect timeout, the TLS
+/// backend installed. Replies are bounded by the first-byte and read
+/// timeouts and the body caps rather than by one overall limit, since a
+/// streamed reply may legitimately last long.
 pub(crate) fn client(settings: &HttpSettings) -> Result<reqwest::Client, AiError> {
-    // Installing twice is harmless: the first provider stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(settings.connect_timeout)
+    crate::outbound::builder(settings.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| AiError::config("http client", e.to_string()))
@@ -137,8 +146,10 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
-/// The human message of an error body: `error.message` in both wire
-/// formats, else the body itself, shortened.
+/// The provider's message in an error body: `error.message` in both wire
+/// formats, shortened. A body that is not such JSON is not quoted (it goes
+/// to a debug log only). These messages stay in [`AiError`] for operator
+/// logs; what API callers see is [`AiError::public_message`].
 pub(crate) fn error_message(body: &str) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let from_json = parsed.as_ref().and_then(|v| {
@@ -148,10 +159,15 @@ pub(crate) fn error_message(body: &str) -> String {
             .and_then(|m| m.as_str())
             .map(str::to_owned)
     });
-    let text = from_json.unwrap_or_else(|| body.trim().to_owned());
-    let mut short: String = text.chars().take(500).collect();
+    let Some(text) = from_json else {
+        if !body.trim().is_empty() {
+            tracing::debug!(target: "roomkit.providers.ai.http", body = %preview(body.as_bytes()), "error reply without a JSON message");
+        }
+        return "(no message)".to_owned();
+    };
+    let mut short: String = text.chars().take(300).collect();
     if short.is_empty() {
-        short = "(empty body)".to_owned();
+        short = "(empty message)".to_owned();
     }
     short
 }
@@ -240,8 +256,9 @@ async fn post_once(
         return Ok(response);
     }
     let headers = response.headers().clone();
-    let text = match tokio::time::timeout(settings.read_timeout, response.text()).await {
-        Ok(Ok(t)) => t,
+    let read = crate::outbound::read_capped(response, MAX_ERROR_BYTES);
+    let text = match tokio::time::timeout(settings.read_timeout, read).await {
+        Ok(Ok(t)) => String::from_utf8_lossy(&t).into_owned(),
         Ok(Err(_)) | Err(_) => String::new(),
     };
     Err(classify(provider, status, &headers, &text))
@@ -253,25 +270,41 @@ pub(crate) async fn read_json(
     provider: &str,
     response: reqwest::Response,
 ) -> Result<serde_json::Value, AiError> {
-    let bytes = match tokio::time::timeout(settings.read_timeout, response.bytes()).await {
+    let read = crate::outbound::read_capped(response, MAX_REPLY_BYTES);
+    let bytes = match tokio::time::timeout(settings.read_timeout, read).await {
         Err(_) => {
             return Err(AiError::Timeout {
                 provider: provider.to_owned(),
                 phase: "stream",
             });
         }
-        Ok(Err(e)) => return Err(transport_error(provider, &e)),
+        Ok(Err(crate::outbound::BodyError::Transport(e))) => {
+            return Err(transport_error(provider, &e));
+        }
+        Ok(Err(e @ crate::outbound::BodyError::TooLarge { .. })) => {
+            return Err(AiError::malformed(provider, e.to_string()));
+        }
         Ok(Ok(b)) => b,
     };
     serde_json::from_slice(&bytes).map_err(|e| {
-        AiError::malformed(
-            provider,
-            format!("the body is not JSON ({e}): {}", preview(&bytes)),
-        )
+        tracing::debug!(target: "roomkit.providers.ai.http", provider, body = %preview(&bytes), "reply is not JSON");
+        AiError::malformed(provider, format!("the body is not JSON ({})", json_problem(&e)))
     })
 }
 
-/// The start of a byte string, for error messages.
+/// Where a remote's JSON went wrong, without quoting it (serde's messages
+/// may quote the input).
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{kind} at line {}, column {}", e.line(), e.column())
+}
+
+/// The start of a byte string, for debug logs only.
 pub(crate) fn preview(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
 }
@@ -286,7 +319,8 @@ pub(crate) fn sse_events(
 ) -> impl Stream<Item = Result<Event, AiError>> + Send + 'static {
     let provider = provider.to_owned();
     let idle = settings.read_timeout;
-    let events = without_bom(Box::pin(response.bytes_stream())).eventsource();
+    let events =
+        without_bom(Box::pin(capped(response.bytes_stream(), MAX_STREAM_BYTES))).eventsource();
     futures::stream::unfold(
         (Box::pin(events), provider, false),
         move |(mut events, provider, done)| async move {
@@ -305,12 +339,63 @@ pub(crate) fn sse_events(
                 Ok(Some(Ok(ev))) => Some((Ok(ev), (events, provider, false))),
                 Ok(Some(Err(e))) => {
                     let err = match e {
-                        eventsource_stream::EventStreamError::Transport(t) => {
-                            transport_error(&provider, &t)
+                        eventsource_stream::EventStreamError::Transport(
+                            StreamError::Transport(t),
+                        ) => transport_error(&provider, &t),
+                        eventsource_stream::EventStreamError::Transport(StreamError::TooLarge) => {
+                            AiError::malformed(
+                                &provider,
+                                format!("the stream is longer than {MAX_STREAM_BYTES} bytes"),
+                            )
                         }
-                        other => AiError::malformed(&provider, format!("event stream: {other}")),
+                        eventsource_stream::EventStreamError::Utf8(_) => {
+                            AiError::malformed(&provider, "event stream: not UTF-8")
+                        }
+                        eventsource_stream::EventStreamError::Parser(_) => {
+                            AiError::malformed(&provider, "event stream: not server-sent events")
+                        }
                     };
                     Some((Err(err), (events, provider, true)))
+                }
+            }
+        },
+    )
+}
+
+/// Why a streamed reply ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamError {
+    /// The connection failed.
+    #[error("transport: {0}")]
+    Transport(reqwest::Error),
+    /// The stream went past its cap.
+    #[error("the stream is too long")]
+    TooLarge,
+}
+
+/// Passes `body` on until `limit` bytes have gone by, then ends it with
+/// [`StreamError::TooLarge`].
+pub(crate) fn capped<S>(
+    body: S,
+    limit: usize,
+) -> impl Stream<Item = Result<bytes::Bytes, StreamError>> + Send + 'static
+where
+    S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
+{
+    futures::stream::unfold(
+        (Box::pin(body), 0usize, false),
+        move |(mut body, seen, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await? {
+                Err(e) => Some((Err(StreamError::Transport(e)), (body, seen, true))),
+                Ok(chunk) if seen + chunk.len() > limit => {
+                    Some((Err(StreamError::TooLarge), (body, seen, true)))
+                }
+                Ok(chunk) => {
+                    let seen = seen + chunk.len();
+                    Some((Ok(chunk), (body, seen, false)))
                 }
             }
         },
@@ -370,6 +455,58 @@ mod tests {
         assert_eq!(classify("p", 400, &h, "nope").code(), "bad_request");
         assert_eq!(classify("p", 529, &h, "").code(), "overloaded");
         assert_eq!(classify("p", 503, &h, "").code(), "overloaded");
+    }
+
+    #[tokio::test]
+    async fn a_stream_past_its_cap_ends_with_an_error() {
+        let chunks = (0..10).map(|_| Ok::<_, reqwest::Error>(bytes::Bytes::from(vec![b'x'; 100])));
+        let mut out = Box::pin(capped(futures::stream::iter(chunks), 350));
+        let mut passed = 0;
+        let mut ended_with = None;
+        while let Some(item) = out.next().await {
+            match item {
+                Ok(c) => passed += c.len(),
+                Err(e) => ended_with = Some(e),
+            }
+        }
+        assert_eq!(passed, 300);
+        assert!(matches!(ended_with, Some(StreamError::TooLarge)));
+        let chunks = (0..3).map(|_| Ok::<_, reqwest::Error>(bytes::Bytes::from(vec![b'x'; 100])));
+        let all: Vec<_> = capped(futures::stream::iter(chunks), 300).collect().await;
+        assert!(all.iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn error_messages_never_quote_a_raw_body() {
+        assert_eq!(
+            error_message("<html>internal 10.0.0.5</html>"),
+            "(no message)"
+        );
+        assert_eq!(
+            error_message(r#"{"error":{"message":"slow down"}}"#),
+            "slow down"
+        );
+        let e = classify(
+            "p",
+            401,
+            &HeaderMap::new(),
+            r#"{"error":{"message":"key sk-live-123 revoked"}}"#,
+        );
+        assert!(
+            !e.public_message().contains("sk-live"),
+            "{}",
+            e.public_message()
+        );
+        assert_eq!(e.public_message(), "p: authentication failed (401)");
+        // serde's own message would quote the value.
+        let bad = serde_json::from_str::<u32>(r#""SECRET""#);
+        let Err(bad) = bad else { unreachable!() };
+        assert!(bad.to_string().contains("SECRET"));
+        assert!(
+            !json_problem(&bad).contains("SECRET"),
+            "{}",
+            json_problem(&bad)
+        );
     }
 
     #[test]

@@ -393,10 +393,7 @@ impl StreamAssembler {
         let value: Value = serde_json::from_str(data).map_err(|e| {
             AiError::malformed(
                 provider,
-                format!(
-                    "a stream chunk is not JSON ({e}): {}",
-                    http::preview(data.as_bytes())
-                ),
+                format!("a stream chunk is not JSON ({})", http::json_problem(&e)),
             )
         })?;
         if let Some(e) = stream_error(provider, &value) {

@@ -12,7 +12,9 @@ use crate::error::AiError;
 use crate::secret::SecretString;
 use crate::types::ToolDefinition;
 
-/// Largest reply body handed to the model; longer ones are cut.
+/// Largest reply body read and handed to the model; longer ones are cut
+/// (the rest is not read). Redirects are not followed: a 3xx is an error
+/// result.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 /// Configuration of an HTTP tool.
@@ -80,8 +82,7 @@ impl HttpTool {
             })?),
             None => None,
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let client = crate::outbound::builder(Duration::from_secs(10))
             .build()
             .map_err(|e| AiError::config(key, e.to_string()))?;
         Ok(Self {
@@ -140,14 +141,27 @@ impl Tool for HttpTool {
             )
         })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        // Read no more than what is handed on; the rest is never fetched.
+        let (bytes, cut_short) = crate::outbound::read_prefix(response, MAX_RESULT_BYTES)
             .await
-            .map_err(|e| AiError::tool(name, format!("reading the reply failed: {e}")))?;
-        let cut = &bytes[..bytes.len().min(MAX_RESULT_BYTES)];
-        let text = String::from_utf8_lossy(cut).into_owned();
-        tracing::debug!(target: "roomkit.channels.ai", tool = %name, status = status.as_u16(), bytes = bytes.len(), "http tool answered");
-        if status.is_success() {
+            .map_err(|e| {
+                AiError::tool(
+                    name,
+                    if e.is_timeout() {
+                        "timed out".to_owned()
+                    } else {
+                        "reading the reply failed".to_owned()
+                    },
+                )
+            })?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        tracing::debug!(target: "roomkit.channels.ai", tool = %name, status = status.as_u16(), bytes = bytes.len(), cut_short, "http tool answered");
+        if status.is_redirection() {
+            Ok(ToolOutput::error(format!(
+                "the tool answered HTTP {} (redirects are not followed)",
+                status.as_u16()
+            )))
+        } else if status.is_success() {
             Ok(ToolOutput::text(text))
         } else {
             Ok(ToolOutput::error(format!(

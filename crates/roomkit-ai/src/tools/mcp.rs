@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -161,8 +162,15 @@ impl McpToolSource {
                     .map_err(|e| fail(format!("initialization failed: {e}")))?
             }
             McpTransport::Http { url } => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                // Our client rather than the library's default: no
+                // redirects at all (the default follows same-origin 307/308).
+                let http = crate::outbound::builder(Duration::from_secs(10))
+                    .build()
+                    .map_err(|_| fail("the HTTP client cannot be built".into()))?;
+                let transport = StreamableHttpClientTransport::with_client(
+                    http,
+                    StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+                );
                 tokio::time::timeout(self.timeout(), ().serve(transport))
                     .await
                     .map_err(|_| fail("initialization timed out".into()))?

@@ -51,6 +51,27 @@ async fn http_tool_posts_arguments_and_returns_the_body() {
     assert!(out.content.contains("502"));
 }
 
+/// A redirect is an error result, not followed; a long reply is cut at
+/// the cap.
+#[tokio::test]
+async fn http_tool_follows_no_redirect_and_caps_the_reply() {
+    let internal = FakeServer::start().await;
+    internal.always(Reply::json(200, json!({"secret": "internal"})));
+    let server = FakeServer::start().await;
+    server.push(
+        Reply::raw(302, "text/plain", "moved").header("location", &format!("{}/x", internal.base)),
+    );
+    server.push(Reply::raw(200, "text/plain", &"y".repeat(3 * 64 * 1024)));
+    let tool = HttpTool::new(http_config(format!("{}/tools/order", server.base))).unwrap();
+    let out = tool.call(json!({"order_id": "A-1"}), &ctx()).await.unwrap();
+    assert!(out.is_error);
+    assert!(out.content.contains("302"), "{}", out.content);
+    assert!(internal.requests().is_empty());
+    let out = tool.call(json!({"order_id": "A-1"}), &ctx()).await.unwrap();
+    assert!(!out.is_error);
+    assert_eq!(out.content.len(), 64 * 1024);
+}
+
 #[tokio::test]
 async fn http_tool_config_is_checked() {
     let mut c = http_config("ftp://x".into());

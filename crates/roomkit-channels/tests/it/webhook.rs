@@ -20,6 +20,7 @@ fn channel(url: &str) -> WebhookChannel {
         WebhookConfig {
             url: url.into(),
             secret: Some(Secret::new("s3cret")),
+            allowed_urls: Vec::new(),
         },
     )
 }
@@ -141,4 +142,148 @@ async fn inbound_posts_are_verified() {
             .unwrap_err()
             .is_auth_failure()
     );
+}
+
+fn channel_allowing(url: &str, allowed: &[String]) -> WebhookChannel {
+    WebhookChannel::new(
+        "hook",
+        WebhookConfig {
+            url: url.into(),
+            secret: Some(Secret::new("s3cret")),
+            allowed_urls: allowed.to_vec(),
+        },
+    )
+}
+
+async fn sink_answering(status: u16, body: &str) -> MockServer {
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status).set_body_string(body))
+        .mount(&sink)
+        .await;
+    sink
+}
+
+async fn deliver_one(ch: WebhookChannel, metadata: roomkit_core::model::Map) -> serde_json::Value {
+    let r = room_with(Arc::new(ch), metadata).await;
+    let res = r
+        .kit
+        .send_event(SendEvent::text(r.room.clone(), "ws", "x"))
+        .await
+        .unwrap();
+    serde_json::to_value(res.delivery_results.iter().next().unwrap().1).unwrap()
+}
+
+/// A binding's metadata.url outside the allow-list is ignored: the event
+/// goes to the configured URL and the named server gets nothing.
+#[tokio::test]
+async fn a_binding_url_outside_the_allow_list_is_not_called() {
+    let configured = sink_answering(200, r#"{"id":"ok-1"}"#).await;
+    let internal = sink_answering(200, r#"{"id":"internal"}"#).await;
+    let ch = channel_allowing(&format!("{}/events", configured.uri()), &[]);
+    let url = format!("{}/admin", internal.uri());
+    let d = deliver_one(ch, meta(&[("url", &url)])).await;
+    assert_eq!(d["provider_message_id"], "ok-1", "{d}");
+    assert!(internal.received_requests().await.unwrap().is_empty());
+    assert_eq!(configured.received_requests().await.unwrap().len(), 1);
+}
+
+/// A binding URL under an allowed prefix is used.
+#[tokio::test]
+async fn a_binding_url_under_an_allowed_prefix_is_used() {
+    let configured = sink_answering(200, r#"{"id":"default"}"#).await;
+    let tenant = sink_answering(200, r#"{"id":"tenant-1"}"#).await;
+    let allowed = vec![format!("{}/tenants", tenant.uri())];
+    let ch = channel_allowing(&format!("{}/events", configured.uri()), &allowed);
+    let url = format!("{}/tenants/42", tenant.uri());
+    let d = deliver_one(ch, meta(&[("url", &url)])).await;
+    assert_eq!(d["provider_message_id"], "tenant-1", "{d}");
+    assert!(configured.received_requests().await.unwrap().is_empty());
+}
+
+/// A 302 is an error answer: the location is not requested, and nothing of
+/// the body reaches the delivery result.
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let internal = sink_answering(200, r#"{"id":"INTERNAL-SECRET"}"#).await;
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/private", internal.uri()).as_str())
+                .set_body_string("moved INTERNAL-SECRET"),
+        )
+        .mount(&sink)
+        .await;
+    let d = deliver_one(channel(&sink.uri()), meta(&[])).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["error"]["code"], "302", "{d}");
+    assert!(!d.to_string().contains("INTERNAL-SECRET"), "{d}");
+    assert!(internal.received_requests().await.unwrap().is_empty());
+}
+
+/// An error answer's text is not echoed; a bad id is not taken.
+#[tokio::test]
+async fn remote_text_is_not_echoed() {
+    let sink = sink_answering(500, r#"{"error":"db password is hunter2"}"#).await;
+    let d = deliver_one(channel(&sink.uri()), meta(&[])).await;
+    assert_eq!(d["error"]["code"], "500", "{d}");
+    assert!(!d.to_string().contains("hunter2"), "{d}");
+
+    let long = "a".repeat(500);
+    let sink = sink_answering(200, &format!(r#"{{"id":"{long}"}}"#)).await;
+    let d = deliver_one(channel(&sink.uri()), meta(&[])).await;
+    assert_eq!(d["status"], "sent", "{d}");
+    assert!(d["provider_message_id"].is_null(), "{d}");
+
+    let sink = sink_answering(200, r#"{"id":"<script>x</script>"}"#).await;
+    let d = deliver_one(channel(&sink.uri()), meta(&[])).await;
+    assert!(d["provider_message_id"].is_null(), "{d}");
+}
+
+/// A success answer over the cap fails the delivery without echoing it.
+#[tokio::test]
+async fn an_oversized_answer_fails_the_delivery() {
+    let big = format!(r#"{{"id":"x","pad":"{}"}}"#, "Z".repeat(2 * 1024 * 1024));
+    let sink = sink_answering(200, &big).await;
+    let d = deliver_one(channel(&sink.uri()), meta(&[])).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(d.to_string().len() < 1000, "{d}");
+}
+
+#[test]
+fn allowed_urls_match_by_origin_and_path_segment() {
+    use roomkit_channels::webhook::url_is_allowed;
+    let u = |s: &str| reqwest::Url::parse(s).unwrap();
+    let base = u("https://hooks.example.com/t");
+    assert!(url_is_allowed(&u("https://hooks.example.com/t"), &base));
+    assert!(url_is_allowed(
+        &u("https://hooks.example.com/t/1?x=2"),
+        &base
+    ));
+    assert!(url_is_allowed(
+        &u("https://hooks.example.com:443/t/1"),
+        &base
+    ));
+    assert!(!url_is_allowed(&u("https://hooks.example.com/tx"), &base));
+    assert!(!url_is_allowed(&u("http://hooks.example.com/t/1"), &base));
+    assert!(!url_is_allowed(
+        &u("https://hooks.example.com:8443/t/1"),
+        &base
+    ));
+    assert!(!url_is_allowed(
+        &u("https://hooks.example.com.evil.io/t"),
+        &base
+    ));
+    assert!(!url_is_allowed(
+        &u("https://a@hooks.example.com/t/1"),
+        &base
+    ));
+    assert!(!url_is_allowed(
+        &u("https://hooks.example.com/t/../admin"),
+        &base
+    ));
+    let slash = u("https://hooks.example.com/t/");
+    assert!(url_is_allowed(&u("https://hooks.example.com/t/9"), &slash));
+    assert!(!url_is_allowed(&u("https://hooks.example.com/t"), &slash));
 }

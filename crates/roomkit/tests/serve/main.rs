@@ -13,6 +13,7 @@ mod disk_full;
 mod email;
 mod hardening_auth;
 mod hooks;
+mod outbound;
 mod rest;
 mod sms;
 mod store;
