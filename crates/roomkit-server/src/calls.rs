@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use roomkit_analytics::report::{list_reports, read_report, recording_path};
 
 use crate::error::ApiError;
+use crate::extract::Params;
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("../assets/calls.html");
@@ -25,9 +26,10 @@ const PAGE: &str = include_str!("../assets/calls.html");
 #[derive(Clone)]
 struct Reports(Arc<PathBuf>);
 
-/// The routes of the call reports under `dir`, behind the same key check as
-/// the REST API.
-pub fn routes(dir: PathBuf, state: AppState) -> Router {
+/// The routes of the call reports under `dir`, without layers: the server
+/// merges them before it applies its own (key check, metrics, body limit,
+/// panic catching), so they are guarded like the REST API.
+pub fn routes(dir: PathBuf) -> Router<AppState> {
     let reports = Reports(Arc::new(dir));
     Router::new()
         .route("/calls", get(page))
@@ -35,10 +37,6 @@ pub fn routes(dir: PathBuf, state: AppState) -> Router {
         .route("/call-reports/{id}", get(one))
         .route("/call-reports/{id}/recording.wav", get(recording))
         .with_state(reports)
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            crate::auth::guard,
-        ))
 }
 
 async fn page() -> Response {
@@ -52,33 +50,30 @@ async fn page() -> Response {
         .into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct PageQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
-async fn list(State(r): State<Reports>, Query(q): Query<PageQuery>) -> Response {
-    let limit = match q.limit {
-        None => 50,
-        Some(n) if n <= 0 => {
-            return ApiError::bad_request("invalid_field", "limit must be positive")
-                .into_response();
-        }
-        Some(n) => n.min(500) as usize,
+async fn list(State(r): State<Reports>, params: Params) -> Response {
+    // Bad values are JSON 400s, like every other list.
+    let limit = match params.limit() {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
     };
-    let start = match q.cursor.as_deref().map(str::parse::<usize>) {
+    // The cursor is the position of the next report.
+    let start = match params.text("cursor").map(str::parse::<usize>) {
         None => 0,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
-            return ApiError::bad_request("invalid_field", "cursor is not valid").into_response();
+            return ApiError::bad_request(
+                "invalid_cursor",
+                "query parameter `cursor` is not valid",
+            )
+            .into_response();
         }
     };
     let dir = r.0.clone();
     let all = tokio::task::spawn_blocking(move || list_reports(&dir))
         .await
         .unwrap_or_default();
-    let end = (start + limit).min(all.len());
+    // A cursor near usize::MAX must not overflow.
+    let end = start.saturating_add(limit).min(all.len());
     let items = all.get(start..end).unwrap_or_default();
     let next = (end < all.len()).then(|| end.to_string());
     axum::Json(serde_json::json!({"items": items, "next_cursor": next})).into_response()
