@@ -5,7 +5,8 @@
 //! without overflow, stay inside their directory and keep the key per tab.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -25,22 +26,36 @@ fn tmp(tag: &str) -> PathBuf {
 }
 
 /// Runs `roomkit serve` expecting it to stop at once; its exit code and
-/// stderr.
+/// stderr. A server that starts instead is killed after a generous wait and
+/// reported with no exit code.
 fn run_config(config: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let log = tmp("stderr").join("stderr.log");
     let mut cmd = Command::new(binary());
     cmd.arg("serve")
         .args(["--addr", "127.0.0.1:0", "--store", "memory://"])
         .arg("--config")
         .arg(config)
-        .env_remove("ROOMKIT_API_KEY");
+        .env_remove("ROOMKIT_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 const TELEGRAM: &str = "[[channels]]\nid = \"tg\"\ntype = \"telegram\"\nbot_token_env = \"TG_TOKEN\"\nbase_url = \"http://127.0.0.1:9\"\n";
