@@ -154,7 +154,7 @@ pub enum EmailInbound {
 }
 
 /// The `allow_unauthenticated_inbound` flag against the credential that
-/// would authenticate the same posts: exactly one of them must be set.
+/// would authenticate the same posts: at most one of them may be set.
 fn inbound_choice(
     ctx: &Ctx<'_>,
     key: &str,
