@@ -324,7 +324,9 @@ pub fn list_reports(dir: &Path) -> Vec<ReportSummary> {
 /// An invalid id, I/O errors, or a report that does not parse.
 pub fn read_report(dir: &Path, call_id: &str) -> Result<Option<CallReport>> {
     validate_call_id(call_id)?;
-    let p = dir.join(call_id).join(REPORT_FILE);
+    let Some(p) = contained_file(dir, call_id, REPORT_FILE) else {
+        return Ok(None);
+    };
     let bytes = match fs::read(&p) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -341,6 +343,38 @@ pub fn read_report(dir: &Path, call_id: &str) -> Result<Option<CallReport>> {
 /// Path of a call's WAV recording, when it exists.
 pub fn recording_path(dir: &Path, call_id: &str) -> Option<PathBuf> {
     validate_call_id(call_id).ok()?;
-    let p = dir.join(call_id).join(WAV_FILE);
-    p.is_file().then_some(p)
+    contained_file(dir, call_id, WAV_FILE)
+}
+
+/// `dir/call_id/name` when it is a regular file reached without following
+/// a symbolic link out of `dir`: neither the call's directory nor the file
+/// may be a link, and the resolved path must stay under the resolved
+/// `dir` (the reports directory itself may be a link the operator made).
+/// Anything else reads as absent, with a warning.
+fn contained_file(dir: &Path, call_id: &str, name: &str) -> Option<PathBuf> {
+    let call_dir = dir.join(call_id);
+    let path = call_dir.join(name);
+    let refuse = |why: &str| {
+        tracing::warn!(target: TARGET, call_id, file = name, reason = why, "refusing a report path");
+        None
+    };
+    match fs::symlink_metadata(&call_dir) {
+        Ok(m) if m.file_type().is_symlink() => return refuse("the call directory is a link"),
+        Ok(m) if !m.is_dir() => return None,
+        Ok(_) => {}
+        Err(_) => return None,
+    }
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_symlink() => return refuse("the file is a link"),
+        Ok(m) if !m.is_file() => return None,
+        Ok(_) => {}
+        Err(_) => return None,
+    }
+    let (Ok(root), Ok(real)) = (fs::canonicalize(dir), fs::canonicalize(&path)) else {
+        return None;
+    };
+    if !real.starts_with(&root) {
+        return refuse("the path leaves the reports directory");
+    }
+    Some(real)
 }

@@ -66,6 +66,23 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     out
 }
 
+/// The idempotency key of a signed post that names no message: a digest
+/// of exactly what was signed (`"{timestamp}.{body}"`), so a replay of the
+/// same signed request within the window is a duplicate, while the same
+/// text signed again at another second is a new message.
+fn signed_body_key(timestamp: i64, body: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(timestamp.to_string().as_bytes());
+    h.update(b".");
+    h.update(body);
+    let mut out = String::from("webhook:sha256:");
+    for b in h.finalize() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
 /// The webhook channel.
 pub struct WebhookChannel {
     id: ChannelId,
@@ -299,6 +316,8 @@ impl WebhookReceiver for WebhookInbound {
                 "the webhook channel has no status callbacks".into(),
             ));
         }
+        // The verified timestamp, when the post is signed.
+        let mut signed_at = None;
         if let Some(secret) = &self.secret {
             let ts: i64 = req
                 .header(TIMESTAMP_HEADER)
@@ -317,6 +336,7 @@ impl WebhookReceiver for WebhookInbound {
             if !constant_time_eq(expected.as_bytes(), given.trim().as_bytes()) {
                 return Err(WebhookError::BadSignature("signature mismatch".into()));
             }
+            signed_at = Some(ts);
         }
         let post: InboundPost = serde_json::from_slice(&req.body)
             .map_err(|e| WebhookError::Malformed(format!("webhook JSON: {e}")))?;
@@ -336,7 +356,8 @@ impl WebhookReceiver for WebhookInbound {
         m.content = content;
         m.idempotency_key = post
             .idempotency_key
-            .or_else(|| post.message_id.as_ref().map(|id| format!("webhook:{id}")));
+            .or_else(|| post.message_id.as_ref().map(|id| format!("webhook:{id}")))
+            .or_else(|| signed_at.map(|ts| signed_body_key(ts, &req.body)));
         m.provider_message_id = post.message_id;
         m.room_id = post.room_id;
         m.metadata = post.metadata;

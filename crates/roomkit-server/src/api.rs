@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Cursor, Page, Params, StrictJson, nullable};
+use crate::ids;
 use crate::state::AppState;
 
 fn created<T: Serialize>(value: T) -> Response {
@@ -135,6 +136,8 @@ pub async fn create_room(
             "invalid field `id`: must not be empty",
         ));
     }
+    ids::check_opt("id", body.id.as_deref())?;
+    ids::check_opt("organization_id", body.organization_id.as_deref())?;
     let timers = body.timers.unwrap_or_default();
     let room = state
         .kit
@@ -277,6 +280,7 @@ pub async fn attach_channel(
     Path(id): Path<String>,
     StrictJson(body): StrictJson<AttachBody>,
 ) -> ApiResult<Response> {
+    ids::check("channel_id", &body.channel_id)?;
     let binding = state
         .kit
         .attach_channel(
@@ -444,6 +448,14 @@ pub async fn send_event(
             "invalid field `channel_id`: must not be empty",
         ));
     }
+    ids::check("channel_id", &body.channel_id)?;
+    ids::check_opt("sender_id", body.sender_id.as_deref())?;
+    ids::check_opt("participant_id", body.participant_id.as_deref())?;
+    ids::check_opt("idempotency_key", body.idempotency_key.as_deref())?;
+    ids::check_opt("correlation_id", body.correlation_id.as_deref())?;
+    for (i, c) in body.addressed_to.iter().flatten().enumerate() {
+        ids::check(&format!("addressed_to[{i}]"), c.as_str())?;
+    }
     let result = state
         .kit
         .send_event(SendEvent {
@@ -559,6 +571,9 @@ pub async fn add_participant(
             "invalid field `id`: must not be empty",
         ));
     }
+    ids::check_opt("id", body.id.as_deref())?;
+    ids::check_opt("channel_id", body.channel_id.as_deref())?;
+    ids::check_opt("address", body.address.as_deref())?;
     let p = state
         .kit
         .add_participant(
@@ -675,6 +690,9 @@ pub async fn update_task(
     Path(id): Path<String>,
     StrictJson(body): StrictJson<UpdateTaskBody>,
 ) -> ApiResult<Response> {
+    if let Some(Some(a)) = &body.assigned_to {
+        ids::check("assigned_to", a)?;
+    }
     let id = TaskId::from(id);
     let mut task = state.kit.get_task(&id).await?;
     match scope.check_room(&state.kit, &task.room_id).await {
@@ -752,6 +770,10 @@ pub async fn create_identity(
     scope: Scope,
     StrictJson(body): StrictJson<CreateIdentityBody>,
 ) -> ApiResult<Response> {
+    ids::check_opt("id", body.id.as_deref())?;
+    ids::check_opt("organization_id", body.organization_id.as_deref())?;
+    ids::check_opt("external_id", body.external_id.as_deref())?;
+    check_addresses(body.channel_addresses.as_ref())?;
     let identity = state
         .kit
         .create_identity(Identity {
@@ -764,6 +786,16 @@ pub async fn create_identity(
         })
         .await?;
     Ok(created(identity))
+}
+
+/// Bounds every address of an identity (they are looked up by value).
+fn check_addresses(addresses: Option<&BTreeMap<ChannelType, Vec<String>>>) -> Result<(), ApiError> {
+    for (ty, list) in addresses.into_iter().flatten() {
+        for (i, a) in list.iter().enumerate() {
+            ids::check(&format!("channel_addresses.{ty}[{i}]"), a)?;
+        }
+    }
+    Ok(())
 }
 
 /// `GET /identities/resolve?channel=&address=[&organization_id=]`.
@@ -847,6 +879,10 @@ pub async fn update_identity(
 ) -> ApiResult<Response> {
     let id = IdentityId::from(id);
     scoped_identity(&state, &scope, &id).await?;
+    if let Some(Some(e)) = &body.external_id {
+        ids::check("external_id", e)?;
+    }
+    check_addresses(body.channel_addresses.as_ref())?;
     let identity = state
         .kit
         .update_identity(

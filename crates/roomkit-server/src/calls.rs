@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,7 @@ use roomkit_analytics::report::{list_reports, read_report, recording_path};
 
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::extract::Params;
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("../assets/calls.html");
@@ -36,20 +37,17 @@ async fn visible(kit: &roomkit_core::RoomKit, scope: &Scope, room_id: &str) -> b
             .is_ok()
 }
 
-/// The routes of the call reports under `dir`, behind the same key check as
-/// the REST API.
-pub fn routes(dir: PathBuf, state: AppState) -> Router {
-    let reports = Reports(Arc::new(dir), state.kit.clone());
+/// The routes of the call reports under `dir`, without layers: the server
+/// merges them before it applies its own (key check, metrics, body limit,
+/// panic catching), so they are guarded like the REST API.
+pub fn routes(dir: PathBuf, kit: roomkit_core::RoomKit) -> Router<AppState> {
+    let reports = Reports(Arc::new(dir), kit);
     Router::new()
         .route("/calls", get(page))
         .route("/call-reports", get(list))
         .route("/call-reports/{id}", get(one))
         .route("/call-reports/{id}/recording.wav", get(recording))
         .with_state(reports)
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            crate::auth::guard,
-        ))
 }
 
 async fn page() -> Response {
@@ -63,26 +61,22 @@ async fn page() -> Response {
         .into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct PageQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
-async fn list(State(r): State<Reports>, scope: Scope, Query(q): Query<PageQuery>) -> Response {
-    let limit = match q.limit {
-        None => 50,
-        Some(n) if n <= 0 => {
-            return ApiError::bad_request("invalid_field", "limit must be positive")
-                .into_response();
-        }
-        Some(n) => n.min(500) as usize,
+async fn list(State(r): State<Reports>, scope: Scope, params: Params) -> Response {
+    // Bad values are JSON 400s, like every other list.
+    let limit = match params.limit() {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
     };
-    let start = match q.cursor.as_deref().map(str::parse::<usize>) {
+    // The cursor is the position of the next report.
+    let start = match params.text("cursor").map(str::parse::<usize>) {
         None => 0,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
-            return ApiError::bad_request("invalid_field", "cursor is not valid").into_response();
+            return ApiError::bad_request(
+                "invalid_cursor",
+                "query parameter `cursor` is not valid",
+            )
+            .into_response();
         }
     };
     let dir = r.0.clone();
@@ -100,7 +94,8 @@ async fn list(State(r): State<Reports>, scope: Scope, Query(q): Query<PageQuery>
     } else {
         all
     };
-    let end = (start + limit).min(all.len());
+    // A cursor near usize::MAX must not overflow.
+    let end = start.saturating_add(limit).min(all.len());
     let items = all.get(start..end).unwrap_or_default();
     let next = (end < all.len()).then(|| end.to_string());
     axum::Json(serde_json::json!({"items": items, "next_cursor": next})).into_response()

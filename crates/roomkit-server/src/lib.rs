@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod hooks;
 pub mod identity;
+pub mod ids;
 pub mod metrics;
 pub mod openapi;
 pub mod state;
@@ -183,13 +184,16 @@ impl Server {
         self
     }
 
-    /// The router (for tests that drive it without a socket).
+    /// The router (for tests that drive it without a socket). The call
+    /// report pages are merged before the layers, so the key check,
+    /// metrics, body limit and panic catching cover them too.
     pub fn router(&self) -> Router {
-        let app = router(self.state.clone());
-        match &self.call_reports {
-            Some(dir) => app.merge(calls::routes(dir.clone(), self.state.clone())),
+        let app = routes();
+        let app = match &self.call_reports {
+            Some(dir) => app.merge(calls::routes(dir.clone(), self.state.kit.clone())),
             None => app,
-        }
+        };
+        layered(app, self.state.clone())
     }
 
     /// Listens, prints `roomkit listening on http://ADDR` on stdout once
@@ -272,8 +276,12 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The complete router: REST, WebSocket, health, metrics, docs and the web
 /// chat, behind the auth, metrics, body-limit and panic layers.
 pub fn router(state: AppState) -> Router {
+    layered(routes(), state)
+}
+
+/// Every route of the server, without layers.
+fn routes() -> Router<AppState> {
     use api::*;
-    let body_limit = state.body_limit;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -329,6 +337,12 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/{room_id}", get(ws::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// `routes` behind the auth, body-limit, metrics and panic layers.
+fn layered(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

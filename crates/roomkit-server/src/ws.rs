@@ -350,6 +350,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let channel_id = ChannelId::from(params.required("channel_id")?);
+    crate::ids::check_opt("participant_id", params.text("participant_id"))?;
     let participant_id = params.text("participant_id").map(ParticipantId::from);
     let after_index = params.u64("after_index")?;
     let room_id = RoomId::from(room_id);
@@ -744,6 +745,14 @@ impl Session {
                 metadata,
                 addressed_to,
             } => {
+                if let Err(e) = crate::ids::check_opt("idempotency_key", idempotency_key.as_deref())
+                    .and_then(|()| {
+                        crate::ids::check_opt("correlation_id", correlation_id.as_deref())
+                    })
+                {
+                    let r = client_ref.unwrap_or(serde_json::Value::Null);
+                    return self.send_error(sink, &e.code, &e.message, Some(r)).await;
+                }
                 let request = SendEvent {
                     room_id: self.room_id.clone(),
                     channel_id: self.channel_id.clone(),

@@ -1285,6 +1285,7 @@ key_env = "B"
             ("HS", "hs"),
             ("TG", "tg"),
             ("TGS", "tgs"),
+            ("SGT", "sgt"),
         ]);
         let s = from_text(
             &format!(
@@ -1319,6 +1320,7 @@ type = "email"
 provider = "sendgrid"
 from = "help@example.com"
 api_key_env = "SG"
+inbound_token_env = "SGT"
 [[channels]]
 id = "hook"
 type = "webhook"
@@ -1349,7 +1351,7 @@ secret_token_env = "TGS"
             Some("https://chat.example.com/webhooks/sms/twilio/status?channel_id=sms-main")
         );
         let dump = format!("{s:?}");
-        for secret in ["tok\"", "\"key\"", "\"sg\"", "\"hs\"", "\"tgs\""] {
+        for secret in ["tok\"", "\"key\"", "\"sg\"", "\"hs\"", "\"tgs\"", "\"sgt\""] {
             assert!(!dump.contains(secret), "{secret} leaks into {dump}");
         }
     }
@@ -1402,6 +1404,41 @@ secret_token_env = "TGS"
         let e = problem("[[channels]]\nid = \"t\"\ntype = \"telegram\"\n");
         assert!(e.key.starts_with("channels[0]"), "{e}");
         assert!(e.problem.contains("bot_token_env"), "{e}");
+    }
+
+    #[test]
+    fn unauthenticated_inbound_needs_an_explicit_opt_in() {
+        let env = env_of(&[("TG", "tg"), ("TGS", "tgs"), ("SG", "sg"), ("SGT", "sgt")]);
+        let tg = "[[channels]]\nid = \"t\"\ntype = \"telegram\"\nbot_token_env = \"TG\"\n";
+        let e = from_text(tg, &env).unwrap_err();
+        assert_eq!(e.key, "channels[0].secret_token_env");
+        assert!(e.problem.contains("allow_unauthenticated_inbound"), "{e}");
+        assert!(from_text(&format!("{tg}allow_unauthenticated_inbound = true\n"), &env).is_ok());
+        assert!(from_text(&format!("{tg}secret_token_env = \"TGS\"\n"), &env).is_ok());
+        let e = from_text(
+            &format!("{tg}secret_token_env = \"TGS\"\nallow_unauthenticated_inbound = true\n"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "channels[0].allow_unauthenticated_inbound");
+        let sg = "[[channels]]\nid = \"m\"\ntype = \"email\"\nprovider = \"sendgrid\"\nfrom = \"a@b\"\napi_key_env = \"SG\"\n";
+        let e = from_text(sg, &env).unwrap_err();
+        assert_eq!(e.key, "channels[0].inbound_token_env");
+        assert!(from_text(&format!("{sg}allow_unauthenticated_inbound = true\n"), &env).is_ok());
+        assert!(from_text(&format!("{sg}inbound_token_env = \"SGT\"\n"), &env).is_ok());
+        // SMTP without a token still starts: its inbound path is not mounted.
+        let smtp = "[[channels]]\nid = \"m\"\ntype = \"email\"\nprovider = \"smtp\"\nfrom = \"a@b\"\nsmtp_url = \"smtp://127.0.0.1:2525\"\n";
+        let s = from_text(smtp, &env).unwrap();
+        let ChannelSpec::Transport(t) = &s.channels[0] else {
+            panic!("{:?}", s.channels[0]);
+        };
+        assert!(matches!(
+            t.kind,
+            crate::transport::TransportKind::Smtp {
+                inbound: crate::transport::EmailInbound::Off,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -61,6 +61,9 @@ struct EmailSection {
     base_url: Option<String>,
     // Both: a shared token inbound posts must carry as `?token=`.
     inbound_token_env: Option<String>,
+    // Both: take inbound posts without a token (an explicit opt-in).
+    #[serde(default)]
+    allow_unauthenticated_inbound: bool,
 }
 
 /// `[[channels]]` of type `webhook`.
@@ -85,6 +88,9 @@ struct TelegramSection {
     bot_token_env: String,
     base_url: Option<String>,
     secret_token_env: Option<String>,
+    // Take updates without the secret token (an explicit opt-in).
+    #[serde(default)]
+    allow_unauthenticated_inbound: bool,
 }
 
 /// A validated transport channel.
@@ -119,8 +125,8 @@ pub enum TransportKind {
         from: String,
         /// Relay settings.
         config: SmtpConfig,
-        /// Token inbound posts must carry.
-        inbound_token: Option<Secret>,
+        /// Who may post inbound mail.
+        inbound: EmailInbound,
     },
     /// Email through SendGrid.
     SendGrid {
@@ -128,13 +134,42 @@ pub enum TransportKind {
         from: String,
         /// Provider settings.
         config: SendGridConfig,
-        /// Token inbound posts must carry.
-        inbound_token: Option<Secret>,
+        /// Who may post inbound mail (never [`EmailInbound::Off`]).
+        inbound: EmailInbound,
     },
     /// The generic HTTP webhook channel.
     Webhook(WebhookConfig),
     /// A Telegram bot.
     Telegram(TelegramConfig),
+}
+
+/// Who may post to an email channel's inbound path.
+#[derive(Debug, Clone)]
+pub enum EmailInbound {
+    /// Only requests whose URL carries `?token=` with this value.
+    Token(Secret),
+    /// Anyone: `allow_unauthenticated_inbound = true` was set.
+    Open,
+    /// Nobody: the path is not mounted (SMTP without a token or opt-in).
+    Off,
+}
+
+/// The `allow_unauthenticated_inbound` flag against the credential that
+/// would authenticate the same posts: at most one of them may be set.
+fn inbound_choice(
+    ctx: &Ctx<'_>,
+    key: &str,
+    credential: &str,
+    has_credential: bool,
+    open: bool,
+) -> Result<(), ConfigError> {
+    if has_credential && open {
+        return Err(ctx.err(
+            format!("{key}.allow_unauthenticated_inbound"),
+            format!("cannot be combined with {credential}: inbound posts are authenticated by it"),
+        ));
+    }
+    Ok(())
 }
 
 // Specs compare by their printed form (secrets print redacted).
@@ -342,6 +377,18 @@ pub(crate) fn parse(
                 s.inbound_token_env.as_deref(),
                 env,
             )?;
+            inbound_choice(
+                ctx,
+                key,
+                "inbound_token_env",
+                inbound_token.is_some(),
+                s.allow_unauthenticated_inbound,
+            )?;
+            let inbound = match (inbound_token, s.allow_unauthenticated_inbound) {
+                (Some(token), _) => EmailInbound::Token(token),
+                (None, true) => EmailInbound::Open,
+                (None, false) => EmailInbound::Off,
+            };
             let kind = match s.provider.as_str() {
                 "smtp" => {
                     only_for(
@@ -383,7 +430,7 @@ pub(crate) fn parse(
                     TransportKind::Smtp {
                         from: s.from,
                         config,
-                        inbound_token,
+                        inbound,
                     }
                 }
                 "sendgrid" => {
@@ -404,10 +451,16 @@ pub(crate) fn parse(
                         Some(u) => http_url(ctx, format!("{key}.base_url"), u)?,
                         None => "https://api.sendgrid.com".into(),
                     };
+                    if matches!(inbound, EmailInbound::Off) {
+                        return Err(ctx.err(
+                            format!("{key}.inbound_token_env"),
+                            "is required: without it anyone can post inbound mail and delivery events; set allow_unauthenticated_inbound = true to accept that",
+                        ));
+                    }
                     TransportKind::SendGrid {
                         from: s.from,
                         config: SendGridConfig { api_key, base_url },
-                        inbound_token,
+                        inbound,
                     }
                 }
                 other => {
@@ -454,6 +507,19 @@ pub(crate) fn parse(
                 s.secret_token_env.as_deref(),
                 env,
             )?;
+            inbound_choice(
+                ctx,
+                key,
+                "secret_token_env",
+                config.secret_token.is_some(),
+                s.allow_unauthenticated_inbound,
+            )?;
+            if config.secret_token.is_none() && !s.allow_unauthenticated_inbound {
+                return Err(ctx.err(
+                    format!("{key}.secret_token_env"),
+                    "is required: without it anyone can post updates as any Telegram user; set allow_unauthenticated_inbound = true to accept that",
+                ));
+            }
             Ok(TransportSpec {
                 id: s.id,
                 kind: TransportKind::Telegram(config),
@@ -511,10 +577,13 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
         TransportKind::Smtp {
             from,
             config,
-            inbound_token,
+            inbound,
         } => {
             let c = EmailChannel::new(id, from.as_str(), Arc::new(SmtpEmail::new(config)?));
-            let receiver = Some(guarded(c.receiver(), inbound_token.clone()));
+            let receiver = guarded(c.receiver(), inbound);
+            if receiver.is_none() {
+                tracing::warn!(target: "roomkit.config", channel_id = %id, "email channel without inbound_token_env: outbound only, inbound mail is not accepted");
+            }
             Built {
                 channel: Arc::new(c),
                 receiver,
@@ -523,14 +592,14 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
         TransportKind::SendGrid {
             from,
             config,
-            inbound_token,
+            inbound,
         } => {
             let c = EmailChannel::new(
                 id,
                 from.as_str(),
                 Arc::new(SendGridEmail::new(config.clone())),
             );
-            let receiver = Some(guarded(c.receiver(), inbound_token.clone()));
+            let receiver = guarded(c.receiver(), inbound);
             Built {
                 channel: Arc::new(c),
                 receiver,
@@ -559,14 +628,22 @@ pub fn build(spec: &TransportSpec) -> Result<Built, ProviderError> {
 }
 
 /// Wraps an unsigned receiver (email providers do not sign their posts) so
-/// it takes only requests whose URL carries `token=<secret>`.
-fn guarded(inner: Arc<dyn WebhookReceiver>, token: Option<Secret>) -> Arc<dyn WebhookReceiver> {
-    match token {
-        Some(token) => Arc::new(TokenGuard { inner, token }),
-        None => {
-            tracing::warn!(target: "roomkit.config", path = %format!("/webhooks/{}/{}", inner.channel_type(), inner.provider()), "inbound email posts are not authenticated; set inbound_token_env");
-            inner
+/// it takes only requests whose URL carries `token=<secret>`; open only on
+/// the explicit opt-in, not mounted otherwise.
+fn guarded(
+    inner: Arc<dyn WebhookReceiver>,
+    inbound: &EmailInbound,
+) -> Option<Arc<dyn WebhookReceiver>> {
+    match inbound {
+        EmailInbound::Token(token) => Some(Arc::new(TokenGuard {
+            inner,
+            token: token.clone(),
+        })),
+        EmailInbound::Open => {
+            tracing::warn!(target: "roomkit.config", path = %format!("/webhooks/{}/{}", inner.channel_type(), inner.provider()), "inbound email posts are not authenticated (allow_unauthenticated_inbound = true)");
+            Some(inner)
         }
+        EmailInbound::Off => None,
     }
 }
 

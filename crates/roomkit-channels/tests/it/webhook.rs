@@ -287,3 +287,49 @@ fn allowed_urls_match_by_origin_and_path_segment() {
     assert!(url_is_allowed(&u("https://hooks.example.com/t/9"), &slash));
     assert!(!url_is_allowed(&u("https://hooks.example.com/t"), &slash));
 }
+
+/// A signed post without `message_id` or `idempotency_key` gets a key
+/// derived from what was signed: the same request twice has the same key,
+/// the same body signed at another second another one.
+#[tokio::test]
+async fn signed_posts_without_a_message_id_get_a_key_of_the_signed_body() {
+    let ch = channel("http://127.0.0.1:9/unused");
+    let now = 1_700_000_000;
+    let rx = ch.receiver_at(now);
+    let body = br#"{"sender_id":"crm-42","text":"ticket closed"}"#;
+    let signed_at = |ts: i64| {
+        request(
+            WebhookKind::Inbound,
+            "https://chat.example.com/webhooks/webhook/generic",
+            &[
+                (TIMESTAMP_HEADER, &ts.to_string()),
+                (SIGNATURE_HEADER, &sign("s3cret", ts, body)),
+            ],
+            body.to_vec(),
+        )
+    };
+    let key = |ts: i64| {
+        rx.verify_and_parse(&signed_at(ts)).unwrap().messages[0]
+            .idempotency_key
+            .clone()
+            .unwrap()
+    };
+    let first = key(now);
+    assert!(first.starts_with("webhook:sha256:"), "{first}");
+    assert_eq!(first.len(), "webhook:sha256:".len() + 64);
+    assert_eq!(key(now), first);
+    assert_ne!(key(now - 1), first);
+    // An explicit key still wins.
+    let body = br#"{"sender_id":"crm-42","text":"x","idempotency_key":"mine"}"#;
+    let req = request(
+        WebhookKind::Inbound,
+        "u",
+        &[
+            (TIMESTAMP_HEADER, &now.to_string()),
+            (SIGNATURE_HEADER, &sign("s3cret", now, body)),
+        ],
+        body.to_vec(),
+    );
+    let out = rx.verify_and_parse(&req).unwrap();
+    assert_eq!(out.messages[0].idempotency_key.as_deref(), Some("mine"));
+}
