@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod calls;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod hooks;
@@ -65,6 +66,8 @@ pub struct ServerOptions {
     /// The public URL providers sign webhooks against (`https://host`);
     /// without it the request's own URL is used.
     pub public_url: Option<String>,
+    /// Connection caps and timeouts of the listener and WebSocket.
+    pub limits: conn::ConnectionLimits,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +80,7 @@ impl Default for ServerOptions {
             frame_limit: DEFAULT_BODY_LIMIT,
             drain_timeout: Duration::from_secs(10),
             public_url: None,
+            limits: conn::ConnectionLimits::default(),
         }
     }
 }
@@ -118,6 +122,10 @@ impl Server {
             ws_tasks: TaskTracker::new(),
             webhooks: Arc::new(Vec::new()),
             public_url: options.public_url.as_deref().map(Arc::from),
+            ws_limits: Arc::new(ws::WsLimits::new(
+                options.limits.ws_connections_per_key,
+                options.limits.ws_send_timeout,
+            )),
         };
         Self {
             state,
@@ -195,18 +203,23 @@ impl Server {
         }
         tracing::info!(target: "roomkit.server", addr = %local, "listening");
         let token = state.shutdown.clone();
-        let signal = async move {
+        let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!(target: "roomkit.server", "shutting down: no new connections");
-            // Upgraded connections are not requests: close them now.
+            // Stops the accept loop, asks connections to finish their
+            // current request, and closes upgraded ones.
             token.cancel();
-        };
-        let serve = axum::serve(
+        });
+        conn::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            &self.options.limits,
+            state.metrics.clone(),
+            state.shutdown.clone(),
+            self.options.drain_timeout,
         )
-        .with_graceful_shutdown(signal);
-        serve.await?;
+        .await;
+        signal.abort();
         state.ws_tasks.close();
         if tokio::time::timeout(self.options.drain_timeout, state.ws_tasks.wait())
             .await

@@ -36,4 +36,6 @@ pub struct AppState {
     pub webhooks: Arc<Vec<MountedReceiver>>,
     /// The public URL providers sign webhooks against, when configured.
     pub public_url: Option<Arc<str>>,
+    /// WebSocket caps: connections per key, slow-client timeout.
+    pub ws_limits: Arc<crate::ws::WsLimits>,
 }

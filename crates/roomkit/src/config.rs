@@ -115,6 +115,18 @@ struct ServerSection {
     public_url: Option<String>,
     /// Requests per second per API key.
     rate_limit_per_key: Option<i64>,
+    /// Time a request head may take to arrive.
+    header_timeout_ms: Option<i64>,
+    /// Time a keep-alive connection may stay idle.
+    idle_timeout_ms: Option<i64>,
+    /// Concurrent connections.
+    max_connections: Option<i64>,
+    /// Concurrent connections of one client address.
+    max_connections_per_ip: Option<i64>,
+    /// Concurrent WebSocket connections per API key (or client address).
+    ws_max_connections_per_key: Option<i64>,
+    /// Time one WebSocket write may wait for a client that does not read.
+    ws_send_timeout_ms: Option<i64>,
 }
 
 /// `[store]`.
@@ -265,6 +277,8 @@ pub struct Settings {
     pub telemetry: crate::telemetry::TelemetrySettings,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
+    /// Connection caps and timeouts (`[server]`).
+    pub limits: roomkit_server::conn::ConnectionLimits,
 }
 
 /// Command-line values that override the file.
@@ -363,6 +377,56 @@ fn positive_ms(
             format!("must be a positive number of milliseconds, got {n}"),
         )),
     }
+}
+
+/// A count key of `[server]` that must be at least 1.
+fn positive_count(ctx: &Ctx<'_>, key: &str, v: Option<i64>) -> Result<Option<usize>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(n) => Err(ctx.err(key, format!("must be at least 1, got {n}"))),
+    }
+}
+
+/// The connection caps and timeouts of `[server]`.
+fn connection_limits(
+    ctx: &Ctx<'_>,
+    s: &ServerSection,
+) -> Result<roomkit_server::conn::ConnectionLimits, ConfigError> {
+    use roomkit_server::conn as c;
+    Ok(c::ConnectionLimits {
+        header_timeout: positive_ms(
+            ctx,
+            "server.header_timeout_ms",
+            s.header_timeout_ms,
+            c::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
+        )?,
+        idle_timeout: positive_ms(
+            ctx,
+            "server.idle_timeout_ms",
+            s.idle_timeout_ms,
+            c::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+        )?,
+        max_connections: positive_count(ctx, "server.max_connections", s.max_connections)?,
+        max_connections_per_ip: positive_count(
+            ctx,
+            "server.max_connections_per_ip",
+            s.max_connections_per_ip,
+        )?
+        .unwrap_or(c::DEFAULT_MAX_CONNECTIONS_PER_IP),
+        ws_connections_per_key: positive_count(
+            ctx,
+            "server.ws_max_connections_per_key",
+            s.ws_max_connections_per_key,
+        )?
+        .unwrap_or(c::DEFAULT_WS_CONNECTIONS_PER_KEY),
+        ws_send_timeout: positive_ms(
+            ctx,
+            "server.ws_send_timeout_ms",
+            s.ws_send_timeout_ms,
+            c::DEFAULT_WS_SEND_TIMEOUT.as_millis() as u64,
+        )?,
+    })
 }
 
 fn check_store_url(url: &str) -> Result<(), String> {
@@ -585,6 +649,8 @@ fn validate(
 
     let identity = f.identity.map(|i| identity(ctx, i)).transpose()?;
 
+    let limits = connection_limits(ctx, &f.server)?;
+
     let telemetry = telemetry_settings(ctx, f.telemetry.unwrap_or_default(), env, &mut warnings)?;
 
     Ok(Settings {
@@ -602,6 +668,7 @@ fn validate(
         analytics,
         telemetry,
         warnings,
+        limits,
     })
 }
 

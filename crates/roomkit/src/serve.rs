@@ -196,6 +196,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         api_key: settings.api_key.map(ApiKey::new),
         rate_limit_per_key: settings.rate_limit_per_key,
         public_url: settings.public_url.clone(),
+        limits: settings.limits.clone(),
         ..ServerOptions::default()
     };
     // Call analytics: every room is observed as a call (see analytics.rs).
