@@ -1105,6 +1105,37 @@ on_error = "block"
     }
 
     #[test]
+    fn connection_limits_are_read_and_checked() {
+        let s = from_text(
+            "[server]\nheader_timeout_ms = 500\nidle_timeout_ms = 700\nmax_connections = 50\nmax_connections_per_ip = 5\nws_max_connections_per_key = 3\nws_send_timeout_ms = 900\n",
+            &no_env(),
+        )
+        .unwrap();
+        let l = &s.limits;
+        assert_eq!(l.header_timeout, Duration::from_millis(500));
+        assert_eq!(l.idle_timeout, Duration::from_millis(700));
+        assert_eq!(l.max_connections, Some(50));
+        assert_eq!(l.max_connections_per_ip, 5);
+        assert_eq!(l.ws_connections_per_key, 3);
+        assert_eq!(l.ws_send_timeout, Duration::from_millis(900));
+        let d = from_text("", &no_env()).unwrap().limits;
+        assert_eq!(d.header_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_connections, None);
+        assert_eq!(d.max_connections_per_ip, 256);
+        for key in [
+            "header_timeout_ms",
+            "idle_timeout_ms",
+            "max_connections",
+            "max_connections_per_ip",
+            "ws_max_connections_per_key",
+            "ws_send_timeout_ms",
+        ] {
+            let e = problem(&format!("[server]\n{key} = 0\n"));
+            assert_eq!(e.key, format!("server.{key}"), "{e}");
+        }
+    }
+
+    #[test]
     fn errors_name_file_key_and_problem() {
         let e = problem("[server]\nadr = \"x\"\n");
         assert!(e.key.contains("adr"), "{e}");
