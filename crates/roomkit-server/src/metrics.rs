@@ -308,3 +308,33 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_label_has_a_fixed_set_of_values() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        assert_eq!(method_label(&Method::CONNECT), "other");
+        let invented = Method::from_bytes(b"XYZZY").unwrap_or(Method::TRACE);
+        assert_eq!(method_label(&invented), "other");
+    }
+
+    #[test]
+    fn invented_methods_share_one_series() {
+        let m = Metrics::default();
+        for name in ["AAA", "BBB", "CCC"] {
+            let method = axum::http::Method::from_bytes(name.as_bytes()).unwrap_or_default();
+            m.request(method_label(&method), "unmatched", 405, Duration::ZERO);
+        }
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("roomkit_http_requests_total{"))
+            .count();
+        assert_eq!(series, 1, "{text}");
+    }
+}
