@@ -142,7 +142,9 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
                 .pool_max_idle_per_host(0)
                 .build()?;
             let mut latencies = Vec::new();
+            let mut slow = Vec::new();
             let mut failures = 0u64;
+            let began = Instant::now();
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
@@ -150,14 +152,23 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
                     tokio::time::timeout(Duration::from_secs(5), http.get(&url).send()).await,
                     Ok(Ok(r)) if r.status() == 200
                 );
-                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                latencies.push(ms);
+                if ms > 100.0 {
+                    // When (seconds into the run) and how long, for the
+                    // checks over 100 ms.
+                    slow.push(json!([
+                        (t.duration_since(began).as_secs_f64() * 10.0).round() / 10.0,
+                        (ms * 10.0).round() / 10.0
+                    ]));
+                }
                 if !ok {
                     failures += 1;
                 }
                 next += Duration::from_millis(100);
                 tokio::time::sleep_until(next.into()).await;
             }
-            anyhow::Ok((latencies, failures))
+            anyhow::Ok((latencies, failures, slow))
         })
     };
 
@@ -192,8 +203,8 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
         }));
     }
 
-    // Slow WebSocket readers: connect, never read, and reconnect after
-    // a while (a client that does not read cannot tell when the server
+    // Slow WebSocket readers: connect and never read; each is held until
+    // the end (a client that does not read cannot tell when the server
     // gave up on it).
     let ws_url = format!("ws://{addr}/ws/soak?channel_id=ws&after_index=0");
     let ws_opened = Arc::new(AtomicU64::new(0));
@@ -202,21 +213,14 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
         let ws_url = ws_url.clone();
         let ws_opened = ws_opened.clone();
         tasks.push(tokio::spawn(async move {
+            let Ok((ws, _)) = tokio_tungstenite::connect_async(&ws_url).await else {
+                return;
+            };
+            ws_opened.fetch_add(1, Ordering::Relaxed);
             while !stop.load(Ordering::Relaxed) {
-                let Ok((ws, _)) = tokio_tungstenite::connect_async(&ws_url).await else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                };
-                ws_opened.fetch_add(1, Ordering::Relaxed);
-                let held = Instant::now();
-                while held.elapsed() < Duration::from_secs(20) {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                drop(ws);
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
+            drop(ws);
         }));
     }
 
@@ -253,11 +257,25 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
     }
 
     let mut rss_peak = rss_loaded;
+    let mut reported = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         rss_peak = rss_peak.max(rss_of(pid));
+        if started.elapsed().as_secs() >= reported + 10 {
+            reported = started.elapsed().as_secs();
+            eprintln!(
+                "server_soak: {reported} s, rss {} MB, {} random requests",
+                rss_of(pid) / (1024 * 1024),
+                sent_random.load(Ordering::Relaxed)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics_text = http
+    // A new connection, as the health checks use.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let metrics_text = fresh
         .get(format!("{base}/metrics"))
         .send()
         .await?
@@ -276,7 +294,7 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
             .unwrap_or(0)
     };
     stop.store(true, Ordering::Relaxed);
-    let (mut latencies, failures) = checker.await??;
+    let (mut latencies, failures, slow) = checker.await??;
     for t in tasks {
         t.abort();
     }
@@ -304,6 +322,7 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
         "healthz_checks": checks,
         "healthz_failures": failures,
         "healthz_over_100ms": over_100ms,
+        "healthz_slow_checks_at_s_ms": slow,
         "healthz_max_ms": percentile_ms(&latencies, 100.0),
         "healthz_p99_ms": percentile_ms(&latencies, 99.0),
         "healthz_p50_ms": percentile_ms(&latencies, 50.0),

@@ -190,6 +190,49 @@ impl Handle {
 pub struct ConnectionRegistry {
     rooms: DashMap<RoomId, HashMap<u64, Handle>>,
     next_id: AtomicU64,
+    frames: parking_lot::Mutex<FrameCache>,
+}
+
+/// Bytes of recent event frames kept for catch-up.
+const FRAME_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Recently made `{"type":"event"}` frames, by event id and index, so
+/// connections catching up on the same events share one copy of each frame
+/// instead of serializing it again. Oldest first out, bounded in bytes.
+#[derive(Default)]
+struct FrameCache {
+    frames: HashMap<(String, u64), Utf8Bytes>,
+    order: std::collections::VecDeque<(String, u64)>,
+    bytes: usize,
+}
+
+impl FrameCache {
+    fn get(&self, event: &RoomEvent) -> Option<Utf8Bytes> {
+        self.frames
+            .get(&(event.id.to_string(), event.index))
+            .cloned()
+    }
+
+    fn put(&mut self, event: &RoomEvent, frame: &Utf8Bytes) {
+        if frame.len() > FRAME_CACHE_BYTES / 4 {
+            return;
+        }
+        let key = (event.id.to_string(), event.index);
+        if self.frames.contains_key(&key) {
+            return;
+        }
+        self.bytes += frame.len();
+        self.frames.insert(key.clone(), frame.clone());
+        self.order.push_back(key);
+        while self.bytes > FRAME_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(f) = self.frames.remove(&old) {
+                self.bytes -= f.len();
+            }
+        }
+    }
 }
 
 /// A registered connection; unregisters itself when dropped.
@@ -281,6 +324,16 @@ impl ConnectionRegistry {
         }
     }
 
+    /// The event frame of `event`, made once and shared while it is recent.
+    fn event_frame(&self, event: &RoomEvent) -> Utf8Bytes {
+        if let Some(f) = self.frames.lock().get(event) {
+            return f;
+        }
+        let frame = frame_of("event", event);
+        self.frames.lock().put(event, &frame);
+        frame
+    }
+
     /// Connections open in a room.
     pub fn connection_count(&self, room_id: &RoomId) -> usize {
         self.rooms.get(room_id).map_or(0, |c| c.len())
@@ -297,7 +350,7 @@ impl ConnectionRegistry {
         let Some(conns) = self.rooms.get(&event.room_id) else {
             return;
         };
-        let frame = frame_of("event", event);
+        let frame = self.event_frame(event);
         for h in conns.values() {
             if only.is_some_and(|c| c != &h.channel_id) {
                 continue;
@@ -760,7 +813,7 @@ impl Session {
                 // is skipped rather than waited for.
                 if event.index >= self.next {
                     let visible = self.reader.as_ref().is_some_and(|r| r.may_see(&event));
-                    let frame = visible.then(|| frame_of("event", &event));
+                    let frame = visible.then(|| self.state.connections.event_frame(&event));
                     bytes += frame.as_ref().map_or(256, |f| f.len());
                     count += 1;
                     self.emit(sink, &event, frame).await?;
