@@ -817,6 +817,10 @@ impl Session {
                     bytes += frame.as_ref().map_or(256, |f| f.len());
                     count += 1;
                     self.emit(sink, &event, frame).await?;
+                    // A socket with room takes frame after frame without
+                    // waiting: let other connections (health checks
+                    // included) run between them.
+                    tokio::task::yield_now().await;
                 }
             }
             if !full {
