@@ -62,6 +62,8 @@ const CATCH_UP_FIRST_PAGE: usize = 8;
 /// Bytes of events a catch-up page aims at; the event count of each page
 /// follows the sizes seen in the previous one.
 const CATCH_UP_PAGE_BYTES: usize = 256 * 1024;
+/// Bytes a catch-up sends before it lets other tasks run.
+const CATCH_UP_YIELD_BYTES: usize = 1024 * 1024;
 /// How long the close frame to a slow client may take.
 const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -807,6 +809,7 @@ impl Session {
             };
             let full = page.len() == limit;
             let mut bytes = 0usize;
+            let mut yielded_at = 0usize;
             let mut count = 0usize;
             for event in page {
                 // The store is authoritative: a hole (hard-deleted events)
@@ -818,9 +821,12 @@ impl Session {
                     count += 1;
                     self.emit(sink, &event, frame).await?;
                     // A socket with room takes frame after frame without
-                    // waiting: let other connections (health checks
-                    // included) run between them.
-                    tokio::task::yield_now().await;
+                    // waiting: after each MiB, let other connections
+                    // (health checks included) run.
+                    if bytes - yielded_at >= CATCH_UP_YIELD_BYTES {
+                        yielded_at = bytes;
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
             if !full {
