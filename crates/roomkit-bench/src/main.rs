@@ -15,6 +15,7 @@ mod audio;
 mod common;
 mod inbound;
 mod server;
+mod soak;
 mod store;
 
 fn main() -> std::process::ExitCode {
@@ -22,7 +23,7 @@ fn main() -> std::process::ExitCode {
     let Some(workload) = args.first().cloned() else {
         eprintln!("usage: roomkit-bench <workload> [--key value ...]");
         eprintln!(
-            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load ai_single ai_multi analytics_call analytics_export"
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load server_soak ai_single ai_multi analytics_call analytics_export"
         );
         return std::process::ExitCode::from(2);
     };
@@ -53,6 +54,13 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             } else {
                 server::run(&workload, &opts)
+            }
+        })
+        .and_then(|done| {
+            if done {
+                Ok(true)
+            } else {
+                soak::run(&workload, &opts)
             }
         })
         .and_then(|done| {

@@ -37,7 +37,7 @@ pub fn run(workload: &str, opts: &Options) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn server_binary(opts: &Options) -> anyhow::Result<PathBuf> {
+pub(crate) fn server_binary(opts: &Options) -> anyhow::Result<PathBuf> {
     if let Some(p) = opts.get("bin") {
         return Ok(PathBuf::from(p));
     }
@@ -57,7 +57,7 @@ fn server_binary(opts: &Options) -> anyhow::Result<PathBuf> {
 
 /// Raises the open-file limit to its hard maximum; the server (a child)
 /// inherits it. Both sides hold one socket per client.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -72,7 +72,7 @@ fn raise_fd_limit() {
     }
 }
 
-fn rss_of(pid: u32) -> u64 {
+pub(crate) fn rss_of(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -93,8 +93,20 @@ async fn ws_load(opts: &Options) -> anyhow::Result<()> {
     }
     raise_fd_limit();
     let bin = server_binary(opts)?;
+    // Every client is on loopback: lift the per-address caps for them.
+    let config = std::env::temp_dir().join(format!("roomkit-ws-load-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_connections_per_ip = {}\nws_max_connections_per_key = {}\n",
+            clients + 64,
+            clients + 64
+        ),
+    )?;
     let mut child = tokio::process::Command::new(&bin)
         .args(["serve", "--addr", "127.0.0.1:0", "--store", &store])
+        .arg("--config")
+        .arg(&config)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,6 +125,7 @@ async fn ws_load(opts: &Options) -> anyhow::Result<()> {
         .with_context(|| format!("unexpected first line {line:?}"))?
         .to_owned();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let _ = std::fs::remove_file(&config);
     let rss_idle = rss_of(pid);
 
     let _ = rustls::crypto::ring::default_provider().install_default();

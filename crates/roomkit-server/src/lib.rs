@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod calls;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod hooks;
@@ -76,6 +77,8 @@ pub struct ServerOptions {
     /// Webhook messages per minute and route from senders the server has
     /// not seen before (each may open a room), when limited.
     pub webhook_new_senders_per_minute: Option<u32>,
+    /// Connection caps and timeouts of the listener and WebSocket.
+    pub limits: conn::ConnectionLimits,
 }
 
 impl Default for ServerOptions {
@@ -92,6 +95,7 @@ impl Default for ServerOptions {
             ws_rate_limit_per_connection: None,
             webhook_rate_limit_per_sender: None,
             webhook_new_senders_per_minute: None,
+            limits: conn::ConnectionLimits::default(),
         }
     }
 }
@@ -150,6 +154,10 @@ impl Server {
             webhook_new_sender_limiter: options
                 .webhook_new_senders_per_minute
                 .map(|n| Arc::new(auth::RateLimiter::per_minute(n))),
+            ws_limits: Arc::new(ws::WsLimits::new(
+                options.limits.ws_connections_per_key,
+                options.limits.ws_send_timeout,
+            )),
         };
         Self {
             state,
@@ -230,18 +238,23 @@ impl Server {
         }
         tracing::info!(target: "roomkit.server", addr = %local, "listening");
         let token = state.shutdown.clone();
-        let signal = async move {
+        let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!(target: "roomkit.server", "shutting down: no new connections");
-            // Upgraded connections are not requests: close them now.
+            // Stops the accept loop, asks connections to finish their
+            // current request, and closes upgraded ones.
             token.cancel();
-        };
-        let serve = axum::serve(
+        });
+        conn::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            &self.options.limits,
+            state.metrics.clone(),
+            state.shutdown.clone(),
+            self.options.drain_timeout,
         )
-        .with_graceful_shutdown(signal);
-        serve.await?;
+        .await;
+        signal.abort();
         state.ws_tasks.close();
         if tokio::time::timeout(self.options.drain_timeout, state.ws_tasks.wait())
             .await

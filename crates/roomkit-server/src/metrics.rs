@@ -24,6 +24,23 @@ pub struct Metrics {
     ws_resyncs: AtomicU64,
     rate_limited: AtomicU64,
     events_seen: AtomicU64,
+    conns_open: AtomicI64,
+    conns_total: AtomicU64,
+    conns_refused: AtomicU64,
+    conns_overflow: AtomicU64,
+    conns_header_timeouts: AtomicU64,
+    conns_idle_timeouts: AtomicU64,
+    ws_slow_closed: AtomicU64,
+    ws_refused: AtomicU64,
+}
+
+/// Why the server closed a connection it had accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// A request head did not arrive in time.
+    Header,
+    /// A keep-alive connection sat idle too long.
+    Idle,
 }
 
 impl Metrics {
@@ -72,6 +89,47 @@ impl Metrics {
     /// A stored event reached the connection hub.
     pub fn event_seen(&self) {
         self.events_seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TCP connection was accepted and is being served.
+    pub fn conn_opened(&self) {
+        self.conns_open.fetch_add(1, Ordering::Relaxed);
+        self.conns_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A served TCP connection closed.
+    pub fn conn_closed(&self) {
+        self.conns_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection over the caps was closed at once.
+    pub fn conn_refused(&self) {
+        self.conns_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection over the caps was answered by the overflow service
+    /// (`/healthz`, or 503).
+    pub fn conn_overflow(&self) {
+        self.conns_overflow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The server closed a connection for a timeout.
+    pub fn conn_timed_out(&self, kind: TimeoutKind) {
+        match kind {
+            TimeoutKind::Header => &self.conns_header_timeouts,
+            TimeoutKind::Idle => &self.conns_idle_timeouts,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket client fell behind and was closed.
+    pub fn ws_slow_closed(&self) {
+        self.ws_slow_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket upgrade was refused by the per-key cap.
+    pub fn ws_refused(&self) {
+        self.ws_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -155,6 +213,48 @@ impl Metrics {
             "Stored room events seen by this server.",
             self.events_seen.load(Ordering::Relaxed),
         );
+        gauge(
+            &mut out,
+            "roomkit_connections",
+            "Open TCP connections, WebSocket ones included.",
+            self.conns_open.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_connections_total",
+            "TCP connections accepted within the caps.",
+            self.conns_total.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_connections_overflow_total",
+            "Connections over the caps answered only for /healthz (503 otherwise).",
+            self.conns_overflow.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_connections_refused_total",
+            "Connections over the caps and the reserve, closed at once.",
+            self.conns_refused.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_connections_timed_out_total Connections closed by the server for a timeout.\n# TYPE roomkit_connections_timed_out_total counter\nroomkit_connections_timed_out_total{{reason=\"header\"}} {}\nroomkit_connections_timed_out_total{{reason=\"idle\"}} {}",
+            self.conns_header_timeouts.load(Ordering::Relaxed),
+            self.conns_idle_timeouts.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_ws_slow_closed_total",
+            "WebSocket connections closed because the client fell behind.",
+            self.ws_slow_closed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomkit_ws_refused_total",
+            "WebSocket upgrades refused by the per-key connection cap.",
+            self.ws_refused.load(Ordering::Relaxed),
+        );
         if let Some(rss) = resident_bytes() {
             gauge(
                 &mut out,
@@ -174,10 +274,26 @@ fn resident_bytes() -> Option<i64> {
     Some(pages * 4096)
 }
 
+/// The `method` label: one of a fixed set, so a client cannot add series
+/// by inventing methods.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// The middleware that counts every answered request by route template.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -185,10 +301,40 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
     state.metrics.request(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_label_has_a_fixed_set_of_values() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        assert_eq!(method_label(&Method::CONNECT), "other");
+        let invented = Method::from_bytes(b"XYZZY").unwrap_or(Method::TRACE);
+        assert_eq!(method_label(&invented), "other");
+    }
+
+    #[test]
+    fn invented_methods_share_one_series() {
+        let m = Metrics::default();
+        for name in ["AAA", "BBB", "CCC"] {
+            let method = axum::http::Method::from_bytes(name.as_bytes()).unwrap_or_default();
+            m.request(method_label(&method), "unmatched", 405, Duration::ZERO);
+        }
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("roomkit_http_requests_total{"))
+            .count();
+        assert_eq!(series, 1, "{text}");
+    }
 }

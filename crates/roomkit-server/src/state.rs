@@ -45,4 +45,6 @@ pub struct AppState {
     /// Webhook messages from senders not seen before, per minute and
     /// route, when limited.
     pub webhook_new_sender_limiter: Option<Arc<RateLimiter>>,
+    /// WebSocket caps: connections per key, slow-client timeout.
+    pub ws_limits: Arc<crate::ws::WsLimits>,
 }

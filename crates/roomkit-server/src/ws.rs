@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,12 +48,104 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a client that keeps sending over its frame rate.
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code for a client that stopped reading: one write waited longer
+/// than the send timeout.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
 
-/// Queue bound of one connection; when full the connection re-reads the
-/// store instead of receiving more live events.
+/// Queue bound of one connection, in frames; when full the connection
+/// re-reads the store instead of receiving more live events.
 const CONNECTION_QUEUE: usize = 256;
-/// Events read from the store per catch-up page.
+/// Queue bound of one connection, in bytes of frames.
+const CONNECTION_QUEUE_BYTES: usize = 1024 * 1024;
+/// Most events read from the store per catch-up page.
 const CATCH_UP_PAGE: usize = 500;
+/// Events of the first catch-up page, before event sizes are known.
+const CATCH_UP_FIRST_PAGE: usize = 8;
+/// Bytes of events a catch-up page aims at; the event count of each page
+/// follows the sizes seen in the previous one.
+const CATCH_UP_PAGE_BYTES: usize = 256 * 1024;
+/// Bytes a catch-up sends before it lets other tasks run.
+const CATCH_UP_YIELD_BYTES: usize = 1024 * 1024;
+/// How long the close frame to a slow client may take.
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Per-key caps of WebSocket connections and the slow-client timeout.
+pub struct WsLimits {
+    per_key: usize,
+    send_timeout: Duration,
+    open: DashMap<String, usize>,
+}
+
+impl WsLimits {
+    /// Caps of `per_key` connections per key; writes may wait
+    /// `send_timeout`.
+    pub fn new(per_key: usize, send_timeout: Duration) -> Self {
+        Self {
+            per_key: per_key.max(1),
+            send_timeout,
+            open: DashMap::new(),
+        }
+    }
+
+    /// Takes a place for one more connection of `key`, when under the cap.
+    fn acquire(self: &Arc<Self>, key: String) -> Option<WsPermit> {
+        let mut n = self.open.entry(key.clone()).or_default();
+        if *n >= self.per_key {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(WsPermit {
+            limits: self.clone(),
+            key,
+        })
+    }
+}
+
+/// A place under the per-key cap; given back when dropped.
+struct WsPermit {
+    limits: Arc<WsLimits>,
+    key: String,
+}
+
+impl Drop for WsPermit {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.limits.open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+        self.limits.open.remove_if(&self.key, |_, n| *n == 0);
+    }
+}
+
+/// What the per-key cap counts a connection against: the presented key
+/// when keys are required (it was checked already), else the client
+/// address.
+fn cap_key(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    params: &Params,
+    peer: Option<std::net::SocketAddr>,
+) -> String {
+    use std::hash::{Hash, Hasher};
+    if state.api_key.is_some() {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|t| t.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_owned());
+        if let Some(token) = bearer.or_else(|| params.text("token").map(str::to_owned)) {
+            // Only a digest is kept, never the key itself.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            token.hash(&mut h);
+            return format!("key:{:016x}", h.finish());
+        }
+    }
+    match peer {
+        Some(addr) => format!("ip:{}", addr.ip()),
+        None => "ip:unknown".to_owned(),
+    }
+}
 
 /// What the hub hands a connection.
 enum Feed {
@@ -63,11 +155,38 @@ enum Feed {
     Ephemeral(Utf8Bytes),
 }
 
+impl Feed {
+    fn len(&self) -> usize {
+        match self {
+            Self::Event(_, f) | Self::Ephemeral(f) => f.len(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Handle {
     channel_id: ChannelId,
     tx: mpsc::Sender<Feed>,
     resync: Arc<Notify>,
+    /// Bytes of frames waiting in the queue.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Handle {
+    /// Queues `feed` when it fits both bounds of the queue.
+    fn offer(&self, feed: Feed) -> bool {
+        let len = feed.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > CONNECTION_QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.try_send(feed).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
 }
 
 /// The live WebSocket connections, by room.
@@ -75,6 +194,49 @@ struct Handle {
 pub struct ConnectionRegistry {
     rooms: DashMap<RoomId, HashMap<u64, Handle>>,
     next_id: AtomicU64,
+    frames: parking_lot::Mutex<FrameCache>,
+}
+
+/// Bytes of recent event frames kept for catch-up.
+const FRAME_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Recently made `{"type":"event"}` frames, by event id and index, so
+/// connections catching up on the same events share one copy of each frame
+/// instead of serializing it again. Oldest first out, bounded in bytes.
+#[derive(Default)]
+struct FrameCache {
+    frames: HashMap<(String, u64), Utf8Bytes>,
+    order: std::collections::VecDeque<(String, u64)>,
+    bytes: usize,
+}
+
+impl FrameCache {
+    fn get(&self, event: &RoomEvent) -> Option<Utf8Bytes> {
+        self.frames
+            .get(&(event.id.to_string(), event.index))
+            .cloned()
+    }
+
+    fn put(&mut self, event: &RoomEvent, frame: &Utf8Bytes) {
+        if frame.len() > FRAME_CACHE_BYTES / 4 {
+            return;
+        }
+        let key = (event.id.to_string(), event.index);
+        if self.frames.contains_key(&key) {
+            return;
+        }
+        self.bytes += frame.len();
+        self.frames.insert(key.clone(), frame.clone());
+        self.order.push_back(key);
+        while self.bytes > FRAME_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(f) = self.frames.remove(&old) {
+                self.bytes -= f.len();
+            }
+        }
+    }
 }
 
 /// A registered connection; unregisters itself when dropped.
@@ -85,6 +247,14 @@ pub struct Registration {
     rx: mpsc::Receiver<Feed>,
     resync: Arc<Notify>,
     registry: Arc<ConnectionRegistry>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The next queued frame, its bytes taken off the queue's count.
+async fn next_feed(rx: &mut mpsc::Receiver<Feed>, queued: &AtomicUsize) -> Option<Feed> {
+    let feed = rx.recv().await?;
+    queued.fetch_sub(feed.len(), Ordering::AcqRel);
+    Some(feed)
 }
 
 impl Drop for Registration {
@@ -124,12 +294,14 @@ impl ConnectionRegistry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let resync = Arc::new(Notify::new());
+        let queued = Arc::new(AtomicUsize::new(0));
         self.rooms.entry(room_id.clone()).or_default().insert(
             id,
             Handle {
                 channel_id: channel_id.clone(),
                 tx,
                 resync: resync.clone(),
+                queued: queued.clone(),
             },
         );
         Registration {
@@ -138,6 +310,7 @@ impl ConnectionRegistry {
             rx,
             resync,
             registry: self.clone(),
+            queued,
         }
     }
 
@@ -153,6 +326,16 @@ impl ConnectionRegistry {
         if empty {
             self.rooms.remove_if(room_id, |_, conns| conns.is_empty());
         }
+    }
+
+    /// The event frame of `event`, made once and shared while it is recent.
+    fn event_frame(&self, event: &RoomEvent) -> Utf8Bytes {
+        if let Some(f) = self.frames.lock().get(event) {
+            return f;
+        }
+        let frame = frame_of("event", event);
+        self.frames.lock().put(event, &frame);
+        frame
     }
 
     /// Connections open in a room.
@@ -171,15 +354,12 @@ impl ConnectionRegistry {
         let Some(conns) = self.rooms.get(&event.room_id) else {
             return;
         };
-        let frame = frame_of("event", event);
+        let frame = self.event_frame(event);
         for h in conns.values() {
             if only.is_some_and(|c| c != &h.channel_id) {
                 continue;
             }
-            if h.tx
-                .try_send(Feed::Event(event.clone(), frame.clone()))
-                .is_err()
-            {
+            if !h.offer(Feed::Event(event.clone(), frame.clone())) {
                 h.resync.notify_one();
             }
         }
@@ -193,7 +373,7 @@ impl ConnectionRegistry {
         };
         let frame = frame_of("ephemeral", &event.event);
         for h in conns.values() {
-            let _ = h.tx.try_send(Feed::Ephemeral(frame.clone()));
+            let _ = h.offer(Feed::Ephemeral(frame.clone()));
         }
     }
 
@@ -339,13 +519,16 @@ pub enum ClientFrame {
 /// `GET /ws/{room_id}?channel_id=..[&participant_id=..][&after_index=N]`.
 ///
 /// # Errors
-/// 400 when `channel_id` is missing or `after_index` is not a number. An
-/// unknown room or unattached channel is reported after the upgrade, with
-/// close code 4404.
+/// 400 when `channel_id` is missing or `after_index` is not a number; 429
+/// when the key (or client address) already has as many connections as
+/// allowed. An unknown room or unattached channel is reported after the
+/// upgrade, with close code 4404.
 pub async fn upgrade(
     State(state): State<AppState>,
     scope: crate::auth::Scope,
     Path(room_id): Path<String>,
+    headers: axum::http::HeaderMap,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     params: Params,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
@@ -354,6 +537,17 @@ pub async fn upgrade(
     let participant_id = params.text("participant_id").map(ParticipantId::from);
     let after_index = params.u64("after_index")?;
     let room_id = RoomId::from(room_id);
+    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a);
+    let key = cap_key(&state, &headers, &params, peer);
+    let Some(permit) = state.ws_limits.acquire(key) else {
+        state.metrics.ws_refused();
+        tracing::info!(target: "roomkit.server.ws", room_id = %room_id, "websocket refused: too many connections for this key");
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "this key (or client address) has as many WebSocket connections open as allowed",
+        ));
+    };
     // Join before answering the handshake: everything committed after the
     // client sees the upgrade reaches it.
     let joined = match scope.check_room(&state.kit, &room_id).await {
@@ -373,6 +567,7 @@ pub async fn upgrade(
         reader: None,
         sent_close: false,
         frames,
+        _permit: permit,
     };
     // Small initial buffers: the library's defaults (128 KiB each way) cost
     // more than the rest of a connection. The read buffer still grows for a
@@ -445,6 +640,8 @@ struct Session {
     sent_close: bool,
     /// The inbound frame limit, when one is configured.
     frames: Option<FrameLimit>,
+    /// The place under the per-key cap, held while the connection lives.
+    _permit: WsPermit,
 }
 
 /// The inbound frame rate of one connection: `limit` frames per second
@@ -543,7 +740,7 @@ impl Session {
                             return Err(Gone);
                         }
                     },
-                    feed = reg.rx.recv() => match feed {
+                    feed = next_feed(&mut reg.rx, &reg.queued) => match feed {
                         Some(Feed::Event(event, frame)) => self.on_event(&mut sink, &event, Some(frame)).await?,
                         Some(Feed::Ephemeral(frame)) => self.send(&mut sink, Message::Text(frame)).await?,
                         None => return Err(Gone),
@@ -598,8 +795,28 @@ impl Session {
         }
     }
 
+    /// Sends one frame; a client that does not take it within the send
+    /// timeout is closed with [`CLOSE_TOO_SLOW`].
     async fn send(&mut self, sink: &mut Sink, msg: Message) -> Result<(), Gone> {
-        sink.send(msg).await.map_err(|_| Gone)?;
+        let limit = self.state.ws_limits.send_timeout;
+        match tokio::time::timeout(limit, sink.send(msg)).await {
+            Ok(sent) => sent.map_err(|_| Gone)?,
+            Err(_) => {
+                self.state.metrics.ws_slow_closed();
+                tracing::info!(target: "roomkit.server.ws", room_id = %self.room_id, channel_id = %self.channel_id, timeout_ms = limit.as_millis() as u64, "websocket client too slow; closing");
+                self.sent_close = true;
+                let frame = CloseFrame {
+                    code: CLOSE_TOO_SLOW,
+                    reason: Utf8Bytes::from_static("client too slow: not reading"),
+                };
+                // The unsent rest of the stalled frame goes first; give up
+                // on a client that still does not read.
+                let _ =
+                    tokio::time::timeout(SLOW_CLOSE_GRACE, sink.send(Message::Close(Some(frame))))
+                        .await;
+                return Err(Gone);
+            }
+        }
         self.state.metrics.frame_out();
         Ok(())
     }
@@ -641,7 +858,11 @@ impl Session {
             reason: Utf8Bytes::from(reason),
         };
         self.sent_close = true;
-        if sink.send(Message::Close(Some(frame))).await.is_err() {
+        let limit = self.state.ws_limits.send_timeout;
+        if !matches!(
+            tokio::time::timeout(limit, sink.send(Message::Close(Some(frame)))).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -655,11 +876,16 @@ impl Session {
     }
 
     /// Sends what the store holds from `next` on (what the client may see).
+    ///
+    /// Pages are sized by bytes: each page asks for as many events as fit
+    /// [`CATCH_UP_PAGE_BYTES`] at the sizes seen in the previous page, and
+    /// events are dropped as soon as they are sent.
     async fn catch_up(&mut self, sink: &mut Sink) -> Result<(), Gone> {
+        let mut limit = CATCH_UP_FIRST_PAGE;
         loop {
             let query = TimelineQuery {
                 after_index: self.next.checked_sub(1),
-                limit: Some(CATCH_UP_PAGE),
+                limit: Some(limit),
                 visible_to: None,
             };
             let page = match self.state.kit.timeline(&self.room_id, query).await {
@@ -669,17 +895,33 @@ impl Session {
                     return Ok(());
                 }
             };
-            let full = page.len() == CATCH_UP_PAGE;
+            let full = page.len() == limit;
+            let mut bytes = 0usize;
+            let mut yielded_at = 0usize;
+            let mut count = 0usize;
             for event in page {
                 // The store is authoritative: a hole (hard-deleted events)
                 // is skipped rather than waited for.
                 if event.index >= self.next {
-                    self.emit(sink, &event, None).await?;
+                    let visible = self.reader.as_ref().is_some_and(|r| r.may_see(&event));
+                    let frame = visible.then(|| self.state.connections.event_frame(&event));
+                    bytes += frame.as_ref().map_or(256, |f| f.len());
+                    count += 1;
+                    self.emit(sink, &event, frame).await?;
+                    // A socket with room takes frame after frame without
+                    // waiting: after each MiB, let other connections
+                    // (health checks included) run.
+                    if bytes - yielded_at >= CATCH_UP_YIELD_BYTES {
+                        yielded_at = bytes;
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
             if !full {
                 return Ok(());
             }
+            let average = (bytes / count.max(1)).max(1);
+            limit = (CATCH_UP_PAGE_BYTES / average).clamp(1, CATCH_UP_PAGE);
         }
     }
 

@@ -126,6 +126,18 @@ struct ServerSection {
     webhook_rate_limit_per_sender: Option<i64>,
     /// Webhook messages per minute and route from senders not seen before.
     webhook_new_senders_per_minute: Option<i64>,
+    /// Time a request head may take to arrive.
+    header_timeout_ms: Option<i64>,
+    /// Time a keep-alive connection may stay idle.
+    idle_timeout_ms: Option<i64>,
+    /// Concurrent connections.
+    max_connections: Option<i64>,
+    /// Concurrent connections of one client address.
+    max_connections_per_ip: Option<i64>,
+    /// Concurrent WebSocket connections per API key (or client address).
+    ws_max_connections_per_key: Option<i64>,
+    /// Time one WebSocket write may wait for a client that does not read.
+    ws_send_timeout_ms: Option<i64>,
 }
 
 /// `[[server.tenant_keys]]`.
@@ -294,6 +306,8 @@ pub struct Settings {
     pub webhook_rate_limit_per_sender: Option<u32>,
     /// Webhook messages per minute and route from new senders.
     pub webhook_new_senders_per_minute: Option<u32>,
+    /// Connection caps and timeouts (`[server]`).
+    pub limits: roomkit_server::conn::ConnectionLimits,
 }
 
 /// Command-line values that override the file.
@@ -392,6 +406,56 @@ fn positive_ms(
             format!("must be a positive number of milliseconds, got {n}"),
         )),
     }
+}
+
+/// A count key of `[server]` that must be at least 1.
+fn positive_count(ctx: &Ctx<'_>, key: &str, v: Option<i64>) -> Result<Option<usize>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(n) => Err(ctx.err(key, format!("must be at least 1, got {n}"))),
+    }
+}
+
+/// The connection caps and timeouts of `[server]`.
+fn connection_limits(
+    ctx: &Ctx<'_>,
+    s: &ServerSection,
+) -> Result<roomkit_server::conn::ConnectionLimits, ConfigError> {
+    use roomkit_server::conn as c;
+    Ok(c::ConnectionLimits {
+        header_timeout: positive_ms(
+            ctx,
+            "server.header_timeout_ms",
+            s.header_timeout_ms,
+            c::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
+        )?,
+        idle_timeout: positive_ms(
+            ctx,
+            "server.idle_timeout_ms",
+            s.idle_timeout_ms,
+            c::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+        )?,
+        max_connections: positive_count(ctx, "server.max_connections", s.max_connections)?,
+        max_connections_per_ip: positive_count(
+            ctx,
+            "server.max_connections_per_ip",
+            s.max_connections_per_ip,
+        )?
+        .unwrap_or(c::DEFAULT_MAX_CONNECTIONS_PER_IP),
+        ws_connections_per_key: positive_count(
+            ctx,
+            "server.ws_max_connections_per_key",
+            s.ws_max_connections_per_key,
+        )?
+        .unwrap_or(c::DEFAULT_WS_CONNECTIONS_PER_KEY),
+        ws_send_timeout: positive_ms(
+            ctx,
+            "server.ws_send_timeout_ms",
+            s.ws_send_timeout_ms,
+            c::DEFAULT_WS_SEND_TIMEOUT.as_millis() as u64,
+        )?,
+    })
 }
 
 fn check_store_url(url: &str) -> Result<(), String> {
@@ -684,6 +748,8 @@ fn validate(
 
     let identity = f.identity.map(|i| identity(ctx, i)).transpose()?;
 
+    let limits = connection_limits(ctx, &f.server)?;
+
     let telemetry = telemetry_settings(ctx, f.telemetry.unwrap_or_default(), env, &mut warnings)?;
 
     Ok(Settings {
@@ -705,6 +771,7 @@ fn validate(
         ws_rate_limit_per_connection,
         webhook_rate_limit_per_sender,
         webhook_new_senders_per_minute,
+        limits,
     })
 }
 
@@ -1224,6 +1291,37 @@ key_env = "B"
         assert_eq!(e.key, "server.webhook_rate_limit_per_sender", "{e}");
         let e = bad("[server]\nws_rate_limit_per_connection = -1\n");
         assert_eq!(e.key, "server.ws_rate_limit_per_connection", "{e}");
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        let s = from_text(
+            "[server]\nheader_timeout_ms = 500\nidle_timeout_ms = 700\nmax_connections = 50\nmax_connections_per_ip = 5\nws_max_connections_per_key = 3\nws_send_timeout_ms = 900\n",
+            &no_env(),
+        )
+        .unwrap();
+        let l = &s.limits;
+        assert_eq!(l.header_timeout, Duration::from_millis(500));
+        assert_eq!(l.idle_timeout, Duration::from_millis(700));
+        assert_eq!(l.max_connections, Some(50));
+        assert_eq!(l.max_connections_per_ip, 5);
+        assert_eq!(l.ws_connections_per_key, 3);
+        assert_eq!(l.ws_send_timeout, Duration::from_millis(900));
+        let d = from_text("", &no_env()).unwrap().limits;
+        assert_eq!(d.header_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_connections, None);
+        assert_eq!(d.max_connections_per_ip, 256);
+        for key in [
+            "header_timeout_ms",
+            "idle_timeout_ms",
+            "max_connections",
+            "max_connections_per_ip",
+            "ws_max_connections_per_key",
+            "ws_send_timeout_ms",
+        ] {
+            let e = problem(&format!("[server]\n{key} = 0\n"));
+            assert_eq!(e.key, format!("server.{key}"), "{e}");
+        }
     }
 
     #[test]

@@ -200,6 +200,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ws_rate_limit_per_connection: settings.ws_rate_limit_per_connection,
         webhook_rate_limit_per_sender: settings.webhook_rate_limit_per_sender,
         webhook_new_senders_per_minute: settings.webhook_new_senders_per_minute,
+        limits: settings.limits.clone(),
         ..ServerOptions::default()
     };
     // Call analytics: every room is observed as a call (see analytics.rs).

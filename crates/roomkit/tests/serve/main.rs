@@ -12,6 +12,7 @@ mod config;
 mod disk_full;
 mod email;
 mod hardening_auth;
+mod hardening_conns;
 mod hardening_low;
 mod hooks;
 mod outbound;
