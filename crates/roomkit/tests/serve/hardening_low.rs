@@ -297,8 +297,15 @@ fn report(dir: &Path, id: &str) {
 
 async fn start_with_reports(reports: &Path, env: &[(&str, &str)]) -> Server {
     let spool = tmp("spool");
+    // Without the key in the environment the server runs open, which
+    // now has to be said.
+    let server = if env.iter().any(|(k, _)| *k == "ROOMKIT_API_KEY") {
+        "api_key_env = \"ROOMKIT_API_KEY\""
+    } else {
+        "open = true"
+    };
     let path = config_file(&format!(
-        "[server]\napi_key_env = \"ROOMKIT_API_KEY\"\n[analytics]\nspool_dir = \"{}\"\n[analytics.reports]\ndir = \"{}\"\n",
+        "[server]\n{server}\n[analytics]\nspool_dir = \"{}\"\n[analytics.reports]\ndir = \"{}\"\n",
         spool.display(),
         reports.display()
     ));
