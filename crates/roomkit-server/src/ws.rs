@@ -370,6 +370,7 @@ pub async fn upgrade(
         state,
         next: 0,
         reader: None,
+        readable: false,
         sent_close: false,
         frames,
     };
@@ -390,6 +391,8 @@ struct Joined {
     registration: Registration,
     reader: Reader,
     next: u64,
+    /// Whether the binding's access lets the channel read (RFC §7.1).
+    readable: bool,
 }
 
 /// Checks the room and binding, registers the connection and takes its
@@ -428,6 +431,7 @@ async fn join(
             category: binding.category,
         },
         next,
+        readable: binding.access.can_read(),
     })
 }
 
@@ -441,6 +445,10 @@ struct Session {
     /// The next index this client is owed.
     next: u64,
     reader: Option<Reader>,
+    /// Whether the binding may read: a write-only (or `none`) binding is
+    /// never a delivery target, so its connections get only their own
+    /// events. Follows the CHANNEL_UPDATED markers in timeline order.
+    readable: bool,
     sent_close: bool,
     /// The inbound frame limit, when one is configured.
     frames: Option<FrameLimit>,
@@ -491,6 +499,7 @@ impl Session {
         let mut reg = match joined {
             Ok(j) => {
                 self.reader = Some(j.reader);
+                self.readable = j.readable;
                 self.next = j.next;
                 j.registration
             }
@@ -544,7 +553,9 @@ impl Session {
                     },
                     feed = reg.rx.recv() => match feed {
                         Some(Feed::Event(event, frame)) => self.on_event(&mut sink, &event, Some(frame)).await?,
-                        Some(Feed::Ephemeral(frame)) => self.send(&mut sink, Message::Text(frame)).await?,
+                        Some(Feed::Ephemeral(frame)) => if self.readable {
+                            self.send(&mut sink, Message::Text(frame)).await?;
+                        },
                         None => return Err(Gone),
                     },
                     _ = reg.resync.notified() => {
@@ -707,7 +718,13 @@ impl Session {
         frame: Option<Utf8Bytes>,
     ) -> Result<(), Gone> {
         self.next = event.index + 1;
-        let visible = self.reader.as_ref().is_some_and(|r| r.may_see(event));
+        if event.event_type == EventType::ChannelUpdated
+            && let Some(readable) = access_change(event, &self.channel_id)
+        {
+            self.readable = readable;
+        }
+        let visible = self.reader.as_ref().is_some_and(|r| r.may_see(event))
+            && (self.readable || event.source.channel_id == self.channel_id);
         if visible {
             let frame = frame.unwrap_or_else(|| frame_of("event", event));
             self.send(sink, Message::Text(frame)).await?;
@@ -818,6 +835,20 @@ impl Session {
 }
 
 /// True when `event` (a CHANNEL_DETACHED marker) detaches `channel_id`.
+/// Whether a CHANNEL_UPDATED marker about `channel_id` leaves it readable;
+/// `None` for a marker about another channel.
+fn access_change(event: &RoomEvent, channel_id: &ChannelId) -> Option<bool> {
+    let EventContent::System(s) = &event.content else {
+        return None;
+    };
+    if s.data.get("channel_id").and_then(|v| v.as_str()) != Some(channel_id.as_str()) {
+        return None;
+    }
+    let access: roomkit_core::model::Access =
+        serde_json::from_value(s.data.get("access")?.clone()).ok()?;
+    Some(access.can_read())
+}
+
 fn detaches(event: &RoomEvent, channel_id: &ChannelId) -> bool {
     match &event.content {
         EventContent::System(s) => s

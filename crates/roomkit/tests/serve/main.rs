@@ -12,6 +12,7 @@ mod config;
 mod email;
 mod hardening_auth;
 mod hooks;
+mod outside_bugs;
 mod rest;
 mod sms;
 mod store;
