@@ -420,11 +420,14 @@ mod tests {
             .resolve_participant(&room.id, &p.id, &IdentityId::from("i2"))
             .await;
         assert!(matches!(foreign, Err(RoomKitError::Invalid(_))));
+        // Only the participant's join marker (decision D6) is stored.
         let count = kit
             .timeline(&room.id, TimelineQuery::default())
             .await
             .unwrap()
-            .len();
+            .iter()
+            .filter(|e| e.event_type != EventType::ParticipantJoined)
+            .count();
         assert_eq!(count, 0, "nothing was stored");
     }
 }

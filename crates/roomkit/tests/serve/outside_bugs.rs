@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{Server, config_file, connect, next_frame, send};
 
@@ -95,4 +95,41 @@ type = "websocket"
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn adding_and_removing_a_participant_is_in_the_timeline() {
+    let s = Server::start().await;
+    s.ok("POST", "/rooms", Some(json!({"id": "pj"}))).await;
+    s.ok(
+        "POST",
+        "/rooms/pj/participants",
+        Some(json!({"id": "alice", "display_name": "Alice"})),
+    )
+    .await;
+    let joined: Vec<Value> = s
+        .timeline("pj")
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "participant_joined")
+        .collect();
+    assert_eq!(joined.len(), 1, "one participant_joined event");
+    assert_eq!(joined[0]["source"]["channel_id"], "system");
+    assert_eq!(joined[0]["status"], "delivered");
+    assert_eq!(joined[0]["content"]["data"]["participant_id"], "alice");
+
+    let (st, _) = s.call("DELETE", "/rooms/pj/participants/alice", None).await;
+    assert_eq!(st, 204);
+    let timeline = s.timeline("pj").await;
+    let left: Vec<&Value> = timeline
+        .iter()
+        .filter(|e| e["type"] == "participant_left")
+        .collect();
+    assert_eq!(left.len(), 1, "one participant_left event");
+    assert_eq!(left[0]["content"]["data"]["participant_id"], "alice");
+    let indexes: Vec<u64> = timeline
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, (0..timeline.len() as u64).collect::<Vec<_>>());
 }
