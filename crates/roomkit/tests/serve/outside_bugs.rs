@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use axum::Json;
+use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::{Server, config_file, connect, next_frame, send};
@@ -132,4 +134,91 @@ async fn adding_and_removing_a_participant_is_in_the_timeline() {
         .map(|e| e["index"].as_u64().unwrap())
         .collect();
     assert_eq!(indexes, (0..timeline.len() as u64).collect::<Vec<_>>());
+}
+
+/// A hook endpoint answering with side effects, as a client in another
+/// language would write it (optional lists it has nothing for are null).
+async fn effects_hook() -> String {
+    let decide = |Json(body): Json<Value>| async move {
+        let text = body["event"]["content"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let answer = if text.contains("block me") {
+            json!({"action": "block", "reason": "policy",
+                   "inject": null,
+                   "tasks": [{"type": "review", "title": "Blocked message"}],
+                   "observations": [{"type": "risk", "data": {"level": "high"}}],
+                   "event": null})
+        } else if text.contains("allow with effects") {
+            json!({"action": "allow", "reason": null,
+                   "inject": [{"content": {"type": "text", "text": "Noted by the hook."},
+                               "target_channel_ids": ["ws"]}],
+                   "tasks": [{"type": "follow_up", "title": "Call back"}],
+                   "observations": null,
+                   "event": null})
+        } else {
+            json!({"action": "allow"})
+        };
+        Json(answer)
+    };
+    let app = axum::Router::new().route("/hook", post(decide));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/hook")
+}
+
+#[tokio::test]
+async fn http_hook_side_effects_are_kept_when_blocking_and_when_allowing() {
+    let url = effects_hook().await;
+    let path = config_file(&format!(
+        r#"
+[[channels]]
+id = "ws"
+type = "websocket"
+
+[[hooks]]
+name = "policy"
+trigger = "before_broadcast"
+execution = "sync"
+url = "{url}"
+timeout_ms = 5000
+"#
+    ));
+    let s = Server::start_with(&["--config", path.to_str().unwrap()], &[]).await;
+    s.room("hk", false).await;
+
+    let blocked = s.post_text("hk", "ws", "block me please").await;
+    assert_eq!(blocked["blocked"], true, "{blocked}");
+    assert_eq!(blocked["event"]["blocked_by"], "policy");
+    let tasks = s.ok("GET", "/rooms/hk/tasks", None).await;
+    let items = tasks["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{tasks}");
+    assert_eq!(items[0]["type"], "review");
+    assert_eq!(items[0]["status"], "pending");
+    let obs = s.ok("GET", "/rooms/hk/observations", None).await;
+    assert_eq!(obs["items"].as_array().unwrap().len(), 1, "{obs}");
+    assert_eq!(obs["items"][0]["type"], "risk");
+
+    let allowed = s.post_text("hk", "ws", "allow with effects").await;
+    assert_eq!(allowed["blocked"], false, "{allowed}");
+    let timeline = s.timeline("hk").await;
+    let injected = timeline
+        .iter()
+        .find(|e| e["content"]["text"] == "Noted by the hook.")
+        .unwrap_or_else(|| panic!("the injected event is stored: {timeline:?}"));
+    assert_eq!(injected["metadata"]["injected_by"], "policy");
+    assert!(injected["index"].as_u64() > allowed["event"]["index"].as_u64());
+    let tasks = s.ok("GET", "/rooms/hk/tasks", None).await;
+    assert!(
+        tasks["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["type"] == "follow_up" && t["title"] == "Call back"),
+        "{tasks}"
+    );
 }
