@@ -11,6 +11,18 @@ use serde_json::{Value, json};
 
 use crate::{Server, config_file, connect, next_frame, send};
 
+/// Asserts the contract's error shape and returns the message.
+fn error_message(status: u16, body: &Value) -> String {
+    assert!(status >= 400, "{status} {body}");
+    let code = body["error"]["code"].as_str();
+    let message = body["error"]["message"].as_str();
+    assert!(
+        code.is_some_and(|c| !c.is_empty()) && message.is_some(),
+        "{status}: not the JSON error shape: {body}"
+    );
+    message.unwrap_or_default().to_owned()
+}
+
 #[tokio::test]
 async fn write_only_websocket_binding_receives_no_broadcasts() {
     let path = config_file(
@@ -221,4 +233,45 @@ timeout_ms = 5000
             .any(|t| t["type"] == "follow_up" && t["title"] == "Call back"),
         "{tasks}"
     );
+}
+
+#[tokio::test]
+async fn identity_resolves_by_e164_address_with_raw_or_encoded_plus() {
+    let s = Server::start().await;
+    let created = s
+        .ok(
+            "POST",
+            "/identities",
+            Some(json!({"id": "idn-e164", "channel_addresses": {"sms": ["+15551234567"]}})),
+        )
+        .await;
+    assert_eq!(created["channel_addresses"]["sms"][0], "+15551234567");
+    // What real clients send: a raw `+`.
+    let raw = s
+        .ok(
+            "GET",
+            "/identities/resolve?channel=sms&address=+15551234567",
+            None,
+        )
+        .await;
+    assert_eq!(raw["id"], "idn-e164");
+    // Percent-encoded.
+    let encoded = s
+        .ok(
+            "GET",
+            "/identities/resolve?channel=sms&address=%2B15551234567",
+            None,
+        )
+        .await;
+    assert_eq!(encoded["id"], "idn-e164");
+    // An unknown number is still a 404 in the error shape.
+    let (st, e) = s
+        .call(
+            "GET",
+            "/identities/resolve?channel=sms&address=+15550000000",
+            None,
+        )
+        .await;
+    assert_eq!(st, 404, "{e}");
+    error_message(st, &e);
 }
