@@ -49,22 +49,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = match serde_path_to_error::deserialize(&mut de) {
-        Ok(v) => v,
-        Err(e) => return Err(json_error(e)),
-    };
-    de.end()
+    // Two steps: the syntax first, then the shape. serde_json reports some
+    // type errors (a number where an enum is expected) as syntax errors when
+    // it reads straight into `T`, without a field; read from a parsed tree,
+    // every type error is a data error at a path.
+    let tree: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
-    Ok(value)
+    serde_path_to_error::deserialize(tree).map_err(json_error)
 }
 
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
-    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-        return ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}"));
-    }
     let message = if path == "." || path.is_empty() {
         format!("invalid request body: {inner}")
     } else {
@@ -281,6 +277,19 @@ mod tests {
         count: Option<u32>,
     }
 
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Colour {
+        Red,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Status {
+        status: Colour,
+    }
+
     #[test]
     fn json_errors_name_the_field() {
         let e = parse_json::<Body>(br#"{"name":"a","colour":1}"#).unwrap_err();
@@ -294,6 +303,12 @@ mod tests {
         assert!(e.message.contains("name"), "{}", e.message);
         let e = parse_json::<Body>(br#"{"name":"a"} x"#).unwrap_err();
         assert_eq!(e.code, "malformed_json");
+        // An enum given a number is a type error of that field.
+        let e = parse_json::<Status>(br#"{"status":5}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(e.message.contains("`status`"), "{}", e.message);
+        let e = parse_json::<Status>(br#"{"status":{"x":[1]}}"#).unwrap_err();
+        assert!(e.message.contains("`status`"), "{}", e.message);
         assert!(parse_json::<Body>(br#"{"name":"a"}"#).is_ok());
     }
 

@@ -275,3 +275,37 @@ async fn identity_resolves_by_e164_address_with_raw_or_encoded_plus() {
     assert_eq!(st, 404, "{e}");
     error_message(st, &e);
 }
+
+#[tokio::test]
+async fn a_wrongly_typed_field_is_named_in_the_400() {
+    let s = Server::start().await;
+    s.ok("POST", "/rooms", Some(json!({"id": "tf"}))).await;
+    let cases = [
+        ("PATCH", "/rooms/tf", "status", json!({"status": 5})),
+        ("PATCH", "/rooms/tf", "status", json!({"status": true})),
+        ("PATCH", "/rooms/tf", "metadata", json!({"metadata": 3})),
+        ("POST", "/rooms", "id", json!({"id": 7})),
+        (
+            "POST",
+            "/rooms/tf/channels",
+            "access",
+            json!({"channel_id": "ws", "access": 1}),
+        ),
+        (
+            "POST",
+            "/rooms/tf/events",
+            "content",
+            json!({"channel_id": "ws", "content": 5}),
+        ),
+        ("POST", "/rooms/tf/participants", "role", json!({"role": 2})),
+    ];
+    for (method, path, field, body) in cases {
+        let (st, e) = s.call(method, path, Some(body.clone())).await;
+        assert_eq!(st, 400, "{method} {path} {body}: {e}");
+        let message = error_message(st, &e);
+        assert!(
+            message.contains(field),
+            "{method} {path} {body}: the message does not name `{field}`: {message}"
+        );
+    }
+}
