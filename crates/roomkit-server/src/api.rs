@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use roomkit_core::model::{
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::extract::{Cursor, Page, Params, StrictJson, nullable};
 use crate::state::AppState;
 

@@ -69,6 +69,46 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     ApiError::bad_request("invalid_field", message)
 }
 
+/// The path parameters of a request. Like axum's `Path`, but a segment that
+/// does not decode (`/rooms/%ff`) or does not fit is a 400 in the JSON error
+/// shape, naming the segment.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(rejection) => Err(path_error(&rejection)),
+        }
+    }
+}
+
+fn path_error(rejection: &axum::extract::rejection::PathRejection) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    use axum::extract::rejection::PathRejection;
+    let PathRejection::FailedToDeserializePathParams(e) = rejection else {
+        // No path parameters matched: a routing fault, not the client's.
+        return ApiError::internal(format!("path parameters unavailable: {rejection}"));
+    };
+    let message = match e.kind() {
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            format!("path segment `{key}` is not valid UTF-8 once percent-decoded")
+        }
+        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
+            format!("path segment `{key}`: {}", e.body_text())
+        }
+        other => format!("invalid path: {other}"),
+    };
+    ApiError::bad_request("invalid_path", message)
+}
+
 /// Serde helper for fields where `null` means "clear" and absence means
 /// "leave as is": `Option<Option<T>>` with `#[serde(default)]`.
 pub mod nullable {

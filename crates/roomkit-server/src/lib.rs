@@ -184,7 +184,9 @@ impl Server {
     pub fn router(&self) -> Router {
         let app = router(self.state.clone());
         match &self.call_reports {
-            Some(dir) => app.merge(calls::routes(dir.clone(), self.state.clone())),
+            Some(dir) => app
+                .merge(calls::routes(dir.clone(), self.state.clone()))
+                .layer(axum::middleware::from_fn(error::json_error_shape)),
             None => app,
         }
     }
@@ -326,6 +328,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/{room_id}", get(ws::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(error::json_error_shape))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
 use axum::response::Response;
 use dashmap::DashMap;
 use futures::stream::SplitSink;
@@ -36,6 +36,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::extract::{Params, parse_json};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -347,8 +348,16 @@ pub async fn upgrade(
     scope: crate::auth::Scope,
     Path(room_id): Path<String>,
     params: Params,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    // A plain request (no upgrade headers) gets the JSON error shape too.
+    let ws = ws.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            "websocket_upgrade_required",
+            format!("this endpoint takes a WebSocket upgrade: {}", r.body_text()),
+        )
+    })?;
     let channel_id = ChannelId::from(params.required("channel_id")?);
     let participant_id = params.text("participant_id").map(ParticipantId::from);
     let after_index = params.u64("after_index")?;

@@ -309,3 +309,47 @@ async fn a_wrongly_typed_field_is_named_in_the_400() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_error_has_the_json_error_shape() {
+    let s = Server::start().await;
+    s.room("es", false).await;
+    // Undecodable path segments, on every route shape.
+    for path in [
+        "/rooms/%ff",
+        "/rooms/%ff/timeline",
+        "/rooms/es/events/%ff",
+        "/rooms/es/channels/%ff/mute",
+        "/identities/%ff",
+        "/ws/%ff?channel_id=ws",
+    ] {
+        let method = if path.ends_with("/mute") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (st, e) = s.call(method, path, None).await;
+        assert_eq!(st, 400, "{path}: {e}");
+        let message = error_message(st, &e);
+        assert!(message.contains("path"), "{path}: {message}");
+    }
+    // A plain GET on the WebSocket route.
+    let (st, e) = s.call("GET", "/ws/es?channel_id=ws", None).await;
+    assert!((400..500).contains(&st), "{st} {e}");
+    error_message(st, &e);
+    // Bad query strings.
+    let (st, e) = s.call("GET", "/rooms?limit=%ff", None).await;
+    assert_eq!(st, 400, "{e}");
+    error_message(st, &e);
+    // A body that is not UTF-8 JSON.
+    let (st, e) = s.raw("POST", "/rooms", vec![0xff, 0xfe, 0x00]).await;
+    assert_eq!(st, 400, "{e}");
+    error_message(st, &e);
+    // Unknown paths and methods.
+    let (st, e) = s.call("GET", "/nowhere", None).await;
+    assert_eq!(st, 404);
+    error_message(st, &e);
+    let (st, e) = s.call("PUT", "/rooms/es", None).await;
+    assert_eq!(st, 405);
+    error_message(st, &e);
+}
