@@ -152,7 +152,7 @@ impl IdentityResolver for AddressResolver {
             .store
             .resolve_by_address(
                 &ty,
-                &message.sender_id,
+                &crate::identity::normalize_address(&ty, &message.sender_id),
                 context.room.organization_id.as_deref(),
             )
             .await

@@ -1075,6 +1075,52 @@ impl RoomKit {
         Ok(())
     }
 
+    /// Stores a PARTICIPANT_JOINED / PARTICIPANT_LEFT marker for an
+    /// explicit membership change (decision D6), like the binding markers:
+    /// source `system`, handed to the channels that may read it, nothing on
+    /// a room that refuses events. The caller holds the lock.
+    async fn record_participant_event(
+        &self,
+        room: &Room,
+        ty: EventType,
+        participant: &Participant,
+    ) -> Result<()> {
+        if !room.status.accepts_events() {
+            return Ok(());
+        }
+        let mut data = Map::new();
+        data.insert("participant_id".into(), participant.id.as_str().into());
+        data.insert(
+            "display_name".into(),
+            participant.display_name.clone().into(),
+        );
+        data.insert(
+            "role".into(),
+            serde_json::to_value(participant.role).unwrap_or_default(),
+        );
+        if !participant.channel_id.is_empty() {
+            data.insert("channel_id".into(), participant.channel_id.as_str().into());
+        }
+        let code = serde_json::to_value(ty)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let verb = if ty == EventType::ParticipantLeft {
+            "left"
+        } else {
+            "joined"
+        };
+        let content = EventContent::System(SystemContent {
+            message: format!("participant {} {verb}", participant.id),
+            code,
+            data,
+        });
+        let mut event = RoomEvent::system(ty, content);
+        event.source.participant_id = Some(participant.id.clone());
+        self.commit_system_event(room, event).await?;
+        Ok(())
+    }
+
     // ---- participants
 
     /// Adds a participant explicitly (a deliberate join); fires
@@ -1088,7 +1134,7 @@ impl RoomKit {
         options: AddParticipant,
     ) -> Result<Participant> {
         let lock = self.lock_room(room_id).await?;
-        self.require_room(room_id).await?;
+        let room = self.require_room(room_id).await?;
         let channel_type = match &options.channel_id {
             Some(c) => self.channel(c).map(|c| c.channel_type()),
             None => None,
@@ -1121,6 +1167,8 @@ impl RoomKit {
         };
         // A taken id stays a store conflict, so surfaces can report it as one.
         let p = self.inner.store.create_participant(p).await?;
+        self.record_participant_event(&room, EventType::ParticipantJoined, &p)
+            .await?;
         drop(lock);
         self.spawn_hooks(
             HookTrigger::OnParticipantJoined,
@@ -1150,8 +1198,13 @@ impl RoomKit {
                 kind: "participant",
                 id: id.to_string(),
             })?;
+        let already_left = p.status == ParticipantStatus::Left;
         p.status = ParticipantStatus::Left;
         let p = self.inner.store.update_participant(p).await?;
+        if !already_left && let Some(room) = self.inner.store.get_room(room_id).await? {
+            self.record_participant_event(&room, EventType::ParticipantLeft, &p)
+                .await?;
+        }
         drop(lock);
         self.spawn_hooks(
             HookTrigger::OnParticipantLeft,

@@ -35,6 +35,7 @@ pub use hooks::{
     HookAction, HookInput, HookPayload, HookRegistration, HookResult, InjectedEvent, SideEffects,
 };
 pub use identity::IdentityUpdate;
+pub use identity::normalize_address;
 pub use identity_pipeline::{
     AddressResolver, DEFAULT_RESOLVER_TIMEOUT, DeliveryStatusUpdate, IdentityAction, IdentityError,
     IdentityHookPayload, IdentityHookResult, IdentityResolver, IdentityResult, IdentitySettings,

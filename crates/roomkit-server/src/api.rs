@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use roomkit_core::model::{
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::extract::{Cursor, Page, Params, StrictJson, nullable};
 use crate::ids;
 use crate::state::AppState;
@@ -807,7 +808,8 @@ pub async fn resolve_identity(
     let channel: ChannelType = params.required("channel")?.parse().map_err(|e| {
         ApiError::bad_request("invalid_query", format!("query parameter `channel`: {e}"))
     })?;
-    let address = params.required("address")?;
+    let address = query_address(params.required("address")?);
+    let address = address.as_str();
     let requested = params.text("organization_id");
     if let Some(org) = scope.organization()
         && requested.is_some_and(|r| r != org)
@@ -824,6 +826,17 @@ pub async fn resolve_identity(
         .resolve_identity(&channel, address, scope.organization().or(requested))
         .await?;
     Ok(ok(identity))
+}
+
+/// The `address` of a resolve query as the client meant it. Form decoding
+/// turns a raw `+` into a space, so `address=+15551234567` arrives as
+/// ` 15551234567`; no address starts with a space before a digit, so that
+/// space is read back as the `+` of an E.164 number (`%2B` works as well).
+fn query_address(raw: &str) -> String {
+    match raw.strip_prefix(' ') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => format!("+{rest}"),
+        _ => raw.to_owned(),
+    }
 }
 
 /// `GET /identities/{id}`.

@@ -229,3 +229,56 @@ impl From<RoomKitError> for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Largest error body the safety net reads back to reuse as the message.
+const PLAIN_ERROR_LIMIT: usize = 16 * 1024;
+
+/// Middleware: every error answer leaves in the `{"error":{..}}` shape.
+/// Handlers and this crate's extractors already answer so; this catches what
+/// a framework layer or extractor rejection answers in plain text (an
+/// unexpected method on the WebSocket route, a body the limit layer
+/// refused, ...), keeping its status and using its text as the message.
+/// Provider webhook replies are left as the provider expects them.
+pub async fn json_error_shape(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let webhook = request.uri().path().starts_with("/webhooks/");
+    let response = next.run(request).await;
+    let status = response.status();
+    if webhook || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, PLAIN_ERROR_LIMIT)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request".to_owned(),
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required".to_owned(),
+        s => s
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+            .replace([' ', '-'], "_"),
+    };
+    let mut answer = ApiError::new(status, code, text).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}

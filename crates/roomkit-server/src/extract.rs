@@ -49,28 +49,64 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = match serde_path_to_error::deserialize(&mut de) {
-        Ok(v) => v,
-        Err(e) => return Err(json_error(e)),
-    };
-    de.end()
+    // Two steps: the syntax first, then the shape. serde_json reports some
+    // type errors (a number where an enum is expected) as syntax errors when
+    // it reads straight into `T`, without a field; read from a parsed tree,
+    // every type error is a data error at a path.
+    let tree: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
-    Ok(value)
+    serde_path_to_error::deserialize(tree).map_err(json_error)
 }
 
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
-    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-        return ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}"));
-    }
     let message = if path == "." || path.is_empty() {
         format!("invalid request body: {inner}")
     } else {
         format!("invalid field `{path}`: {inner}")
     };
     ApiError::bad_request("invalid_field", message)
+}
+
+/// The path parameters of a request. Like axum's `Path`, but a segment that
+/// does not decode (`/rooms/%ff`) or does not fit is a 400 in the JSON error
+/// shape, naming the segment.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(rejection) => Err(path_error(&rejection)),
+        }
+    }
+}
+
+fn path_error(rejection: &axum::extract::rejection::PathRejection) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    use axum::extract::rejection::PathRejection;
+    let PathRejection::FailedToDeserializePathParams(e) = rejection else {
+        // No path parameters matched: a routing fault, not the client's.
+        return ApiError::internal(format!("path parameters unavailable: {rejection}"));
+    };
+    let message = match e.kind() {
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            format!("path segment `{key}` is not valid UTF-8 once percent-decoded")
+        }
+        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
+            format!("path segment `{key}`: {}", e.body_text())
+        }
+        other => format!("invalid path: {other}"),
+    };
+    ApiError::bad_request("invalid_path", message)
 }
 
 /// Serde helper for fields where `null` means "clear" and absence means
@@ -281,6 +317,19 @@ mod tests {
         count: Option<u32>,
     }
 
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Colour {
+        Red,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Status {
+        status: Colour,
+    }
+
     #[test]
     fn json_errors_name_the_field() {
         let e = parse_json::<Body>(br#"{"name":"a","colour":1}"#).unwrap_err();
@@ -294,6 +343,12 @@ mod tests {
         assert!(e.message.contains("name"), "{}", e.message);
         let e = parse_json::<Body>(br#"{"name":"a"} x"#).unwrap_err();
         assert_eq!(e.code, "malformed_json");
+        // An enum given a number is a type error of that field.
+        let e = parse_json::<Status>(br#"{"status":5}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(e.message.contains("`status`"), "{}", e.message);
+        let e = parse_json::<Status>(br#"{"status":{"x":[1]}}"#).unwrap_err();
+        assert!(e.message.contains("`status`"), "{}", e.message);
         assert!(parse_json::<Body>(br#"{"name":"a"}"#).is_ok());
     }
 

@@ -142,22 +142,58 @@ struct HttpHook {
     client: reqwest::Client,
 }
 
-/// The answer of a sync HTTP hook.
+/// The answer of a sync HTTP hook. Hooks are written in any language, so
+/// a field the hook has nothing for may be absent or `null` (in a task or
+/// observation too), and the RFC's name `injected_events` is read like
+/// `inject`.
 #[derive(Debug, Deserialize)]
 struct Answer {
     action: Action,
     #[serde(default)]
     reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "injected_events", deserialize_with = "lenient::list")]
     inject: Vec<Inject>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::list")]
     tasks: Vec<Task>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::list")]
     observations: Vec<Observation>,
     #[serde(default)]
     event: Option<RoomEvent>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::map")]
     metadata_updates: Map,
+}
+
+/// Reading what hooks in other languages write: `null` for "nothing".
+mod lenient {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+
+    /// A list that may be `null`; `null` fields of its objects count as
+    /// absent, so their defaults apply.
+    pub fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        let items = Option::<Vec<serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+        items
+            .into_iter()
+            .map(|mut item| {
+                if let Some(obj) = item.as_object_mut() {
+                    obj.retain(|_, v| !v.is_null());
+                }
+                serde_json::from_value(item).map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+
+    /// A map that may be `null`.
+    pub fn map<'de, D>(d: D) -> Result<roomkit_core::model::Map, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        Ok(Option::<roomkit_core::model::Map>::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -168,11 +204,21 @@ enum Action {
     Modify,
 }
 
+/// One event to inject: `{"content": ..}` as the contract writes it, or
+/// the RFC's `{"event": {"content": ..}}`.
 #[derive(Debug, Deserialize)]
 struct Inject {
-    content: EventContent,
+    #[serde(default)]
+    content: Option<EventContent>,
+    #[serde(default)]
+    event: Option<InjectEvent>,
     #[serde(default)]
     target_channel_ids: Option<Vec<ChannelId>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InjectEvent {
+    content: EventContent,
 }
 
 enum Failure {
@@ -260,9 +306,12 @@ impl HttpHook {
             }
         };
         for inj in answer.inject {
-            inj.content.validate().map_err(|e| format!("inject: {e}"))?;
+            let Some(content) = inj.content.or(inj.event.map(|e| e.content)) else {
+                return Err("inject: an injected event needs a `content`".into());
+            };
+            content.validate().map_err(|e| format!("inject: {e}"))?;
             result.injected_events.push(InjectedEvent {
-                event: RoomEvent::system(EventType::Message, inj.content),
+                event: RoomEvent::system(EventType::Message, content),
                 target_channel_ids: inj.target_channel_ids,
             });
         }

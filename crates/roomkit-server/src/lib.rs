@@ -356,6 +356,7 @@ fn routes() -> Router<AppState> {
 fn layered(routes: Router<AppState>, state: AppState) -> Router {
     let body_limit = state.body_limit;
     routes
+        .layer(axum::middleware::from_fn(error::json_error_shape))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

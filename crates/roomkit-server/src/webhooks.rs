@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use roomkit_channels::{WebhookError, WebhookKind, WebhookReceiver, WebhookRequest};
@@ -22,6 +22,7 @@ use roomkit_core::RoomKitError;
 use roomkit_core::model::{ChannelId, InboundMessage};
 
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::state::AppState;
 
 /// A receiver mounted for one channel.

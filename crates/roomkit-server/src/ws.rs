@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
 use axum::response::Response;
 use dashmap::DashMap;
 use futures::stream::SplitSink;
@@ -36,6 +36,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::extract::{Params, parse_json};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -530,8 +531,16 @@ pub async fn upgrade(
     headers: axum::http::HeaderMap,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     params: Params,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    // A plain request (no upgrade headers) gets the JSON error shape too.
+    let ws = ws.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            "websocket_upgrade_required",
+            format!("this endpoint takes a WebSocket upgrade: {}", r.body_text()),
+        )
+    })?;
     let channel_id = ChannelId::from(params.required("channel_id")?);
     crate::ids::check_opt("participant_id", params.text("participant_id"))?;
     let participant_id = params.text("participant_id").map(ParticipantId::from);
@@ -565,6 +574,7 @@ pub async fn upgrade(
         state,
         next: 0,
         reader: None,
+        readable: false,
         sent_close: false,
         frames,
         _permit: permit,
@@ -586,6 +596,8 @@ struct Joined {
     registration: Registration,
     reader: Reader,
     next: u64,
+    /// Whether the binding's access lets the channel read (RFC §7.1).
+    readable: bool,
 }
 
 /// Checks the room and binding, registers the connection and takes its
@@ -624,6 +636,7 @@ async fn join(
             category: binding.category,
         },
         next,
+        readable: binding.access.can_read(),
     })
 }
 
@@ -637,6 +650,10 @@ struct Session {
     /// The next index this client is owed.
     next: u64,
     reader: Option<Reader>,
+    /// Whether the binding may read: a write-only (or `none`) binding is
+    /// never a delivery target, so its connections get only their own
+    /// events. Follows the CHANNEL_UPDATED markers in timeline order.
+    readable: bool,
     sent_close: bool,
     /// The inbound frame limit, when one is configured.
     frames: Option<FrameLimit>,
@@ -689,6 +706,7 @@ impl Session {
         let mut reg = match joined {
             Ok(j) => {
                 self.reader = Some(j.reader);
+                self.readable = j.readable;
                 self.next = j.next;
                 j.registration
             }
@@ -742,7 +760,9 @@ impl Session {
                     },
                     feed = next_feed(&mut reg.rx, &reg.queued) => match feed {
                         Some(Feed::Event(event, frame)) => self.on_event(&mut sink, &event, Some(frame)).await?,
-                        Some(Feed::Ephemeral(frame)) => self.send(&mut sink, Message::Text(frame)).await?,
+                        Some(Feed::Ephemeral(frame)) => if self.readable {
+                            self.send(&mut sink, Message::Text(frame)).await?;
+                        },
                         None => return Err(Gone),
                     },
                     _ = reg.resync.notified() => {
@@ -950,7 +970,13 @@ impl Session {
         frame: Option<Utf8Bytes>,
     ) -> Result<(), Gone> {
         self.next = event.index + 1;
-        let visible = self.reader.as_ref().is_some_and(|r| r.may_see(event));
+        if event.event_type == EventType::ChannelUpdated
+            && let Some(readable) = access_change(event, &self.channel_id)
+        {
+            self.readable = readable;
+        }
+        let visible = self.reader.as_ref().is_some_and(|r| r.may_see(event))
+            && (self.readable || event.source.channel_id == self.channel_id);
         if visible {
             let frame = frame.unwrap_or_else(|| frame_of("event", event));
             self.send(sink, Message::Text(frame)).await?;
@@ -1069,6 +1095,20 @@ impl Session {
 }
 
 /// True when `event` (a CHANNEL_DETACHED marker) detaches `channel_id`.
+/// Whether a CHANNEL_UPDATED marker about `channel_id` leaves it readable;
+/// `None` for a marker about another channel.
+fn access_change(event: &RoomEvent, channel_id: &ChannelId) -> Option<bool> {
+    let EventContent::System(s) = &event.content else {
+        return None;
+    };
+    if s.data.get("channel_id").and_then(|v| v.as_str()) != Some(channel_id.as_str()) {
+        return None;
+    }
+    let access: roomkit_core::model::Access =
+        serde_json::from_value(s.data.get("access")?.clone()).ok()?;
+    Some(access.can_read())
+}
+
 fn detaches(event: &RoomEvent, channel_id: &ChannelId) -> bool {
     match &event.content {
         EventContent::System(s) => s

@@ -9,5 +9,6 @@ mod content;
 mod crosscut;
 mod indexing;
 mod model_ops;
+mod participants;
 mod room;
 mod util;

@@ -267,8 +267,9 @@ async fn c71_context_has_room_bindings_participants_and_recent_events() {
         texts(&ctx.recent_events).last().map(String::as_str),
         Some("first")
     );
-    // The context of the first message already had the attach notices.
-    assert_eq!(contexts[0].recent_events.len(), 2);
+    // The context of the first message already had the attach notices and
+    // the owner's join marker (decision D6).
+    assert_eq!(contexts[0].recent_events.len(), 3);
 
     let hook_ctx = hook_ctx.lock().clone().unwrap();
     assert_eq!(hook_ctx.room.id, room);

@@ -514,3 +514,47 @@ async fn delivery_status_updates_results_and_fires_the_hook() {
         .unwrap();
     assert!(unknown.is_none());
 }
+
+/// T-24, T-26: a phone number is one address however it is written: it is
+/// stored and looked up without separators, on create, update and resolve.
+#[tokio::test]
+async fn t24_phone_addresses_are_normalized_on_create_and_resolve() {
+    let kit = RoomKit::new();
+    let created = kit
+        .create_identity(person("ada", "Ada", Some(" +1 (555) 123-4567 "), None))
+        .await
+        .unwrap();
+    assert_eq!(created.channel_addresses[&ChannelType::Sms], vec![PHONE]);
+    for written in [PHONE, "+1 555 123 4567", "+1-555-123-4567", " +15551234567"] {
+        let found = kit
+            .resolve_identity(&ChannelType::Sms, written, None)
+            .await
+            .unwrap_or_else(|e| panic!("{written:?}: {e}"));
+        assert_eq!(found.id.as_str(), "ada");
+    }
+    // The same number written differently belongs to the same identity.
+    let dup = kit
+        .create_identity(person("bob", "Bob", Some("+1.555.123.4567"), None))
+        .await;
+    assert!(dup.is_err(), "a second owner of the same number: {dup:?}");
+    // Addresses that are not phone numbers are only trimmed.
+    let mut mail = person("eve", "Eve", None, Some(" Eve@Example.org "));
+    mail.channel_addresses.insert(
+        ChannelType::WhatsappPersonal,
+        vec!["1555@s.whatsapp.net".into()],
+    );
+    let eve = kit.create_identity(mail).await.unwrap();
+    assert_eq!(
+        eve.channel_addresses[&ChannelType::Email],
+        vec!["Eve@Example.org"]
+    );
+    assert_eq!(
+        eve.channel_addresses[&ChannelType::WhatsappPersonal],
+        vec!["1555@s.whatsapp.net"]
+    );
+    // An inbound sender written with separators is identified too.
+    assert_eq!(
+        roomkit_core::normalize_address(&ChannelType::Sms, "+1 (555) 123-4567"),
+        PHONE
+    );
+}

@@ -16,6 +16,7 @@ mod hardening_conns;
 mod hardening_low;
 mod hooks;
 mod outbound;
+mod outside_bugs;
 mod rest;
 mod sms;
 mod store;
