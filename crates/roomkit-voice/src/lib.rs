@@ -8,10 +8,21 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
+pub mod channel;
 mod error;
+mod session;
+pub mod splitter;
 pub mod stt;
 pub mod tts;
+pub mod twilio;
 
 pub use error::{ProviderFailure, VoiceError};
 pub use stt::{SttAudio, SttProvider, SttSession, Transcript};
 pub use tts::{TtsChunk, TtsProvider, TtsStream};
+
+pub use backend::{
+    BackendEvent, Call, CallInfo, MediaMessage, MediaSocket, Outbound, TransportStats,
+    VoiceBackend, VoiceCapabilities,
+};
+pub use channel::{CallHandle, VoiceChannel, VoiceSettings};
