@@ -615,7 +615,6 @@ impl CallTask {
             r.reset("stt");
             audio = frame.samples;
         }
-        let _ = self.stt_rate;
         if stt.audio.try_send(SttAudio::Samples(audio)).is_err()
             || stt.audio.try_send(SttAudio::Finalize).is_err()
         {

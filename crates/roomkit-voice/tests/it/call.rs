@@ -10,8 +10,11 @@ use roomkit_audio::AudioPipelineConfig;
 use roomkit_audio::dtmf::DtmfConfig;
 use roomkit_audio::pipeline::VadChoice;
 use roomkit_audio::turn::{InterruptionConfig, InterruptionStrategy};
-use roomkit_core::model::{ChannelId, EventContent, FrameworkEvent, RoomEvent};
-use roomkit_core::{AttachOptions, Channel, CreateRoom, RoomKit, TimelineQuery};
+use roomkit_core::model::{ChannelId, EventContent, FrameworkEvent, HookTrigger, RoomEvent};
+use roomkit_core::{
+    AttachOptions, Channel, CreateRoom, HookInput, HookPayload, HookRegistration, HookResult,
+    RoomKit, SideEffects, TimelineQuery,
+};
 use roomkit_voice::twilio::TwilioMediaStreams;
 use roomkit_voice::{CallHandle, VoiceChannel, VoiceSettings};
 use serde_json::json;
@@ -429,4 +432,115 @@ async fn in_band_and_signalled_dtmf_become_events() {
         ]
     );
     let _ = &mut rig.client;
+}
+
+fn record_async(kit: &RoomKit, seen: &Arc<std::sync::Mutex<Vec<String>>>, trigger: HookTrigger) {
+    let seen = seen.clone();
+    kit.add_hook(HookRegistration::asynchronous(
+        trigger,
+        format!("record-{trigger}"),
+        move |input: HookInput| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(input.trigger.to_string());
+                Ok(SideEffects::default())
+            }
+        },
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_hooks_fire_and_transcription_and_before_tts_can_modify() {
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        settings(InterruptionStrategy::Immediate),
+        &[QUESTION],
+        10,
+    )
+    .await;
+    rig.kit.add_hook(HookRegistration::sync(
+        HookTrigger::OnTranscription,
+        "fix-stt",
+        |input: HookInput| async move {
+            let HookPayload::Text(t) = &input.payload else {
+                return Ok(HookResult::allow());
+            };
+            Ok(HookResult::modify(HookPayload::Text(format!(
+                "{}?",
+                t.to_uppercase()
+            ))))
+        },
+    ));
+    rig.kit.add_hook(HookRegistration::sync(
+        HookTrigger::BeforeTts,
+        "reword",
+        |input: HookInput| async move {
+            let HookPayload::Text(t) = &input.payload else {
+                return Ok(HookResult::allow());
+            };
+            Ok(HookResult::modify(HookPayload::Text(
+                t.replace("you said", "you asked"),
+            )))
+        },
+    ));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for t in [
+        HookTrigger::OnSpeechStart,
+        HookTrigger::OnSpeechEnd,
+        HookTrigger::AfterTts,
+        HookTrigger::OnDtmf,
+    ] {
+        record_async(&rig.kit, &seen, t);
+    }
+    rig.client.say(silence(300));
+    rig.client.say(speech(QUESTION));
+    rig.client.say(silence(800));
+    wait_for_event(&rig.kit, Duration::from_secs(15), |e| {
+        e.source.channel_id.as_str() == "voice" && e.content.plain_text() == "WHAT TIME IS IT?"
+    })
+    .await
+    .expect("ON_TRANSCRIPTION's text is committed");
+    rig.client
+        .next_of("mark", Duration::from_secs(10))
+        .await
+        .expect("the answer is spoken");
+    let spoken = rig.tts.texts.lock().unwrap().join(" ");
+    assert!(spoken.contains("you asked: WHAT TIME IS IT?"), "{spoken}");
+    rig.client.dtmf("4");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = seen.lock().unwrap().clone();
+    for t in ["on_speech_start", "on_speech_end", "after_tts", "on_dtmf"] {
+        assert!(seen.iter().any(|s| s == t), "{t} in {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_transcription_hook_keeps_the_utterance_out_of_the_room() {
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        settings(InterruptionStrategy::Immediate),
+        &[QUESTION],
+        10,
+    )
+    .await;
+    rig.kit.add_hook(HookRegistration::sync(
+        HookTrigger::OnTranscription,
+        "redact",
+        |_input: HookInput| async move { Ok(HookResult::block("not on this line")) },
+    ));
+    rig.client.say(silence(300));
+    rig.client.say(speech(QUESTION));
+    rig.client.say(silence(800));
+    let got = rig.client.collect(Duration::from_secs(6)).await;
+    assert!(media_only(&got).is_empty(), "nothing to answer");
+    assert_eq!(
+        rig.stt.heard.lock().unwrap().len(),
+        1,
+        "the utterance was transcribed"
+    );
+    let said = wait_for_event(&rig.kit, Duration::from_millis(200), |e| {
+        e.source.channel_id.as_str() == "voice" && e.content.plain_text() == QUESTION
+    })
+    .await;
+    assert!(said.is_none());
 }
