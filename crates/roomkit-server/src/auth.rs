@@ -1,7 +1,8 @@
 //! Bearer-key authentication and per-key rate limiting, as one middleware.
 //!
-//! `/healthz`, the web chat assets, `/openapi.json` and `/webhooks/*` never
-//! take the key (webhooks are verified by their provider's signature).
+//! `/healthz`, the web chat assets, `/openapi.json`, `/webhooks/*` and
+//! `/voice/*` never take the key (webhooks and media sockets are verified
+//! by their provider's signature).
 //! WebSocket upgrades also accept the key as `?token=`.
 
 use std::collections::HashMap;
@@ -51,6 +52,7 @@ pub fn is_public(path: &str) -> bool {
         path,
         "/" | "/healthz" | "/openapi.json" | "/app.js" | "/style.css" | "/favicon.ico" | "/calls"
     ) || path.starts_with("/webhooks/")
+        || path.starts_with("/voice/")
 }
 
 fn presented_key(req: &Request) -> Option<String> {

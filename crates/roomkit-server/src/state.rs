@@ -36,4 +36,6 @@ pub struct AppState {
     pub webhooks: Arc<Vec<MountedReceiver>>,
     /// The public URL providers sign webhooks against, when configured.
     pub public_url: Option<Arc<str>>,
+    /// Media socket endpoints of the configured voice channels.
+    pub media: Arc<Vec<Arc<dyn roomkit_voice::MediaEndpoint>>>,
 }

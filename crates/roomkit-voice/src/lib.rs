@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod channel;
+pub mod endpoint;
 mod error;
 mod session;
 pub mod splitter;
@@ -26,3 +27,4 @@ pub use backend::{
     VoiceBackend, VoiceCapabilities,
 };
 pub use channel::{CallHandle, VoiceChannel, VoiceSettings};
+pub use endpoint::{MediaEndpoint, VoiceMediaEndpoint};

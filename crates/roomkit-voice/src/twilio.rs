@@ -457,3 +457,108 @@ pub fn verify_webhook(
     }
     Ok(fields)
 }
+
+/// Whether a media-socket upgrade carries Twilio's signature of `url` (Twilio
+/// signs the WebSocket handshake like a request without form fields).
+pub fn verify_upgrade(auth_token: &str, url: &str, headers: &[(String, String)]) -> bool {
+    let Some(given) = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("x-twilio-signature"))
+        .map(|(_, v)| v.as_str())
+    else {
+        return false;
+    };
+    !auth_token.is_empty()
+        && roomkit_channels::sms::twilio::verify_signature(auth_token, url, &[], given)
+}
+
+/// The media socket's URL next to a webhook URL: same host, `ws(s)` scheme,
+/// path `/voice/twilio/media`.
+pub fn media_url_for(webhook_url: &str) -> String {
+    let (scheme, rest) = match webhook_url.split_once("://") {
+        Some(("https", rest)) => ("wss", rest),
+        Some((_, rest)) => ("ws", rest),
+        None => ("ws", webhook_url),
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{host}/voice/{TRANSPORT}/media")
+}
+
+/// The voice webhook (`POST /webhooks/voice/twilio`) as a
+/// [`roomkit_channels::WebhookReceiver`]: checks `X-Twilio-Signature` and
+/// answers TwiML that connects the call to the media socket, passing the
+/// caller (`from`), the callee (`to`) and, when the request names one
+/// (`?room_id=`), the room.
+pub struct TwilioVoiceWebhook {
+    auth_token: roomkit_channels::Secret,
+}
+
+impl std::fmt::Debug for TwilioVoiceWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioVoiceWebhook").finish_non_exhaustive()
+    }
+}
+
+impl TwilioVoiceWebhook {
+    /// A receiver checking signatures with `auth_token`.
+    pub fn new(auth_token: roomkit_channels::Secret) -> Self {
+        Self { auth_token }
+    }
+}
+
+impl roomkit_channels::WebhookReceiver for TwilioVoiceWebhook {
+    fn channel_type(&self) -> &str {
+        "voice"
+    }
+
+    fn provider(&self) -> &str {
+        TRANSPORT
+    }
+
+    fn verify_and_parse(
+        &self,
+        req: &roomkit_channels::WebhookRequest,
+    ) -> Result<roomkit_channels::WebhookOutcome, roomkit_channels::WebhookError> {
+        use roomkit_channels::{WebhookError, WebhookKind, WebhookOutcome, WebhookReply};
+        if req.kind != WebhookKind::Inbound {
+            return Err(WebhookError::Unsupported(
+                "the Twilio voice webhook has no status endpoint".into(),
+            ));
+        }
+        let fields = verify_webhook(
+            self.auth_token.expose(),
+            &req.url,
+            &req.body,
+            req.header("X-Twilio-Signature"),
+        )
+        .map_err(|e| match e {
+            VoiceError::Transport(m) if m.starts_with("unreadable") => WebhookError::Malformed(m),
+            other => WebhookError::BadSignature(other.to_string()),
+        })?;
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let room = req.url.split_once('?').and_then(|(_, q)| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "room_id")
+                .map(|(_, v)| v)
+        });
+        let mut params: Vec<(&str, &str)> = Vec::new();
+        if let Some(f) = field("From") {
+            params.push(("from", f));
+        }
+        if let Some(t) = field("To") {
+            params.push(("to", t));
+        }
+        if let Some(r) = room.as_deref() {
+            params.push(("room_id", r));
+        }
+        let xml = twiml_connect_stream(&media_url_for(&req.url), &params);
+        Ok(WebhookOutcome::messages(Vec::new()).reply(WebhookReply::with_body("text/xml", xml)))
+    }
+}
