@@ -12,6 +12,7 @@ pub mod backend;
 pub mod channel;
 pub mod endpoint;
 mod error;
+pub mod registry;
 mod session;
 pub mod splitter;
 pub mod stt;
