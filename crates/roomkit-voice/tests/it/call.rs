@@ -544,3 +544,96 @@ async fn a_blocking_transcription_hook_keeps_the_utterance_out_of_the_room() {
     .await;
     assert!(said.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_providers_leave_the_call_standing() {
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        settings(InterruptionStrategy::Immediate),
+        &["!fail", QUESTION, "and another thing"],
+        10,
+    )
+    .await;
+    let mut framework = rig.kit.subscribe();
+    rig.tts
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The first utterance meets a failing STT; the session is reopened.
+    rig.client.say(silence(300));
+    rig.client.say(speech("hello there"));
+    rig.client.say(silence(1500));
+    // The second is heard; its answer's synthesis fails after 100 ms.
+    rig.client.say(speech(QUESTION));
+    rig.client.say(silence(800));
+    wait_for_event(&rig.kit, Duration::from_secs(15), |e| {
+        e.source.channel_id.as_str() == "voice" && e.content.plain_text() == QUESTION
+    })
+    .await
+    .expect("the call survived the STT failure");
+    let first = rig.client.collect(Duration::from_secs(3)).await;
+    let partial: usize = media_only(&first).len();
+    assert!(
+        (1..=10).contains(&partial),
+        "only the synthesized part played: {partial} frames"
+    );
+    // The third utterance is answered in full.
+    rig.client.say(speech("and another thing"));
+    rig.client.say(silence(800));
+    let answer = wait_for_event(&rig.kit, Duration::from_secs(15), |e| {
+        e.source.channel_id.as_str() == "echo"
+            && e.content.plain_text().ends_with("and another thing")
+    })
+    .await
+    .expect("the next turn is answered");
+    let expected_frames = answer.content.plain_text().chars().count() * 10 / 20;
+    let got = rig.client.collect(Duration::from_secs(4)).await;
+    let frames = media_only(&got).len();
+    assert!(
+        frames.abs_diff(expected_frames) <= 2,
+        "{frames} of {expected_frames} frames"
+    );
+    let mut names = Vec::new();
+    while let Ok(e) = framework.try_recv() {
+        names.push(e.name());
+    }
+    assert!(names.contains(&"stt_error"), "{names:?}");
+    assert!(names.contains(&"tts_error"), "{names:?}");
+    assert!(!names.contains(&"voice_session_ended"), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_interruption_ignores_a_short_sound_and_stops_on_speech() {
+    let mut confirmed = settings(InterruptionStrategy::Confirmed);
+    if let Some(i) = confirmed.interruption.as_mut() {
+        i.min_speech_ms = 800;
+    }
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        confirmed,
+        &[QUESTION, "", ""],
+        80,
+    )
+    .await;
+    rig.client.say(silence(300));
+    rig.client.say(speech(QUESTION));
+    rig.client.say(silence(800));
+    rig.client
+        .next_of("media", Duration::from_secs(15))
+        .await
+        .expect("the answer starts");
+    // A 450 ms sound: speech to the VAD (IMMEDIATE would stop here), but
+    // under the 800 ms CONFIRMED needs; playback goes on.
+    let blip: Vec<i16> = speech("yes yes yes").into_iter().take(8 * 450).collect();
+    rig.client.say(blip);
+    let got = rig.client.collect(Duration::from_millis(1500)).await;
+    assert!(
+        got.iter().all(|r| r.json["event"] != "clear"),
+        "a short sound is not a barge-in"
+    );
+    assert!(media_only(&got).len() > 50, "playback went on");
+    rig.client.say(speech("no no stop right there please"));
+    rig.client
+        .next_of("clear", Duration::from_secs(5))
+        .await
+        .expect("sustained speech interrupts");
+}
