@@ -637,3 +637,32 @@ async fn confirmed_interruption_ignores_a_short_sound_and_stops_on_speech() {
         .await
         .expect("sustained speech interrupts");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turn_detector_joins_a_sentence_split_by_a_pause() {
+    let mut with_turns = settings(InterruptionStrategy::Immediate);
+    with_turns.turn = Some(roomkit_audio::turn::HeuristicTurnConfig::default());
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        with_turns,
+        &["I want to", "book a table"],
+        10,
+    )
+    .await;
+    rig.client.say(silence(300));
+    rig.client.say(speech("I want to"));
+    rig.client.say(silence(700));
+    rig.client.say(speech("book a table"));
+    rig.client.say(silence(2500));
+    let said = wait_for_event(&rig.kit, Duration::from_secs(15), |e| {
+        e.source.channel_id.as_str() == "voice"
+            && e.event_type == roomkit_core::model::EventType::Message
+            && !e.content.plain_text().is_empty()
+            && !matches!(e.content, EventContent::System(_))
+    })
+    .await
+    .expect("the turn is committed");
+    assert_eq!(said.content.plain_text(), "I want to book a table");
+    assert_eq!(rig.stt.heard.lock().unwrap().len(), 2, "two VAD segments");
+    let _ = &mut rig.client;
+}
