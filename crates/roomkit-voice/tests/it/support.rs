@@ -227,8 +227,11 @@ pub fn speech(text: &str) -> Vec<i16> {
         .filter(char::is_ascii_alphanumeric)
         .take(24)
         .collect();
-    let raw = dir.join(format!("{tag}-22k.wav"));
-    let narrow = dir.join(format!("{tag}-8k.wav"));
+    // Tests run in parallel: every call gets files of its own.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let raw = dir.join(format!("{tag}-{n}-22k.wav"));
+    let narrow = dir.join(format!("{tag}-{n}-8k.wav"));
     let ok = std::process::Command::new("espeak-ng")
         .arg("-w")
         .arg(&raw)
