@@ -317,7 +317,7 @@ pub(crate) async fn run_call(
         native_agc: call.capabilities.native_agc,
         feeds_aec_reference: false,
     };
-    let pipeline = match AudioPipeline::from_config(&settings.pipeline, contract, caps) {
+    let mut pipeline = match AudioPipeline::from_config(&settings.pipeline, contract, caps) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(target: "roomkit.voice.call", session_id = %session_id, error = %e, "the audio pipeline cannot run this call");
@@ -325,6 +325,12 @@ pub(crate) async fn run_call(
             return;
         }
     };
+    let taps: Vec<_> = shared.taps.read().map(|t| t.clone()).unwrap_or_default();
+    for tap in taps {
+        if let Some(sink) = tap.call_started(&session_id, &room_id, &info) {
+            pipeline.add_recording_sink(&session_id, sink);
+        }
+    }
     let interruption = settings
         .interruption
         .clone()

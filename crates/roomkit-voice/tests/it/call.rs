@@ -16,7 +16,7 @@ use roomkit_core::{
     RoomKit, SideEffects, TimelineQuery,
 };
 use roomkit_voice::twilio::TwilioMediaStreams;
-use roomkit_voice::{CallHandle, VoiceChannel, VoiceSettings};
+use roomkit_voice::{CallHandle, CallInfo, CallTap, VoiceChannel, VoiceSettings};
 use serde_json::json;
 
 use crate::support::{
@@ -58,9 +58,22 @@ async fn rig(
     script: &[&str],
     ms_per_char: u32,
 ) -> Rig {
+    rig_with_tap(agent, settings, script, ms_per_char, None).await
+}
+
+async fn rig_with_tap(
+    agent: Arc<dyn Channel>,
+    settings: VoiceSettings,
+    script: &[&str],
+    ms_per_char: u32,
+    tap: Option<Arc<dyn CallTap>>,
+) -> Rig {
     let stt = ScriptedStt::new(script);
     let tts = ToneTts::new(ms_per_char);
     let voice = VoiceChannel::new("voice", settings, stt.clone(), tts.clone()).unwrap();
+    if let Some(tap) = tap {
+        voice.add_call_tap(tap);
+    }
     let agent_id = agent.id().clone();
     let kit = RoomKit::builder()
         .channel(Arc::new(voice.clone()))
@@ -116,11 +129,13 @@ fn media_only(r: &[Received]) -> Vec<&Received> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() {
     let mut framework = None;
-    let mut rig = rig(
+    let tap = Arc::new(CountingTap::default());
+    let mut rig = rig_with_tap(
         Arc::new(EchoAgent::new("echo")),
         settings(InterruptionStrategy::Immediate),
         &[QUESTION],
         20,
+        Some(tap.clone()),
     )
     .await;
     framework.get_or_insert_with(|| rig.kit.subscribe());
@@ -184,6 +199,11 @@ async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() 
         "a mark follows the reply"
     );
     assert_eq!(rig.tts.texts.lock().unwrap().join(" "), answer_text);
+    // A call tap saw the caller's audio and exactly the agent audio sent.
+    let (calls, caller, agent) = tap.counts();
+    assert_eq!(calls, 1);
+    assert!(caller as f64 / 8000.0 > spoken_s, "{caller} caller samples");
+    assert_eq!(agent, audio.len(), "the tap's agent audio is what was sent");
 
     // Hang up: the session ends with its framework events.
     rig.client.stop();
@@ -665,4 +685,53 @@ async fn the_turn_detector_joins_a_sentence_split_by_a_pause() {
     assert_eq!(said.content.plain_text(), "I want to book a table");
     assert_eq!(rig.stt.heard.lock().unwrap().len(), 2, "two VAD segments");
     let _ = &mut rig.client;
+}
+
+/// Test double: a call tap counting samples each way.
+#[derive(Default)]
+struct CountingTap {
+    calls: std::sync::atomic::AtomicUsize,
+    sink: Arc<CountingSink>,
+}
+
+#[derive(Default)]
+struct CountingSink {
+    inbound: std::sync::atomic::AtomicUsize,
+    outbound: std::sync::atomic::AtomicUsize,
+}
+
+impl roomkit_audio::RecordingSink for CountingSink {
+    fn on_inbound(&self, _stream: &str, frame: &roomkit_audio::AudioFrame) {
+        self.inbound
+            .fetch_add(frame.samples.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+    fn on_outbound(&self, _stream: &str, frame: &roomkit_audio::AudioFrame) {
+        self.outbound
+            .fetch_add(frame.samples.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl CountingTap {
+    fn counts(&self) -> (usize, usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.calls.load(SeqCst),
+            self.sink.inbound.load(SeqCst),
+            self.sink.outbound.load(SeqCst),
+        )
+    }
+}
+
+impl CallTap for CountingTap {
+    fn call_started(
+        &self,
+        _session_id: &str,
+        room_id: &roomkit_core::model::RoomId,
+        info: &CallInfo,
+    ) -> Option<Arc<dyn roomkit_audio::RecordingSink>> {
+        assert_eq!(room_id.as_str(), "r1");
+        assert_eq!(info.transport, "twilio");
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(self.sink.clone())
+    }
 }
