@@ -228,6 +228,51 @@ pub enum FrameworkEvent {
         /// milliseconds.
         duration_ms: f64,
     },
+    /// A voice session became ACTIVE (RFC §8.2).
+    VoiceSessionStarted {
+        /// Session.
+        session_id: String,
+        /// Room.
+        room_id: RoomId,
+        /// Voice channel.
+        channel_id: ChannelId,
+    },
+    /// A voice session's audio path is live in both directions (RFC §8.2).
+    VoiceSessionReady {
+        /// Session.
+        session_id: String,
+        /// Room.
+        room_id: RoomId,
+        /// Voice channel.
+        channel_id: ChannelId,
+    },
+    /// A voice session ENDED (RFC §8.2).
+    VoiceSessionEnded {
+        /// Session.
+        session_id: String,
+        /// Room.
+        room_id: RoomId,
+        /// Length of the call on its media clock, in milliseconds.
+        duration_ms: u64,
+    },
+    /// A speech-to-text provider failed during a call (RFC §8.2).
+    SttError {
+        /// Session.
+        session_id: String,
+        /// Provider name.
+        provider: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// A text-to-speech provider failed during a call (RFC §8.2).
+    TtsError {
+        /// Session.
+        session_id: String,
+        /// Provider name.
+        provider: String,
+        /// What went wrong.
+        error: String,
+    },
 }
 
 impl FrameworkEvent {
@@ -260,6 +305,11 @@ impl FrameworkEvent {
             Self::CircuitBreakerClosed { .. } => "circuit_breaker_closed",
             Self::AiTurnMetrics { .. } => "ai_turn_metrics",
             Self::AiToolCall { .. } => "ai_tool_call",
+            Self::VoiceSessionStarted { .. } => "voice_session_started",
+            Self::VoiceSessionReady { .. } => "voice_session_ready",
+            Self::VoiceSessionEnded { .. } => "voice_session_ended",
+            Self::SttError { .. } => "stt_error",
+            Self::TtsError { .. } => "tts_error",
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Bearer-key authentication, per-key rate limiting and tenant scoping, as
 //! one middleware.
 //!
-//! `/healthz`, the web chat assets, `/openapi.json` and `/webhooks/*` never
-//! take the key (webhooks are verified by their provider's signature).
+//! `/healthz`, the web chat assets, `/openapi.json`, `/webhooks/*` and
+//! `/voice/*` never take the key (webhooks and media sockets are verified
+//! by their provider's signature).
 //! WebSocket upgrades also accept the key as `?token=`. A request is
 //! charged to the verified key's bucket, or on an open server to its
 //! client address; a tenant key confines the request to one organization
@@ -55,6 +56,7 @@ pub fn is_public(path: &str) -> bool {
         path,
         "/" | "/healthz" | "/openapi.json" | "/app.js" | "/style.css" | "/favicon.ico" | "/calls"
     ) || path.starts_with("/webhooks/")
+        || path.starts_with("/voice/")
 }
 
 fn presented_key(req: &Request) -> Option<String> {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod state;
 pub mod ui;
+pub mod voice;
 pub mod webhooks;
 pub mod ws;
 
@@ -158,6 +159,7 @@ impl Server {
                 options.limits.ws_connections_per_key,
                 options.limits.ws_send_timeout,
             )),
+            media: Arc::new(Vec::new()),
         };
         Self {
             state,
@@ -182,6 +184,18 @@ impl Server {
             receiver,
         });
         self.state.webhooks = Arc::new(all);
+        self
+    }
+
+    /// Mounts a voice channel's media socket endpoint at
+    /// `/voice/{provider}/media` (its call webhook is a webhook receiver,
+    /// mounted with [`Server::with_webhook_receiver`]).
+    #[must_use]
+    pub fn with_media_endpoint(mut self, endpoint: Arc<dyn roomkit_voice::MediaEndpoint>) -> Self {
+        let mut all = (*self.state.media).clone();
+        tracing::info!(target: "roomkit.server.voice", channel_id = %endpoint.channel_id(), path = %format!("/voice/{}/media", endpoint.provider()), "media endpoint mounted");
+        all.push(endpoint);
+        self.state.media = Arc::new(all);
         self
     }
 
@@ -348,6 +362,7 @@ fn routes() -> Router<AppState> {
             post(webhooks::status),
         )
         .route("/ws/{room_id}", get(ws::upgrade))
+        .route("/voice/{provider}/media", get(voice::media))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -130,6 +130,20 @@ pub const ROUTES: &[RouteDoc] = &[
         errors: &[400, 403, 404, 413, 503],
         authenticated: false,
     },
+    RouteDoc {
+        method: "get",
+        path: "/voice/{provider}/media",
+        operation: "voice_media",
+        summary: "Media socket of a voice call (HTTP 101 upgrade) in the transport's own protocol (Twilio Media Streams for `twilio`). The upgrade must carry the provider's signature (Twilio: X-Twilio-Signature over the ws(s) URL); 403 otherwise, 404 when no voice channel uses this transport.",
+        body: None,
+        success: (101, None),
+        query: &[(
+            "channel_id",
+            "Which voice channel, when several use this transport.",
+        )],
+        errors: &[400, 403, 404],
+        authenticated: false,
+    },
     route!("get" "/ws/{room_id}" "websocket" "WebSocket connection to a room (HTTP 101 upgrade). See the WebSocket protocol in the API guide.", body: None, ok: 101 None,
         query: &[("channel_id", "The attached websocket channel (required)."), ("participant_id", "Participant the connection sends as."), ("after_index", "Replay what came after this index, then go live."), ("token", "The API key, for clients that cannot set headers.")], errors: &[400]),
 ];

@@ -47,4 +47,6 @@ pub struct AppState {
     pub webhook_new_sender_limiter: Option<Arc<RateLimiter>>,
     /// WebSocket caps: connections per key, slow-client timeout.
     pub ws_limits: Arc<crate::ws::WsLimits>,
+    /// Media socket endpoints of the configured voice channels.
+    pub media: Arc<Vec<Arc<dyn roomkit_voice::MediaEndpoint>>>,
 }

@@ -130,7 +130,7 @@ fn select<'a>(
 }
 
 /// The URL the provider signed.
-fn signed_url(
+pub(crate) fn signed_url(
     state: &AppState,
     uri: &axum::http::Uri,
     headers: &HeaderMap,

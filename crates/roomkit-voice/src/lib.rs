@@ -8,15 +8,29 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
+pub mod channel;
+pub mod endpoint;
 mod error;
 #[cfg(feature = "fake-servers")]
 pub mod fake;
 #[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
 pub mod offline;
+pub mod registry;
+mod session;
+pub mod splitter;
 pub mod stt;
 pub mod tts;
+pub mod twilio;
 pub mod vendors;
 
 pub use error::{ProviderFailure, VoiceError};
 pub use stt::{SttAudio, SttProvider, SttSession, Transcript};
 pub use tts::{TtsChunk, TtsProvider, TtsStream};
+
+pub use backend::{
+    BackendEvent, Call, CallInfo, MediaMessage, MediaSocket, Outbound, TransportStats,
+    VoiceBackend, VoiceCapabilities,
+};
+pub use channel::{CallHandle, CallTap, VoiceChannel, VoiceSettings};
+pub use endpoint::{MediaEndpoint, VoiceMediaEndpoint};

@@ -1,0 +1,463 @@
+//! The VoiceChannel (RFC §12.2, A.10): a transport channel whose messages
+//! are spoken and heard.
+//!
+//! Calls come from a [`VoiceBackend`] (or any transport that builds a
+//! [`Call`]); each runs on its own task (see `session`), which owns the
+//! audio pipeline, the speech-to-text session, the turn detector and the
+//! playback queue. What the room sends to this channel — through
+//! [`Channel::deliver`] or, for a streamed AI reply, live through
+//! [`Channel::deliver_stream`] — is split into sentences and spoken on every
+//! call of that room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use roomkit_audio::AudioPipelineConfig;
+use roomkit_audio::turn::{HeuristicTurnConfig, InterruptionConfig};
+use roomkit_core::hooks::HookPayload;
+use roomkit_core::model::{
+    ChannelBinding, ChannelCapabilities, ChannelId, ChannelMediaType, ChannelType, EventId,
+    HookTrigger, RoomEvent, RoomId,
+};
+use roomkit_core::{Channel, ChannelError, ChannelOutput, RoomContext, RoomKit, TextStream};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::{Call, MediaSocket, VoiceBackend};
+use crate::error::VoiceError;
+use crate::session::{self, CallCommand};
+use crate::splitter::{DEFAULT_MIN_CHUNK_CHARS, SentenceSplitter};
+use crate::stt::SttProvider;
+use crate::tts::TtsProvider;
+
+/// How a voice channel treats its calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceSettings {
+    /// The audio pipeline's stages (as in `roomkit audio process`).
+    pub pipeline: AudioPipelineConfig,
+    /// Barge-in; the pipeline's `interruption` when absent.
+    pub interruption: Option<InterruptionConfig>,
+    /// The heuristic turn detector; without it every final transcript is
+    /// a turn (VAD-only).
+    pub turn: Option<HeuristicTurnConfig>,
+    /// The TTS voice.
+    pub voice: Option<String>,
+    /// Shortest sentence handed to TTS.
+    pub min_chunk_chars: usize,
+    /// Outbound frame length in milliseconds.
+    pub frame_ms: u32,
+}
+
+impl Default for VoiceSettings {
+    fn default() -> Self {
+        Self {
+            pipeline: AudioPipelineConfig::default(),
+            interruption: None,
+            turn: None,
+            voice: None,
+            min_chunk_chars: DEFAULT_MIN_CHUNK_CHARS,
+            frame_ms: 20,
+        }
+    }
+}
+
+/// Sees every call a voice channel runs, to tap its audio (call analytics,
+/// recording): the sink gets the caller's frames after the resampler and
+/// the agent's frames as sent (so cut where a barge-in cut them), both on
+/// the call's media clock.
+pub trait CallTap: Send + Sync + 'static {
+    /// A call became active in `room_id`; return a sink for its audio, or
+    /// `None` to leave it alone.
+    fn call_started(
+        &self,
+        session_id: &str,
+        room_id: &RoomId,
+        info: &crate::backend::CallInfo,
+    ) -> Option<Arc<dyn roomkit_audio::RecordingSink>>;
+}
+
+pub(crate) struct CallEntry {
+    pub room_id: Option<RoomId>,
+    pub commands: mpsc::Sender<CallCommand>,
+}
+
+pub(crate) struct Shared {
+    pub id: ChannelId,
+    pub settings: VoiceSettings,
+    pub stt: Arc<dyn SttProvider>,
+    pub tts: Arc<dyn TtsProvider>,
+    kit: RwLock<Option<RoomKit>>,
+    pub taps: RwLock<Vec<Arc<dyn CallTap>>>,
+    calls: Mutex<HashMap<String, CallEntry>>,
+    next_reply: AtomicU64,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    pub fn kit(&self) -> Option<RoomKit> {
+        self.kit.read().ok().and_then(|k| k.clone())
+    }
+
+    pub fn set_room(&self, session_id: &str, room_id: RoomId) {
+        if let Ok(mut calls) = self.calls.lock()
+            && let Some(c) = calls.get_mut(session_id)
+        {
+            c.room_id = Some(room_id);
+        }
+    }
+
+    pub fn remove_call(&self, session_id: &str) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.remove(session_id);
+        }
+    }
+
+    fn calls_in(&self, room_id: &RoomId) -> Vec<mpsc::Sender<CallCommand>> {
+        self.calls
+            .lock()
+            .map(|calls| {
+                calls
+                    .values()
+                    .filter(|c| c.room_id.as_ref() == Some(room_id))
+                    .map(|c| c.commands.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A call running on a voice channel.
+#[derive(Debug)]
+pub struct CallHandle {
+    /// The voice session's id.
+    pub session_id: String,
+    ended: oneshot::Receiver<()>,
+}
+
+impl CallHandle {
+    /// Waits until the call has ended and its session is closed.
+    pub async fn ended(self) {
+        let _ = self.ended.await;
+    }
+}
+
+/// The voice channel.
+#[derive(Clone)]
+pub struct VoiceChannel {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for VoiceChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceChannel")
+            .field("id", &self.shared.id)
+            .field("stt", &self.shared.stt.name())
+            .field("tts", &self.shared.tts.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VoiceChannel {
+    /// A voice channel speaking through `tts` and listening through `stt`.
+    ///
+    /// # Errors
+    /// [`VoiceError::Config`] for an unusable frame length.
+    pub fn new(
+        id: impl Into<ChannelId>,
+        settings: VoiceSettings,
+        stt: Arc<dyn SttProvider>,
+        tts: Arc<dyn TtsProvider>,
+    ) -> Result<Self, VoiceError> {
+        if !(10..=60).contains(&settings.frame_ms) || !settings.frame_ms.is_multiple_of(10) {
+            return Err(VoiceError::Config(format!(
+                "frame_ms must be 10, 20, 30, 40, 50 or 60, not {}",
+                settings.frame_ms
+            )));
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                id: id.into(),
+                settings,
+                stt,
+                tts,
+                kit: RwLock::new(None),
+                taps: RwLock::new(Vec::new()),
+                calls: Mutex::new(HashMap::new()),
+                next_reply: AtomicU64::new(1),
+                next_session: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Gives the channel the engine its calls commit utterances to. Call it
+    /// once the channel is registered; [`Channel::close`] releases it.
+    pub fn attach_kit(&self, kit: &RoomKit) {
+        if let Ok(mut k) = self.shared.kit.write() {
+            *k = Some(kit.clone());
+        }
+    }
+
+    /// Adds a tap that sees the audio of every call started from now on.
+    pub fn add_call_tap(&self, tap: Arc<dyn CallTap>) {
+        if let Ok(mut t) = self.shared.taps.write() {
+            t.push(tap);
+        }
+    }
+
+    /// How many calls are running.
+    pub fn active_calls(&self) -> usize {
+        self.shared.calls.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Accepts a call over a media socket through `backend` and runs it.
+    ///
+    /// # Errors
+    /// The transport's handshake errors.
+    pub async fn accept(
+        &self,
+        backend: &dyn VoiceBackend,
+        socket: MediaSocket,
+    ) -> Result<CallHandle, VoiceError> {
+        let call = backend.accept(socket).await?;
+        self.start_call(call)
+    }
+
+    /// Runs a call a transport handed over. Must be called from within a
+    /// Tokio runtime: provider and engine work runs on it, while the call's
+    /// own task (which owns the audio pipeline, whose stages are not `Send`)
+    /// runs on a thread of its own.
+    ///
+    /// # Errors
+    /// [`VoiceError::Transport`] when the call's thread cannot start.
+    pub fn start_call(&self, call: Call) -> Result<CallHandle, VoiceError> {
+        let main = tokio::runtime::Handle::try_current()
+            .map_err(|_| VoiceError::Transport("no Tokio runtime to run the call on".into()))?;
+        let n = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let session_id = format!("vs-{}-{n}", call.info.stream_id);
+        let (tx, rx) = mpsc::channel(64);
+        if let Ok(mut calls) = self.shared.calls.lock() {
+            calls.insert(
+                session_id.clone(),
+                CallEntry {
+                    room_id: None,
+                    commands: tx,
+                },
+            );
+        }
+        let (done_tx, done_rx) = oneshot::channel();
+        let shared = self.shared.clone();
+        let sid = session_id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("roomkit-call".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(session::run_call(shared.clone(), main, call, sid.clone(), rx)),
+                    Err(e) => {
+                        tracing::error!(target: "roomkit.voice.call", session_id = %sid, error = %e, "cannot start the call's runtime");
+                    }
+                }
+                shared.remove_call(&sid);
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            self.shared.remove_call(&session_id);
+            return Err(VoiceError::Transport(format!(
+                "cannot start the call's thread: {e}"
+            )));
+        }
+        Ok(CallHandle {
+            session_id,
+            ended: done_rx,
+        })
+    }
+
+    fn reply_id(&self) -> u64 {
+        self.shared.next_reply.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Hands a reply's sentences to every call of the room; returns the
+    /// senders (one per call) and the reply id.
+    async fn open_reply(
+        &self,
+        room_id: &RoomId,
+        event_id: Option<EventId>,
+        streamed: bool,
+    ) -> (u64, Vec<(mpsc::Sender<CallCommand>, mpsc::Sender<String>)>) {
+        let id = self.reply_id();
+        let mut out = Vec::new();
+        for call in self.shared.calls_in(room_id) {
+            let (tx, rx) = mpsc::channel(64);
+            let command = CallCommand::Reply {
+                id,
+                sentences: rx,
+                event_id: event_id.clone(),
+                streamed,
+            };
+            if call.send(command).await.is_ok() {
+                out.push((call, tx));
+            }
+        }
+        (id, out)
+    }
+}
+
+#[async_trait]
+impl Channel for VoiceChannel {
+    fn id(&self) -> &ChannelId {
+        &self.shared.id
+    }
+
+    fn channel_type(&self) -> ChannelType {
+        ChannelType::Voice
+    }
+
+    fn provider_name(&self) -> Option<&str> {
+        Some(self.shared.tts.name())
+    }
+
+    fn capabilities(&self) -> ChannelCapabilities {
+        ChannelCapabilities {
+            media_types: vec![ChannelMediaType::Text, ChannelMediaType::Audio],
+            supports_audio: true,
+            ..ChannelCapabilities::text_only()
+        }
+    }
+
+    fn supports_streaming_delivery(&self) -> bool {
+        true
+    }
+
+    async fn deliver(
+        &self,
+        event: &RoomEvent,
+        binding: &ChannelBinding,
+        _context: &RoomContext,
+    ) -> Result<ChannelOutput, ChannelError> {
+        if event.source.channel_id == self.shared.id {
+            return Ok(ChannelOutput::empty());
+        }
+        let mut text = event.content.plain_text();
+        if text.trim().is_empty() || self.shared.calls_in(&binding.room_id).is_empty() {
+            return Ok(ChannelOutput::empty());
+        }
+        if let Some(kit) = self.shared.kit() {
+            let decision = kit
+                .run_sync_hooks(
+                    HookTrigger::BeforeTts,
+                    &binding.room_id,
+                    HookPayload::Text(text.clone()),
+                    None,
+                )
+                .await;
+            if let Some((hook, reason)) = decision.blocked {
+                tracing::info!(target: "roomkit.voice.channel", %hook, ?reason, "BEFORE_TTS blocked the text");
+                return Ok(ChannelOutput::empty());
+            }
+            if let HookPayload::Text(t) = decision.payload {
+                text = t;
+            }
+        }
+        let (_, calls) = self
+            .open_reply(&binding.room_id, Some(event.id.clone()), false)
+            .await;
+        let mut splitter = SentenceSplitter::new(self.shared.settings.min_chunk_chars);
+        let mut sentences = splitter.push(&text);
+        sentences.extend(splitter.finish());
+        for (_, tx) in &calls {
+            for s in &sentences {
+                let _ = tx.send(s.clone()).await;
+            }
+        }
+        Ok(ChannelOutput::empty())
+    }
+
+    async fn deliver_stream(
+        &self,
+        mut stream: TextStream,
+        event: &RoomEvent,
+        binding: &ChannelBinding,
+        _context: &RoomContext,
+    ) -> Result<ChannelOutput, ChannelError> {
+        let kit = self.shared.kit();
+        // Subscribed before the text ends, so the stored event cannot slip by.
+        let mut timeline = kit.as_ref().map(RoomKit::subscribe_timeline);
+        let (reply_id, calls) = self.open_reply(&binding.room_id, None, true).await;
+        let mut splitter = SentenceSplitter::new(self.shared.settings.min_chunk_chars);
+        let mut full = String::new();
+        while let Some(chunk) = stream.next().await {
+            full.push_str(&chunk);
+            for s in splitter.push(&chunk) {
+                for (_, tx) in &calls {
+                    let _ = tx.send(s.clone()).await;
+                }
+            }
+        }
+        if let Some(s) = splitter.finish() {
+            for (_, tx) in &calls {
+                let _ = tx.send(s.clone()).await;
+            }
+        }
+        let commands: Vec<_> = calls.into_iter().map(|(c, _)| c).collect();
+        // The engine stores the whole reply after this returns: find it,
+        // so a barge-in can cut it.
+        if let Some(mut rx) = timeline.take()
+            && !commands.is_empty()
+        {
+            let room_id = binding.room_id.clone();
+            let responder = event.source.channel_id.clone();
+            tokio::spawn(async move {
+                let wait = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                    loop {
+                        match rx.recv().await {
+                            Ok(e) => {
+                                if e.room_id == room_id
+                                    && e.source.channel_id == responder
+                                    && e.content.plain_text() == full
+                                {
+                                    return Some(e.id.clone());
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => return None,
+                        }
+                    }
+                })
+                .await;
+                if let Ok(Some(event_id)) = wait {
+                    for c in commands {
+                        let _ = c
+                            .send(CallCommand::ReplyStored {
+                                id: reply_id,
+                                event_id: event_id.clone(),
+                            })
+                            .await;
+                    }
+                }
+            });
+        }
+        Ok(ChannelOutput::empty())
+    }
+
+    async fn close(&self) -> Result<(), ChannelError> {
+        let calls: Vec<_> = self
+            .shared
+            .calls
+            .lock()
+            .map(|c| c.values().map(|e| e.commands.clone()).collect())
+            .unwrap_or_default();
+        for c in calls {
+            let _ = c.send(CallCommand::HangUp).await;
+        }
+        if let Ok(mut k) = self.shared.kit.write() {
+            *k = None;
+        }
+        Ok(())
+    }
+}

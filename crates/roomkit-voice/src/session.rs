@@ -1,0 +1,1188 @@
+//! One call's task (RFC §12.3.14): the only owner of the call's audio
+//! pipeline, speech-to-text session, turn detector, interruption controller
+//! and playback queue.
+//!
+//! It `select!`s over the transport's events, the channel's commands, the
+//! TTS audio of the replies being spoken, results of work done elsewhere
+//! (hooks, commits) and its send clock, a tick per outbound frame. Provider
+//! and engine work runs on the application's runtime and answers through
+//! bounded channels, so a slow provider never holds a frame back.
+//!
+//! The call's media clock counts caller samples at the transport's rate;
+//! hook payloads, VAD events and playback positions are stamped on it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomkit_audio::pipeline::TransportCapabilities;
+use roomkit_audio::resample::RubatoResampler;
+use roomkit_audio::turn::{
+    HeuristicTurnDetector, InterruptionAction, InterruptionController, TurnContext, TurnDetector,
+};
+use roomkit_audio::vad::{VadEvent, VadEventType};
+use roomkit_audio::{AudioFormat, AudioFrame, AudioPipeline, AudioPipelineContract, PipelineEvent};
+use roomkit_core::hooks::HookPayload;
+use roomkit_core::model::{
+    EventContent, EventId, FrameworkEvent, HookTrigger, InboundMessage, Map, RoomEvent, RoomId,
+    SystemContent, VoiceSession,
+};
+use roomkit_core::{EventUpdate, RoomKit};
+use serde_json::json;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::backend::{BackendEvent, Call, Outbound, TransportStats};
+use crate::channel::Shared;
+use crate::stt::{SttAudio, SttSession, Transcript};
+use crate::tts::TtsChunk;
+
+/// What the channel asks of a running call.
+#[derive(Debug)]
+pub(crate) enum CallCommand {
+    /// Speak a reply: its sentences arrive on `sentences` in order.
+    Reply {
+        id: u64,
+        sentences: mpsc::Receiver<String>,
+        event_id: Option<EventId>,
+        streamed: bool,
+    },
+    /// The streamed reply `id` was stored as `event_id`.
+    ReplyStored { id: u64, event_id: EventId },
+    /// End the call.
+    HangUp,
+}
+
+/// Audio of replies, from their synthesis tasks.
+#[derive(Debug)]
+enum ReplyMsg {
+    Sentence { reply: u64, text: String },
+    Audio { reply: u64, chunk: TtsChunk },
+    SentenceDone { reply: u64 },
+    Done { reply: u64 },
+    Failed { reply: u64, error: String },
+}
+
+/// Results of work done on the application's runtime.
+#[derive(Debug)]
+enum Internal {
+    /// ON_TRANSCRIPTION ran: the (possibly modified) text, or `None` when blocked.
+    Transcribed(Option<String>),
+    /// A new STT session after a failure.
+    SttReopened(SttSession),
+}
+
+#[derive(Debug, Default)]
+struct Sentence {
+    text: String,
+    audio: VecDeque<i16>,
+    /// Samples received so far (internal rate).
+    total: u64,
+    played: u64,
+    done: bool,
+    /// (sample position, byte end in `text`) of word ends.
+    marks: Vec<(u64, usize)>,
+}
+
+#[derive(Debug)]
+struct Reply {
+    id: u64,
+    event_id: Option<EventId>,
+    streamed: bool,
+    sentences: Vec<Sentence>,
+    synth_done: bool,
+    abort: AbortHandle,
+    started: bool,
+}
+
+impl Reply {
+    fn queued(&self) -> usize {
+        self.sentences.iter().map(|s| s.audio.len()).sum()
+    }
+
+    fn finished(&self) -> bool {
+        self.synth_done && self.sentences.iter().all(|s| s.done && s.audio.is_empty())
+    }
+
+    /// The text the caller heard: whole sentences played, then the played
+    /// part of the current one (by word marks when the provider gave them,
+    /// else in proportion to its audio), cut back to a word boundary.
+    fn spoken_text(&self) -> String {
+        let mut spoken = String::new();
+        for s in &self.sentences {
+            if s.played == 0 {
+                break;
+            }
+            if s.done && s.audio.is_empty() {
+                push_words(&mut spoken, &s.text);
+                continue;
+            }
+            let end = match s.marks.iter().rev().find(|(pos, _)| *pos <= s.played) {
+                Some((_, end)) => *end,
+                None => {
+                    let chars = s.text.chars().count() as u64;
+                    let heard = (chars * s.played / s.total.max(1)) as usize;
+                    let byte = s
+                        .text
+                        .char_indices()
+                        .nth(heard)
+                        .map_or(s.text.len(), |(i, _)| i);
+                    // Only whole words count as heard.
+                    if byte < s.text.len() && !s.text[byte..].starts_with(char::is_whitespace) {
+                        s.text[..byte].rfind(char::is_whitespace).unwrap_or(0)
+                    } else {
+                        byte
+                    }
+                }
+            };
+            push_words(&mut spoken, s.text.get(..end).unwrap_or(""));
+            break;
+        }
+        spoken
+    }
+}
+
+fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / samples.len() as f64).sqrt()
+}
+
+fn push_words(out: &mut String, text: &str) {
+    let text = text.trim();
+    if text.is_empty() {
+        return;
+    }
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push_str(text);
+}
+
+struct CallTask {
+    shared: Arc<Shared>,
+    main: Handle,
+    kit: RoomKit,
+    session_id: String,
+    room_id: RoomId,
+    sender: String,
+    call_id: String,
+    out: mpsc::Sender<Outbound>,
+    stats: Arc<TransportStats>,
+    can_clear: bool,
+    pipeline: AudioPipeline,
+    transport_rate: u32,
+    internal_rate: u32,
+    frame_len: usize,
+    /// Caller samples received, at the transport rate: the media clock.
+    clock: u64,
+    /// Agent samples sent, at the transport rate.
+    sent: u64,
+    events: Vec<PipelineEvent>,
+    // Listening.
+    stt: Option<SttSession>,
+    stt_rate: u32,
+    stt_resampler: Option<RubatoResampler>,
+    user_speaking: bool,
+    /// Start of the current speech segment and how much of it since then
+    /// was voiced (frames near the segment's level, not its trailing
+    /// silence), for CONFIRMED's "sustained speech".
+    speech_start_ms: f64,
+    voiced_ms: f64,
+    segment_peak: f64,
+    discard_segment: bool,
+    hold_transcripts: bool,
+    held: Vec<String>,
+    partial: Option<String>,
+    turn: Option<Box<dyn TurnDetector>>,
+    turn_text: String,
+    turn_deadline: Option<Instant>,
+    last_speech_end_ms: f64,
+    last_speech_ms: f64,
+    controller: InterruptionController,
+    internal_tx: mpsc::Sender<Internal>,
+    // Speaking.
+    replies: VecDeque<Reply>,
+    reply_tx: mpsc::Sender<ReplyMsg>,
+    tts_resampler: Option<RubatoResampler>,
+    pending_cuts: HashMap<u64, String>,
+    agent_speaking: bool,
+    last_dtmf: Option<(char, f64)>,
+}
+
+/// Runs a call to its end.
+pub(crate) async fn run_call(
+    shared: Arc<Shared>,
+    main: Handle,
+    mut call: Call,
+    session_id: String,
+    mut commands: mpsc::Receiver<CallCommand>,
+) {
+    let log_end = |reason: &str| {
+        tracing::info!(target: "roomkit.voice.call", session_id = %session_id, reason, "call ended");
+    };
+    let Some(kit) = shared.kit() else {
+        tracing::error!(target: "roomkit.voice.call", session_id = %session_id, "the voice channel is not bound to an engine");
+        let _ = call.outbound.try_send(Outbound::HangUp);
+        return;
+    };
+    let info = call.info.clone();
+    let sender = info.from.clone().unwrap_or_else(|| info.call_id.clone());
+
+    // CONNECTING: announce the session to the room, which also finds the room.
+    let mut session_meta = Map::new();
+    session_meta.insert("call_id".into(), json!(info.call_id));
+    session_meta.insert("stream_id".into(), json!(info.stream_id));
+    session_meta.insert("transport".into(), json!(info.transport));
+    if let Some(f) = &info.from {
+        session_meta.insert("from".into(), json!(f));
+    }
+    if let Some(t) = &info.to {
+        session_meta.insert("to".into(), json!(t));
+    }
+    let explicit_room = info
+        .parameters
+        .get("room_id")
+        .map(|r| RoomId::from(r.as_str()));
+    let mut message = InboundMessage::text(shared.id.clone(), sender.clone(), "");
+    message.content = EventContent::System(SystemContent {
+        code: "session_started".into(),
+        message: String::new(),
+        data: session_meta.clone(),
+    });
+    message.room_id = explicit_room.clone();
+    message.idempotency_key = Some(format!("voice-session:{session_id}"));
+    message.session = Some(VoiceSession {
+        id: session_id.clone(),
+        room_id: explicit_room,
+        participant_id: None,
+        channel_id: shared.id.clone(),
+        metadata: session_meta.clone(),
+    });
+    message.metadata = session_meta;
+    let k = kit.clone();
+    let started = main
+        .spawn(async move { k.process_inbound(message).await })
+        .await;
+    let room_id = match started {
+        Ok(Ok(r)) if !r.blocked => match r.event {
+            Some(e) => e.room_id,
+            None => {
+                let _ = call.outbound.try_send(Outbound::HangUp);
+                log_end("no room for the call");
+                return;
+            }
+        },
+        Ok(Ok(r)) => {
+            tracing::info!(target: "roomkit.voice.call", session_id = %session_id, reason = ?r.reason, "the room refused the call");
+            let _ = call.outbound.try_send(Outbound::HangUp);
+            log_end("refused");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(target: "roomkit.voice.call", session_id = %session_id, error = %e, "the call could not join a room");
+            let _ = call.outbound.try_send(Outbound::HangUp);
+            log_end("no room");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(target: "roomkit.voice.call", session_id = %session_id, error = %e, "session start failed");
+            let _ = call.outbound.try_send(Outbound::HangUp);
+            return;
+        }
+    };
+    shared.set_room(&session_id, room_id.clone());
+
+    // The pipeline, built on this thread (its stages are not Send).
+    let settings = &shared.settings;
+    let transport = info.format;
+    let internal = settings
+        .pipeline
+        .resampler
+        .as_ref()
+        .map_or(AudioFormat::pcm_mono(transport.sample_rate), |r| {
+            r.internal_format()
+        });
+    let contract = AudioPipelineContract {
+        internal_format: internal,
+        transport_inbound_format: transport,
+        transport_outbound_format: transport,
+    };
+    let caps = TransportCapabilities {
+        native_aec: call.capabilities.native_aec,
+        native_agc: call.capabilities.native_agc,
+        feeds_aec_reference: false,
+    };
+    let mut pipeline = match AudioPipeline::from_config(&settings.pipeline, contract, caps) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(target: "roomkit.voice.call", session_id = %session_id, error = %e, "the audio pipeline cannot run this call");
+            let _ = call.outbound.try_send(Outbound::HangUp);
+            return;
+        }
+    };
+    let taps: Vec<_> = shared.taps.read().map(|t| t.clone()).unwrap_or_default();
+    for tap in taps {
+        if let Some(sink) = tap.call_started(&session_id, &room_id, &info) {
+            pipeline.add_recording_sink(&session_id, sink);
+        }
+    }
+    let interruption = settings
+        .interruption
+        .clone()
+        .unwrap_or_else(|| pipeline.interruption().clone());
+
+    // The speech-to-text session.
+    let stt_rate = shared.stt.sample_rate();
+    let provider = shared.stt.clone();
+    let stt = match main
+        .spawn(async move { provider.open_session(stt_rate).await })
+        .await
+    {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(f)) => {
+            kit.emit_framework_event(FrameworkEvent::SttError {
+                session_id: session_id.clone(),
+                provider: shared.stt.name().to_owned(),
+                error: f.to_string(),
+            });
+            None
+        }
+        Err(_) => None,
+    };
+
+    let (internal_tx, mut internal_rx) = mpsc::channel(32);
+    let (reply_tx, mut reply_rx) = mpsc::channel(64);
+    let mut task = CallTask {
+        main: main.clone(),
+        kit: kit.clone(),
+        session_id: session_id.clone(),
+        room_id: room_id.clone(),
+        sender,
+        call_id: info.call_id.clone(),
+        out: call.outbound.clone(),
+        stats: call.stats.clone(),
+        can_clear: call.capabilities.interruption,
+        transport_rate: transport.sample_rate,
+        internal_rate: internal.sample_rate,
+        frame_len: (internal.sample_rate * settings.frame_ms / 1000) as usize,
+        clock: 0,
+        sent: 0,
+        events: Vec::with_capacity(8),
+        stt_resampler: (stt_rate != internal.sample_rate)
+            .then(|| RubatoResampler::new(AudioFormat::pcm_mono(stt_rate))),
+        stt,
+        stt_rate,
+        user_speaking: false,
+        speech_start_ms: 0.0,
+        voiced_ms: 0.0,
+        segment_peak: 0.0,
+        discard_segment: false,
+        hold_transcripts: false,
+        held: Vec::new(),
+        partial: None,
+        turn: settings
+            .turn
+            .clone()
+            .map(|c| Box::new(HeuristicTurnDetector::new(c)) as Box<dyn TurnDetector>),
+        turn_text: String::new(),
+        turn_deadline: None,
+        last_speech_end_ms: 0.0,
+        last_speech_ms: 0.0,
+        controller: InterruptionController::new(interruption, None),
+        internal_tx,
+        replies: VecDeque::new(),
+        reply_tx,
+        tts_resampler: None,
+        pending_cuts: HashMap::new(),
+        agent_speaking: false,
+        last_dtmf: None,
+        pipeline,
+        shared: shared.clone(),
+    };
+
+    // ACTIVE, and the audio path is live.
+    kit.emit_framework_event(FrameworkEvent::VoiceSessionStarted {
+        session_id: session_id.clone(),
+        room_id: room_id.clone(),
+        channel_id: shared.id.clone(),
+    });
+    kit.emit_framework_event(FrameworkEvent::VoiceSessionReady {
+        session_id: session_id.clone(),
+        room_id: room_id.clone(),
+        channel_id: shared.id.clone(),
+    });
+    task.fire(
+        HookTrigger::OnSessionStarted,
+        json!({"call_id": info.call_id, "transport": info.transport, "from": info.from, "to": info.to}),
+    );
+    tracing::info!(target: "roomkit.voice.call", session_id = %session_id, room_id = %room_id, call_id = %info.call_id, "call active");
+
+    let mut tick = tokio::time::interval(Duration::from_millis(u64::from(settings.frame_ms)));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let reason = loop {
+        let deadline = task.turn_deadline;
+        tokio::select! {
+            event = call.events.recv() => match event {
+                Some(BackendEvent::Audio(samples)) => task.on_audio(samples),
+                Some(BackendEvent::Dtmf(d)) => task.on_dtmf(d, "signaling"),
+                Some(BackendEvent::Mark(name)) => {
+                    tracing::debug!(target: "roomkit.voice.call", session_id = %task.session_id, mark = %name, "playback mark reached");
+                }
+                Some(BackendEvent::HangUp { reason }) => break reason,
+                None => break "transport gone".to_owned(),
+            },
+            command = commands.recv() => match command {
+                Some(CallCommand::Reply { id, sentences, event_id, streamed }) => task.on_reply(id, sentences, event_id, streamed),
+                Some(CallCommand::ReplyStored { id, event_id }) => task.on_reply_stored(id, event_id),
+                Some(CallCommand::HangUp) | None => {
+                    let _ = task.out.try_send(Outbound::HangUp);
+                    break "hung up by the application".to_owned();
+                }
+            },
+            Some(msg) = reply_rx.recv() => task.on_reply_msg(msg),
+            Some(msg) = internal_rx.recv() => task.on_internal(msg),
+            result = recv_stt(&mut task.stt) => task.on_stt(result),
+            _ = tick.tick() => task.on_tick(),
+            () = sleep_until(deadline), if deadline.is_some() => {
+                task.turn_deadline = None;
+                task.evaluate_turn();
+            }
+        }
+    };
+    task.finish(&reason);
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next STT result, or never when there is no session.
+async fn recv_stt(
+    stt: &mut Option<SttSession>,
+) -> Option<Result<Transcript, crate::error::ProviderFailure>> {
+    match stt {
+        Some(s) => s.results.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl CallTask {
+    fn now_ms(&self) -> f64 {
+        self.clock as f64 * 1000.0 / f64::from(self.transport_rate)
+    }
+
+    /// Fires an async voice hook, if any is registered.
+    fn fire(&self, trigger: HookTrigger, mut payload: serde_json::Value) {
+        if !self.kit.has_hooks(trigger, &self.room_id) {
+            return;
+        }
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("session_id".into(), json!(self.session_id));
+            obj.insert("channel_id".into(), json!(self.shared.id.as_str()));
+            obj.entry("t_ms").or_insert(json!(self.now_ms()));
+        }
+        let (kit, room) = (self.kit.clone(), self.room_id.clone());
+        self.main.spawn(async move {
+            kit.spawn_async_hooks(trigger, &room, HookPayload::Json(payload), None);
+        });
+    }
+
+    // ---- listening
+
+    fn on_audio(&mut self, samples: Vec<i16>) {
+        if samples.is_empty() {
+            return;
+        }
+        self.clock += samples.len() as u64;
+        let mut frame = AudioFrame {
+            samples,
+            sample_rate: self.transport_rate,
+            channels: 1,
+            timestamp_ms: None,
+            metadata: Default::default(),
+        };
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        if let Err(e) = self
+            .pipeline
+            .process_inbound(&self.session_id, &mut frame, &mut events)
+        {
+            TransportStats::bump(&self.stats.bad_messages);
+            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "inbound frame rejected by the pipeline");
+        }
+        for event in events.drain(..) {
+            match event {
+                PipelineEvent::Vad(v) => self.on_vad(v),
+                PipelineEvent::Dtmf(d) => self.on_dtmf(d.digit, "inband"),
+                PipelineEvent::Speaker(s) => self.fire(
+                    HookTrigger::OnSpeakerChange,
+                    json!({"speaker_id": s.speaker_id, "is_new_speaker": s.is_new_speaker}),
+                ),
+            }
+        }
+        self.events = events;
+        if self.user_speaking {
+            let level = rms(&frame.samples);
+            self.segment_peak = self.segment_peak.max(level);
+            if level >= (0.2 * self.segment_peak).max(200.0) && frame.sample_rate > 0 {
+                self.voiced_ms +=
+                    frame.samples.len() as f64 * 1000.0 / f64::from(frame.sample_rate);
+            }
+        }
+        if self.user_speaking && self.agent_speaking {
+            let progress = self.progress();
+            let action = self.controller.on_speech_progress(
+                self.speech_start_ms + self.voiced_ms,
+                self.partial.as_deref(),
+                progress,
+            );
+            self.act(action);
+        }
+    }
+
+    fn progress(&self) -> f32 {
+        self.replies.front().map_or(0.0, |r| {
+            let total: u64 = r.sentences.iter().map(|s| s.total).sum();
+            let played: u64 = r.sentences.iter().map(|s| s.played).sum();
+            (played as f32 / total.max(1) as f32).min(1.0)
+        })
+    }
+
+    fn on_vad(&mut self, v: VadEvent) {
+        match v.kind {
+            VadEventType::SpeechStart => {
+                self.user_speaking = true;
+                self.speech_start_ms = v.t_ms;
+                // The VAD reports a start once speech has lasted a while.
+                self.voiced_ms = (self.now_ms() - v.t_ms).max(0.0);
+                self.segment_peak = 0.0;
+                self.discard_segment = false;
+                self.turn_deadline = None;
+                self.fire(HookTrigger::OnSpeechStart, json!({"t_ms": v.t_ms}));
+                let action = self.controller.on_speech_start(v.t_ms);
+                self.act(action);
+            }
+            VadEventType::SpeechEnd => {
+                self.user_speaking = false;
+                self.last_speech_end_ms = self.now_ms();
+                self.last_speech_ms = v.duration_ms.unwrap_or(0.0);
+                let progress = self.progress();
+                // A speech end is reported at the end of the last speech frame.
+                let end = v.t_ms;
+                let action = self
+                    .controller
+                    .on_speech_end(end, self.partial.as_deref(), progress);
+                self.act(action);
+                self.fire(
+                    HookTrigger::OnSpeechEnd,
+                    json!({"t_ms": v.t_ms, "duration_ms": v.duration_ms}),
+                );
+                if std::mem::take(&mut self.discard_segment) {
+                    tracing::debug!(target: "roomkit.voice.call", session_id = %self.session_id, "speech during playback discarded");
+                    return;
+                }
+                if let Some(audio) = v.audio {
+                    self.transcribe(audio);
+                }
+            }
+            VadEventType::Silence => {
+                self.fire(
+                    HookTrigger::OnVadSilence,
+                    json!({"duration_ms": v.duration_ms}),
+                );
+            }
+            VadEventType::AudioLevel => {
+                self.fire(
+                    HookTrigger::OnVadAudioLevel,
+                    json!({"level_db": v.level_db}),
+                );
+            }
+        }
+    }
+
+    /// Acts on the interruption controller's verdict.
+    fn act(&mut self, action: InterruptionAction) {
+        match action {
+            InterruptionAction::Wait => {}
+            InterruptionAction::Interrupt {
+                flush_tts,
+                keep_partial_transcript,
+            } => self.interrupt(flush_tts, keep_partial_transcript),
+            InterruptionAction::Backchannel(d) => {
+                self.discard_segment = true;
+                self.fire(
+                    HookTrigger::OnBackchannel,
+                    json!({"label": d.label, "confidence": d.confidence}),
+                );
+            }
+            InterruptionAction::Ignore => self.discard_segment = true,
+            InterruptionAction::Queue => self.hold_transcripts = true,
+        }
+    }
+
+    /// Sends one utterance's audio to the STT session and asks for its result.
+    fn transcribe(&mut self, mut audio: Vec<i16>) {
+        let Some(stt) = &self.stt else {
+            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, "no speech-to-text session: utterance dropped");
+            return;
+        };
+        if let Some(r) = self.stt_resampler.as_mut() {
+            // A little silence pushes the resampler's delay out.
+            audio.extend(std::iter::repeat_n(0, self.internal_rate as usize / 10));
+            let mut frame = AudioFrame {
+                samples: audio,
+                sample_rate: self.internal_rate,
+                channels: 1,
+                timestamp_ms: None,
+                metadata: Default::default(),
+            };
+            if let Err(e) = r.process(&mut frame, "stt") {
+                tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "resampling for speech-to-text failed");
+                return;
+            }
+            r.reset("stt");
+            audio = frame.samples;
+        }
+        if stt.audio.try_send(SttAudio::Samples(audio)).is_err()
+            || stt.audio.try_send(SttAudio::Finalize).is_err()
+        {
+            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, "speech-to-text is not keeping up: utterance dropped");
+        }
+    }
+
+    fn on_stt(&mut self, result: Option<Result<Transcript, crate::error::ProviderFailure>>) {
+        match result {
+            Some(Ok(t)) if !t.is_final => {
+                self.fire(
+                    HookTrigger::OnPartialTranscription,
+                    json!({"text": t.text, "confidence": t.confidence}),
+                );
+                self.partial = Some(t.text);
+            }
+            Some(Ok(t)) => {
+                self.partial = None;
+                let text = t.text.trim().to_owned();
+                if text.is_empty() {
+                    return;
+                }
+                let (kit, room, tx) = (
+                    self.kit.clone(),
+                    self.room_id.clone(),
+                    self.internal_tx.clone(),
+                );
+                self.main.spawn(async move {
+                    let decision = kit
+                        .run_sync_hooks(
+                            HookTrigger::OnTranscription,
+                            &room,
+                            HookPayload::Text(text.clone()),
+                            None,
+                        )
+                        .await;
+                    let out = match (decision.blocked, decision.payload) {
+                        (Some(_), _) => None,
+                        (None, HookPayload::Text(t)) => Some(t),
+                        (None, _) => Some(text),
+                    };
+                    let _ = tx.send(Internal::Transcribed(out)).await;
+                });
+            }
+            Some(Err(f)) => self.stt_failed(f.to_string()),
+            None => self.stt_failed("the session closed".into()),
+        }
+    }
+
+    fn stt_failed(&mut self, error: String) {
+        self.stt = None;
+        let provider = self.shared.stt.name().to_owned();
+        tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, %provider, %error, "speech-to-text failed; reopening");
+        self.kit.emit_framework_event(FrameworkEvent::SttError {
+            session_id: self.session_id.clone(),
+            provider,
+            error,
+        });
+        let (stt, rate, tx) = (
+            self.shared.stt.clone(),
+            self.stt_rate,
+            self.internal_tx.clone(),
+        );
+        self.main.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(s) = stt.open_session(rate).await {
+                let _ = tx.send(Internal::SttReopened(s)).await;
+            }
+        });
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::SttReopened(s) => self.stt = Some(s),
+            Internal::Transcribed(None) => {
+                tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, "ON_TRANSCRIPTION blocked an utterance");
+            }
+            Internal::Transcribed(Some(text)) => {
+                if self.hold_transcripts && self.agent_speaking {
+                    self.held.push(text);
+                    return;
+                }
+                push_words(&mut self.turn_text, &text);
+                self.evaluate_turn();
+            }
+        }
+    }
+
+    fn evaluate_turn(&mut self) {
+        if self.turn_text.is_empty() || self.user_speaking {
+            return;
+        }
+        let silence = self.now_ms() - self.last_speech_end_ms;
+        let Some(turn) = self.turn.as_mut() else {
+            let text = std::mem::take(&mut self.turn_text);
+            self.commit(text);
+            return;
+        };
+        let decision = turn.evaluate(&TurnContext {
+            transcript: self.turn_text.clone(),
+            is_final: true,
+            silence_duration_ms: silence,
+            speech_duration_ms: self.last_speech_ms,
+            conversation_history: None,
+            metadata: Default::default(),
+        });
+        if decision.is_complete {
+            self.fire(
+                HookTrigger::OnTurnComplete,
+                json!({"text": self.turn_text, "reason": decision.reason, "silence_ms": silence}),
+            );
+            let text = std::mem::take(&mut self.turn_text);
+            self.commit(text);
+        } else {
+            self.fire(
+                HookTrigger::OnTurnIncomplete,
+                json!({"text": self.turn_text, "reason": decision.reason, "silence_ms": silence}),
+            );
+            let wait = decision
+                .suggested_wait_ms
+                .unwrap_or(300.0)
+                .clamp(20.0, 5_000.0);
+            self.turn_deadline = Some(Instant::now() + Duration::from_millis(wait as u64));
+        }
+    }
+
+    /// Commits the caller's utterance to the room.
+    fn commit(&mut self, text: String) {
+        let mut message = InboundMessage::text(self.shared.id.clone(), self.sender.clone(), text);
+        message.room_id = Some(self.room_id.clone());
+        message
+            .metadata
+            .insert("voice_session_id".into(), json!(self.session_id));
+        message
+            .metadata
+            .insert("call_id".into(), json!(self.call_id));
+        message.metadata.insert(
+            "media_time_ms".into(),
+            json!(self.last_speech_end_ms.round()),
+        );
+        let kit = self.kit.clone();
+        let session = self.session_id.clone();
+        self.main.spawn(async move {
+            if let Err(e) = kit.process_inbound(message).await {
+                tracing::warn!(target: "roomkit.voice.call", session_id = %session, error = %e, "the utterance could not be committed");
+            }
+        });
+    }
+
+    fn on_dtmf(&mut self, digit: char, source: &str) {
+        let now = self.now_ms();
+        // One press may arrive both in band and by signalling.
+        if let Some((d, t)) = self.last_dtmf
+            && d == digit
+            && now - t < 250.0
+        {
+            return;
+        }
+        self.last_dtmf = Some((digit, now));
+        tracing::debug!(target: "roomkit.voice.call", session_id = %self.session_id, %digit, source, "DTMF");
+        self.fire(
+            HookTrigger::OnDtmf,
+            json!({"digit": digit.to_string(), "source": source}),
+        );
+        let mut data = Map::new();
+        data.insert("digit".into(), json!(digit.to_string()));
+        data.insert("source".into(), json!(source));
+        data.insert("session_id".into(), json!(self.session_id));
+        data.insert("t_ms".into(), json!(now));
+        let mut source_ev = roomkit_core::model::EventSource::channel(
+            self.shared.id.clone(),
+            roomkit_core::model::ChannelType::Voice,
+            roomkit_core::model::ChannelDirection::Inbound,
+        );
+        source_ev.external_id = Some(self.sender.clone());
+        let mut event = RoomEvent::draft(
+            source_ev,
+            EventContent::System(SystemContent {
+                code: "dtmf".into(),
+                message: digit.to_string(),
+                data,
+            }),
+        );
+        event.room_id = self.room_id.clone();
+        self.kit.publish_ephemeral(self.room_id.clone(), event);
+    }
+
+    // ---- speaking
+
+    fn on_reply(
+        &mut self,
+        id: u64,
+        mut sentences: mpsc::Receiver<String>,
+        event_id: Option<EventId>,
+        streamed: bool,
+    ) {
+        let tts = self.shared.tts.clone();
+        let voice = self.shared.settings.voice.clone();
+        let tx = self.reply_tx.clone();
+        let (kit, session, provider) = (
+            self.kit.clone(),
+            self.session_id.clone(),
+            tts.name().to_owned(),
+        );
+        let handle = self.main.spawn(async move {
+            use futures::StreamExt;
+            while let Some(text) = sentences.recv().await {
+                if tx
+                    .send(ReplyMsg::Sentence {
+                        reply: id,
+                        text: text.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                match tts.synthesize_stream(&text, voice.as_deref()).await {
+                    Ok(mut stream) => {
+                        while let Some(chunk) = stream.next().await {
+                            match chunk {
+                                Ok(chunk) => {
+                                    if tx.send(ReplyMsg::Audio { reply: id, chunk }).await.is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                                Err(f) => {
+                                    kit.emit_framework_event(FrameworkEvent::TtsError {
+                                        session_id: session.clone(),
+                                        provider: provider.clone(),
+                                        error: f.to_string(),
+                                    });
+                                    let _ = tx
+                                        .send(ReplyMsg::Failed {
+                                            reply: id,
+                                            error: f.to_string(),
+                                        })
+                                        .await;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(f) => {
+                        kit.emit_framework_event(FrameworkEvent::TtsError {
+                            session_id: session.clone(),
+                            provider: provider.clone(),
+                            error: f.to_string(),
+                        });
+                        let _ = tx
+                            .send(ReplyMsg::Failed {
+                                reply: id,
+                                error: f.to_string(),
+                            })
+                            .await;
+                    }
+                }
+                if tx.send(ReplyMsg::SentenceDone { reply: id }).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(ReplyMsg::Done { reply: id }).await;
+        });
+        self.replies.push_back(Reply {
+            id,
+            event_id,
+            streamed,
+            sentences: Vec::new(),
+            synth_done: false,
+            abort: handle.abort_handle(),
+            started: false,
+        });
+    }
+
+    fn on_reply_stored(&mut self, id: u64, event_id: EventId) {
+        if let Some(spoken) = self.pending_cuts.remove(&id) {
+            self.store_cut(event_id, spoken);
+        } else if let Some(r) = self.replies.iter_mut().find(|r| r.id == id) {
+            r.event_id = Some(event_id);
+        }
+    }
+
+    fn on_reply_msg(&mut self, msg: ReplyMsg) {
+        let internal_rate = self.internal_rate;
+        let reply_id = match &msg {
+            ReplyMsg::Sentence { reply, .. }
+            | ReplyMsg::Audio { reply, .. }
+            | ReplyMsg::SentenceDone { reply }
+            | ReplyMsg::Done { reply }
+            | ReplyMsg::Failed { reply, .. } => *reply,
+        };
+        // Audio of a cancelled reply is dropped here.
+        let Some(idx) = self.replies.iter().position(|r| r.id == reply_id) else {
+            return;
+        };
+        match msg {
+            ReplyMsg::Sentence { text, .. } => self.replies[idx].sentences.push(Sentence {
+                text,
+                ..Sentence::default()
+            }),
+            ReplyMsg::Audio { chunk, .. } => {
+                let samples = if chunk.sample_rate == internal_rate {
+                    chunk.samples
+                } else {
+                    let r = self.tts_resampler.get_or_insert_with(|| {
+                        RubatoResampler::new(AudioFormat::pcm_mono(internal_rate))
+                    });
+                    let mut frame = AudioFrame {
+                        samples: chunk.samples,
+                        sample_rate: chunk.sample_rate,
+                        channels: 1,
+                        timestamp_ms: None,
+                        metadata: Default::default(),
+                    };
+                    if let Err(e) = r.process(&mut frame, "tts") {
+                        tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "TTS audio could not be resampled");
+                        return;
+                    }
+                    frame.samples
+                };
+                let Some(s) = self.replies[idx].sentences.last_mut() else {
+                    return;
+                };
+                for m in &chunk.marks {
+                    let pos = u64::from(m.audio_end_ms) * u64::from(internal_rate) / 1000;
+                    s.marks.push((pos, m.text_end.min(s.text.len())));
+                }
+                s.total += samples.len() as u64;
+                s.audio.extend(samples);
+            }
+            ReplyMsg::SentenceDone { .. } => {
+                if let Some(s) = self.replies[idx].sentences.last_mut() {
+                    s.done = true;
+                }
+            }
+            ReplyMsg::Failed { error, .. } => {
+                tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, %error, "text-to-speech failed for a sentence");
+            }
+            ReplyMsg::Done { .. } => self.replies[idx].synth_done = true,
+        }
+    }
+
+    /// The send clock: one outbound frame per tick while a reply plays.
+    fn on_tick(&mut self) {
+        let n = self.frame_len;
+        loop {
+            let Some(reply) = self.replies.front_mut() else {
+                if self.agent_speaking {
+                    self.stop_speaking();
+                }
+                return;
+            };
+            if reply.finished() {
+                let Some(done) = self.replies.pop_front() else {
+                    return;
+                };
+                self.reply_played(done);
+                continue;
+            }
+            let queued = reply.queued();
+            let complete = reply.synth_done && reply.sentences.iter().all(|s| s.done);
+            if queued == 0 || (queued < n && !complete) {
+                return;
+            }
+            let mut samples = Vec::with_capacity(n);
+            for s in &mut reply.sentences {
+                while samples.len() < n {
+                    let Some(x) = s.audio.pop_front() else { break };
+                    samples.push(x);
+                    s.played += 1;
+                }
+                if samples.len() == n {
+                    break;
+                }
+            }
+            samples.resize(n, 0);
+            reply.started = true;
+            if !self.agent_speaking {
+                self.agent_speaking = true;
+                self.controller.set_agent_speaking(true);
+            }
+            self.send_frame(samples);
+            return;
+        }
+    }
+
+    fn send_frame(&mut self, samples: Vec<i16>) {
+        let mut frame = AudioFrame {
+            samples,
+            sample_rate: self.internal_rate,
+            channels: 1,
+            timestamp_ms: None,
+            metadata: Default::default(),
+        };
+        if let Err(e) = self.pipeline.process_outbound(&self.session_id, &mut frame) {
+            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "outbound frame rejected by the pipeline");
+            return;
+        }
+        if frame.samples.is_empty() {
+            return;
+        }
+        self.sent += frame.samples.len() as u64;
+        if self.out.try_send(Outbound::Audio(frame.samples)).is_err() {
+            TransportStats::bump(&self.stats.dropped_outbound);
+        }
+    }
+
+    fn reply_played(&mut self, reply: Reply) {
+        let _ = self
+            .out
+            .try_send(Outbound::Mark(format!("reply-{}", reply.id)));
+        let text: Vec<&str> = reply.sentences.iter().map(|s| s.text.as_str()).collect();
+        self.fire(
+            HookTrigger::AfterTts,
+            json!({"text": text.join(" "), "reply_event_id": reply.event_id.as_ref().map(EventId::as_str), "streamed": reply.streamed}),
+        );
+    }
+
+    fn stop_speaking(&mut self) {
+        self.agent_speaking = false;
+        self.controller.set_agent_speaking(false);
+        self.hold_transcripts = false;
+        for text in std::mem::take(&mut self.held) {
+            push_words(&mut self.turn_text, &text);
+        }
+        self.evaluate_turn();
+    }
+
+    /// Barge-in: nothing more is sent from the next tick on, the far end's
+    /// queue is flushed, synthesis is cancelled and the reply is stored as
+    /// heard.
+    fn interrupt(&mut self, flush_tts: bool, keep_partial_transcript: bool) {
+        let Some(current) = self.replies.front() else {
+            return;
+        };
+        let spoken = current.spoken_text();
+        let (reply_id, event_id, played) = (
+            current.id,
+            current.event_id.clone(),
+            current.sentences.iter().map(|s| s.played).sum::<u64>(),
+        );
+        if flush_tts {
+            for r in self.replies.drain(..) {
+                r.abort.abort();
+            }
+            if self.can_clear {
+                let _ = self.out.try_send(Outbound::Clear);
+            }
+        }
+        self.agent_speaking = false;
+        self.controller.set_agent_speaking(false);
+        let played_ms = played as f64 * 1000.0 / f64::from(self.internal_rate);
+        tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, reply = reply_id, played_ms, "barge-in: playback stopped");
+        self.fire(
+            HookTrigger::OnBargeIn,
+            json!({"spoken_text": spoken, "played_ms": played_ms}),
+        );
+        self.fire(
+            HookTrigger::OnTtsCancelled,
+            json!({"reason": "barge_in", "spoken_text": spoken, "played_ms": played_ms}),
+        );
+        if !keep_partial_transcript {
+            return;
+        }
+        match event_id {
+            Some(id) => self.store_cut(id, spoken),
+            None => {
+                self.pending_cuts.insert(reply_id, spoken);
+            }
+        }
+    }
+
+    /// Rewrites the stored reply to what the caller heard (decision in
+    /// `docs/decisions.md`): content cut, `interrupted`, `played_percentage`
+    /// and the `full_text` in metadata.
+    fn store_cut(&self, event_id: EventId, spoken: String) {
+        let (kit, room, session) = (
+            self.kit.clone(),
+            self.room_id.clone(),
+            self.session_id.clone(),
+        );
+        self.main.spawn(async move {
+            let Ok(event) = kit.get_event(&room, &event_id).await else {
+                return;
+            };
+            let full = event.content.plain_text();
+            let percentage = if full.is_empty() {
+                0.0
+            } else {
+                (spoken.chars().count() as f64 * 100.0 / full.chars().count() as f64).min(100.0)
+            };
+            let mut metadata = event.metadata.clone();
+            metadata.insert("interrupted".into(), json!(true));
+            metadata.insert(
+                "played_percentage".into(),
+                json!((percentage * 10.0).round() / 10.0),
+            );
+            metadata.insert("full_text".into(), json!(full));
+            metadata.insert("voice_session_id".into(), json!(session));
+            let update = EventUpdate {
+                content: Some(EventContent::text(spoken)),
+                source: None,
+                metadata: Some(metadata),
+            };
+            if let Err(e) = kit.update_event(&room, &event_id, update).await {
+                tracing::warn!(target: "roomkit.voice.call", session_id = %session, error = %e, "the interrupted reply could not be stored as heard");
+            }
+        });
+    }
+
+    fn finish(mut self, reason: &str) {
+        for r in self.replies.drain(..) {
+            r.abort.abort();
+        }
+        self.stt = None;
+        let mut events = Vec::new();
+        if let Err(e) = self.pipeline.end_stream(&self.session_id, &mut events) {
+            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "closing the call's audio streams failed");
+        }
+        let duration_ms = self.clock * 1000 / u64::from(self.transport_rate);
+        self.kit
+            .emit_framework_event(FrameworkEvent::VoiceSessionEnded {
+                session_id: self.session_id.clone(),
+                room_id: self.room_id.clone(),
+                duration_ms,
+            });
+        tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, reason, duration_ms,
+            frames_in = TransportStats::get(&self.stats.frames_in),
+            bad_messages = TransportStats::get(&self.stats.bad_messages),
+            dropped_outbound = TransportStats::get(&self.stats.dropped_outbound),
+            sent_samples = self.sent,
+            "call ended");
+    }
+}

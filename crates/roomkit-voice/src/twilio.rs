@@ -1,0 +1,564 @@
+//! Twilio Media Streams as a [`VoiceBackend`]: the bidirectional media
+//! WebSocket of a `<Connect><Stream>` call, the TwiML that starts it, and the
+//! signature check of the voice webhook that asks for that TwiML.
+//!
+//! In: `connected`, `start` (stream and call ids, custom parameters, media
+//! format), `media` (base64 G.711 mu-law at 8 kHz), `mark`, `dtmf`, `stop`.
+//! Out: `media`, `mark`, `clear`. An unreadable message is logged, counted
+//! in [`TransportStats::bad_messages`] and skipped; it never ends the call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use roomkit_audio::AudioFormat;
+use roomkit_audio::codec::{G711, G711Law};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::backend::{
+    BackendEvent, Call, CallInfo, EVENT_QUEUE, MediaMessage, MediaSocket, OUTBOUND_QUEUE, Outbound,
+    TransportStats, VoiceBackend, VoiceCapabilities,
+};
+use crate::error::VoiceError;
+
+/// The transport's name.
+pub const TRANSPORT: &str = "twilio";
+
+/// Twilio streams 8 kHz audio.
+pub const SAMPLE_RATE: u32 = 8_000;
+
+/// How long a socket may take to send `start`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest message accepted on the media socket (a 20 ms frame is ~250
+/// bytes; Twilio never sends more than a few kilobytes).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A message Twilio sends on the media socket.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum TwilioInbound {
+    /// The socket is open.
+    Connected {
+        /// Protocol name.
+        #[serde(default)]
+        protocol: Option<String>,
+    },
+    /// The stream started.
+    Start {
+        /// Stream id.
+        #[serde(rename = "streamSid", default)]
+        stream_sid: Option<String>,
+        /// Details.
+        start: StartBody,
+    },
+    /// Caller audio.
+    Media {
+        /// Stream id.
+        #[serde(rename = "streamSid", default)]
+        stream_sid: Option<String>,
+        /// The audio.
+        media: MediaBody,
+    },
+    /// A mark we sent was reached.
+    Mark {
+        /// Stream id.
+        #[serde(rename = "streamSid", default)]
+        stream_sid: Option<String>,
+        /// The mark.
+        mark: MarkBody,
+    },
+    /// A key press.
+    Dtmf {
+        /// Stream id.
+        #[serde(rename = "streamSid", default)]
+        stream_sid: Option<String>,
+        /// The digit.
+        dtmf: DtmfBody,
+    },
+    /// The stream ended.
+    Stop {
+        /// Stream id.
+        #[serde(rename = "streamSid", default)]
+        stream_sid: Option<String>,
+    },
+}
+
+/// The `start` message's body.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartBody {
+    /// Stream id.
+    pub stream_sid: String,
+    /// Call id.
+    pub call_sid: String,
+    /// Account id.
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    /// Tracks streamed.
+    #[serde(default)]
+    pub tracks: Vec<String>,
+    /// `<Parameter>`s of the TwiML.
+    #[serde(default)]
+    pub custom_parameters: BTreeMap<String, String>,
+    /// The audio format.
+    #[serde(default)]
+    pub media_format: Option<MediaFormat>,
+}
+
+/// The media format announced in `start`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFormat {
+    /// `audio/x-mulaw`.
+    pub encoding: String,
+    /// 8000.
+    pub sample_rate: u32,
+    /// 1.
+    pub channels: u16,
+}
+
+/// The `media` message's body.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct MediaBody {
+    /// `inbound` or `outbound`.
+    #[serde(default)]
+    pub track: Option<String>,
+    /// Milliseconds since the stream started, as a string.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// Base64 mu-law bytes.
+    pub payload: String,
+}
+
+/// A mark's body.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct MarkBody {
+    /// The mark's name.
+    pub name: String,
+}
+
+/// A DTMF message's body.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct DtmfBody {
+    /// The digit.
+    pub digit: String,
+}
+
+/// The Twilio Media Streams transport.
+#[derive(Debug, Clone, Default)]
+pub struct TwilioMediaStreams {
+    _private: (),
+}
+
+impl TwilioMediaStreams {
+    /// The transport.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The JSON of an outbound command, or `None` for commands Twilio's media
+/// socket cannot carry.
+pub fn encode_outbound(stream_sid: &str, command: &Outbound) -> Option<String> {
+    let value = match command {
+        Outbound::Audio(samples) => {
+            let g711 = G711::new(G711Law::Mu);
+            let bytes: Vec<u8> = samples.iter().map(|&s| g711.encode_sample(s)).collect();
+            serde_json::json!({
+                "event": "media",
+                "streamSid": stream_sid,
+                "media": {"payload": base64::engine::general_purpose::STANDARD.encode(bytes)},
+            })
+        }
+        Outbound::Clear => serde_json::json!({"event": "clear", "streamSid": stream_sid}),
+        Outbound::Mark(name) => serde_json::json!({
+            "event": "mark",
+            "streamSid": stream_sid,
+            "mark": {"name": name},
+        }),
+        Outbound::Dtmf { .. } | Outbound::HangUp => return None,
+    };
+    Some(value.to_string())
+}
+
+/// Decodes a `media` payload (base64 mu-law) to PCM.
+///
+/// # Errors
+/// [`VoiceError::Transport`] for bad base64 or an empty or oversized payload.
+pub fn decode_payload(payload: &str) -> Result<Vec<i16>, VoiceError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload.trim())
+        .map_err(|e| VoiceError::Transport(format!("media payload is not base64: {e}")))?;
+    if bytes.is_empty() || bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(VoiceError::Transport(format!(
+            "media payload of {} bytes",
+            bytes.len()
+        )));
+    }
+    let g711 = G711::new(G711Law::Mu);
+    Ok(bytes.iter().map(|&b| g711.decode_sample(b)).collect())
+}
+
+fn parse(message: &str) -> Result<TwilioInbound, VoiceError> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(VoiceError::Transport(format!(
+            "message of {} bytes",
+            message.len()
+        )));
+    }
+    serde_json::from_str(message)
+        .map_err(|e| VoiceError::Transport(format!("unreadable Twilio message: {e}")))
+}
+
+fn bad(stats: &TransportStats, error: &VoiceError) {
+    TransportStats::bump(&stats.bad_messages);
+    tracing::warn!(target: "roomkit.voice.twilio", error = %error, "skipped an unreadable media-socket message");
+}
+
+#[async_trait]
+impl VoiceBackend for TwilioMediaStreams {
+    fn name(&self) -> &str {
+        TRANSPORT
+    }
+
+    fn capabilities(&self) -> VoiceCapabilities {
+        VoiceCapabilities {
+            interruption: true,
+            dtmf_inband: true,
+            dtmf_signaling: true,
+            ..VoiceCapabilities::default()
+        }
+    }
+
+    fn native_format(&self) -> AudioFormat {
+        AudioFormat::pcm_mono(SAMPLE_RATE)
+    }
+
+    async fn accept(&self, socket: MediaSocket) -> Result<Call, VoiceError> {
+        let MediaSocket {
+            mut incoming,
+            mut outgoing,
+        } = socket;
+        let stats = Arc::new(TransportStats::default());
+        let start = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(message) = incoming.next().await {
+                let text = match message? {
+                    MediaMessage::Text(t) => t,
+                    MediaMessage::Binary(_) => {
+                        bad(&stats, &VoiceError::Transport("binary message".into()));
+                        continue;
+                    }
+                    MediaMessage::Close => break,
+                };
+                match parse(&text) {
+                    Ok(TwilioInbound::Start { start, .. }) => return Ok(start),
+                    Ok(TwilioInbound::Connected { .. }) => {}
+                    Ok(other) => {
+                        tracing::debug!(target: "roomkit.voice.twilio", ?other, "message before start ignored");
+                    }
+                    Err(e) => bad(&stats, &e),
+                }
+            }
+            Err(VoiceError::Transport(
+                "the media socket closed before `start`".into(),
+            ))
+        })
+        .await
+        .map_err(|_| VoiceError::Transport("no `start` message within 10 s".into()))??;
+
+        if let Some(f) = &start.media_format
+            && (f.encoding != "audio/x-mulaw" || f.sample_rate != SAMPLE_RATE || f.channels != 1)
+        {
+            let _ = outgoing.send(MediaMessage::Close).await;
+            return Err(VoiceError::Transport(format!(
+                "unsupported media format {} at {} Hz x{}",
+                f.encoding, f.sample_rate, f.channels
+            )));
+        }
+        let info = CallInfo {
+            transport: TRANSPORT.into(),
+            call_id: start.call_sid.clone(),
+            stream_id: start.stream_sid.clone(),
+            from: start.custom_parameters.get("from").cloned(),
+            to: start.custom_parameters.get("to").cloned(),
+            parameters: start.custom_parameters.clone(),
+            format: self.native_format(),
+            codec: "mulaw".into(),
+        };
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        tokio::spawn(run_socket(
+            incoming,
+            outgoing,
+            start.stream_sid,
+            event_tx,
+            out_rx,
+            stats.clone(),
+        ));
+        Ok(Call {
+            info,
+            capabilities: self.capabilities(),
+            events: event_rx,
+            outbound: out_tx,
+            stats,
+        })
+    }
+}
+
+/// Pumps one call's socket until either side ends it.
+async fn run_socket(
+    mut incoming: crate::backend::MediaStream,
+    mut outgoing: crate::backend::MediaSink,
+    stream_sid: String,
+    events: mpsc::Sender<BackendEvent>,
+    mut commands: mpsc::Receiver<Outbound>,
+    stats: Arc<TransportStats>,
+) {
+    let reason = loop {
+        tokio::select! {
+            message = incoming.next() => {
+                let text = match message {
+                    None | Some(Ok(MediaMessage::Close)) => break "socket closed".to_owned(),
+                    Some(Err(e)) => break format!("socket failed: {e}"),
+                    Some(Ok(MediaMessage::Binary(_))) => {
+                        bad(&stats, &VoiceError::Transport("binary message".into()));
+                        continue;
+                    }
+                    Some(Ok(MediaMessage::Text(t))) => t,
+                };
+                let event = match parse(&text) {
+                    Ok(TwilioInbound::Media { media, .. }) => {
+                        if media.track.as_deref().is_some_and(|t| t != "inbound") {
+                            continue;
+                        }
+                        match decode_payload(&media.payload) {
+                            Ok(samples) => BackendEvent::Audio(samples),
+                            Err(e) => {
+                                bad(&stats, &e);
+                                continue;
+                            }
+                        }
+                    }
+                    Ok(TwilioInbound::Dtmf { dtmf, .. }) => {
+                        let mut chars = dtmf.digit.chars();
+                        match (chars.next(), chars.next()) {
+                            (Some(d), None) if d.is_ascii_digit() || "*#ABCDabcd".contains(d) => {
+                                BackendEvent::Dtmf(d.to_ascii_uppercase())
+                            }
+                            _ => {
+                                bad(&stats, &VoiceError::Transport(format!("bad DTMF digit {:?}", dtmf.digit)));
+                                continue;
+                            }
+                        }
+                    }
+                    Ok(TwilioInbound::Mark { mark, .. }) => BackendEvent::Mark(mark.name),
+                    Ok(TwilioInbound::Stop { .. }) => break "stop".to_owned(),
+                    Ok(TwilioInbound::Connected { .. } | TwilioInbound::Start { .. }) => continue,
+                    Err(e) => {
+                        bad(&stats, &e);
+                        continue;
+                    }
+                };
+                if let BackendEvent::Audio(_) = event {
+                    match events.try_send(event) {
+                        Ok(()) => TransportStats::bump(&stats.frames_in),
+                        Err(mpsc::error::TrySendError::Full(_)) => TransportStats::bump(&stats.dropped_inbound),
+                        Err(mpsc::error::TrySendError::Closed(_)) => break "call ended".to_owned(),
+                    }
+                } else if events.send(event).await.is_err() {
+                    break "call ended".to_owned();
+                }
+            }
+            command = commands.recv() => {
+                let Some(command) = command else { break "call ended".to_owned() };
+                if command == Outbound::HangUp {
+                    break "hung up".to_owned();
+                }
+                let Some(json) = encode_outbound(&stream_sid, &command) else {
+                    tracing::debug!(target: "roomkit.voice.twilio", ?command, "not carried by Twilio media streams");
+                    continue;
+                };
+                let is_audio = matches!(command, Outbound::Audio(_));
+                if let Err(e) = outgoing.send(MediaMessage::Text(json)).await {
+                    break format!("socket failed: {e}");
+                }
+                if is_audio {
+                    TransportStats::bump(&stats.frames_out);
+                }
+            }
+        }
+    };
+    tracing::debug!(target: "roomkit.voice.twilio", stream_sid = %stream_sid, %reason, "media stream ended");
+    let _ = outgoing.send(MediaMessage::Close).await;
+    let _ = events.send(BackendEvent::HangUp { reason }).await;
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The TwiML answer of the voice webhook: connect the call to the media
+/// socket at `stream_url` (`wss://.../voice/twilio/media`), passing
+/// `parameters` to the stream's `start` message.
+pub fn twiml_connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
+    let mut xml = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect>"#);
+    xml.push_str(&format!(r#"<Stream url="{}">"#, xml_escape(stream_url)));
+    for (name, value) in parameters {
+        xml.push_str(&format!(
+            r#"<Parameter name="{}" value="{}"/>"#,
+            xml_escape(name),
+            xml_escape(value)
+        ));
+    }
+    xml.push_str("</Stream></Connect></Response>");
+    xml
+}
+
+/// Checks a voice webhook request: `signature` is its `X-Twilio-Signature`
+/// header, `url` the URL Twilio called, `form` the urlencoded body. Returns
+/// the form fields when the signature holds.
+///
+/// # Errors
+/// [`VoiceError::Transport`] for a missing or wrong signature or an
+/// unreadable body.
+pub fn verify_webhook(
+    auth_token: &str,
+    url: &str,
+    form: &[u8],
+    signature: Option<&str>,
+) -> Result<Vec<(String, String)>, VoiceError> {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(form)
+        .map_err(|e| VoiceError::Transport(format!("unreadable form body: {e}")))?;
+    let Some(signature) = signature else {
+        return Err(VoiceError::Transport(
+            "missing X-Twilio-Signature header".into(),
+        ));
+    };
+    if auth_token.is_empty()
+        || !roomkit_channels::sms::twilio::verify_signature(auth_token, url, &fields, signature)
+    {
+        return Err(VoiceError::Transport("bad X-Twilio-Signature".into()));
+    }
+    Ok(fields)
+}
+
+/// Whether a media-socket upgrade carries Twilio's signature of `url` (Twilio
+/// signs the WebSocket handshake like a request without form fields).
+pub fn verify_upgrade(auth_token: &str, url: &str, headers: &[(String, String)]) -> bool {
+    let Some(given) = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("x-twilio-signature"))
+        .map(|(_, v)| v.as_str())
+    else {
+        return false;
+    };
+    !auth_token.is_empty()
+        && roomkit_channels::sms::twilio::verify_signature(auth_token, url, &[], given)
+}
+
+/// The media socket's URL next to a webhook URL: same host, `ws(s)` scheme,
+/// path `/voice/twilio/media`.
+pub fn media_url_for(webhook_url: &str) -> String {
+    let (scheme, rest) = match webhook_url.split_once("://") {
+        Some(("https", rest)) => ("wss", rest),
+        Some((_, rest)) => ("ws", rest),
+        None => ("ws", webhook_url),
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{host}/voice/{TRANSPORT}/media")
+}
+
+/// The voice webhook (`POST /webhooks/voice/twilio`) as a
+/// [`roomkit_channels::WebhookReceiver`]: checks `X-Twilio-Signature` and
+/// answers TwiML that connects the call to the media socket, passing the
+/// caller (`from`), the callee (`to`) and, when the request names one
+/// (`?room_id=`), the room.
+pub struct TwilioVoiceWebhook {
+    auth_token: roomkit_channels::Secret,
+}
+
+impl std::fmt::Debug for TwilioVoiceWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioVoiceWebhook").finish_non_exhaustive()
+    }
+}
+
+impl TwilioVoiceWebhook {
+    /// A receiver checking signatures with `auth_token`.
+    pub fn new(auth_token: roomkit_channels::Secret) -> Self {
+        Self { auth_token }
+    }
+}
+
+impl roomkit_channels::WebhookReceiver for TwilioVoiceWebhook {
+    fn channel_type(&self) -> &str {
+        "voice"
+    }
+
+    fn provider(&self) -> &str {
+        TRANSPORT
+    }
+
+    fn verify_and_parse(
+        &self,
+        req: &roomkit_channels::WebhookRequest,
+    ) -> Result<roomkit_channels::WebhookOutcome, roomkit_channels::WebhookError> {
+        use roomkit_channels::{WebhookError, WebhookKind, WebhookOutcome, WebhookReply};
+        if req.kind != WebhookKind::Inbound {
+            return Err(WebhookError::Unsupported(
+                "the Twilio voice webhook has no status endpoint".into(),
+            ));
+        }
+        let fields = verify_webhook(
+            self.auth_token.expose(),
+            &req.url,
+            &req.body,
+            req.header("X-Twilio-Signature"),
+        )
+        .map_err(|e| match e {
+            VoiceError::Transport(m) if m.starts_with("unreadable") => WebhookError::Malformed(m),
+            other => WebhookError::BadSignature(other.to_string()),
+        })?;
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let room = req.url.split_once('?').and_then(|(_, q)| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "room_id")
+                .map(|(_, v)| v)
+        });
+        let mut params: Vec<(&str, &str)> = Vec::new();
+        if let Some(f) = field("From") {
+            params.push(("from", f));
+        }
+        if let Some(t) = field("To") {
+            params.push(("to", t));
+        }
+        if let Some(r) = room.as_deref() {
+            params.push(("room_id", r));
+        }
+        let xml = twiml_connect_stream(&media_url_for(&req.url), &params);
+        Ok(WebhookOutcome::messages(Vec::new()).reply(WebhookReply::with_body("text/xml", xml)))
+    }
+}
