@@ -145,6 +145,8 @@ struct Run {
     peak: [f32; 2],
     /// Consecutive blocks in which the tones fell well below `peak`.
     absent: u32,
+    /// Blocks since the run began.
+    age: u32,
     /// Windows that passed every test, and the sum of their energy shares.
     windows: u32,
     ratio_sum: f32,
@@ -471,7 +473,14 @@ impl DtmfDetector for GoertzelDtmf {
                     run.windows += 1;
                     run.ratio_sum += info.ratio;
                 }
-                if run.absent >= max_absent {
+                run.age += 1;
+                // A lone window not confirmed by the next ones was not a
+                // digit (a moment of speech or noise): drop it, so it cannot
+                // hold off a real digit that starts meanwhile.
+                let unconfirmed = run.windows < 2 && (run.age >= 3 || info.digit.is_some());
+                if run.absent >= max_absent
+                    || (unconfirmed && info.digit != Some((run.row, run.col)))
+                {
                     finished = st.run.take();
                 }
             }
@@ -513,6 +522,7 @@ impl DtmfDetector for GoertzelDtmf {
                     extra_blocks: 0,
                     peak,
                     absent: 0,
+                    age: 0,
                     windows: 1,
                     ratio_sum: info.ratio,
                 });
