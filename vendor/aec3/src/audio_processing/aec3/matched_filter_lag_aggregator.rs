@@ -210,17 +210,20 @@ impl MatchedFilterLagAggregator {
         self.new_lag_run = (0, 0);
     }
 
-    /// RoomKit: clears the histograms once `ECHO_PATH_CHANGE_RUN` estimates
-    /// in a row agree on a lag more than a block away from the current
-    /// candidate (the echo path changed); the reliable-delay state is kept.
-    fn follow_echo_path_change(&mut self, lag: usize) {
+    /// RoomKit: restarts the histograms from the new lag once
+    /// `ECHO_PATH_CHANGE_RUN` estimates agree on a lag more than two blocks
+    /// away from the current candidate (the echo path changed). Estimates of
+    /// the old lag in between are ignored; a third lag restarts the count.
+    /// The reliable-delay state is kept.
+    fn follow_echo_path_change(&mut self, lag: usize, pre_echo_lag: usize) {
         if !self.significant_candidate_found {
             return;
         }
         let candidate = usize::try_from(self.highest_peak_aggregator.candidate()).unwrap_or(0);
         let tol = self.lag_tolerance;
         if lag.abs_diff(candidate) <= 2 * tol {
-            self.new_lag_run = (0, 0);
+            // The old lag still shows now and then while the matched filters
+            // re-adapt; it neither confirms nor breaks the new one.
             return;
         }
         let (run_lag, n) = self.new_lag_run;
@@ -230,9 +233,17 @@ impl MatchedFilterLagAggregator {
             (lag, 1)
         };
         if self.new_lag_run.1 >= ECHO_PATH_CHANGE_RUN {
+            // The agreeing estimates count as the new history, so the new
+            // delay is reported at once.
             self.highest_peak_aggregator.reset();
             if let Some(aggregator) = self.pre_echo_lag_aggregator.as_mut() {
                 aggregator.reset();
+            }
+            for _ in 0..=self.thresholds.converged {
+                self.highest_peak_aggregator.aggregate(lag);
+                if let Some(aggregator) = self.pre_echo_lag_aggregator.as_mut() {
+                    aggregator.aggregate(pre_echo_lag);
+                }
             }
             self.new_lag_run = (0, 0);
         }
@@ -251,7 +262,10 @@ impl MatchedFilterLagAggregator {
 
     pub fn aggregate(&mut self, lag_estimate: Option<LagEstimate>) -> Option<DelayEstimate> {
         let lag_estimate = lag_estimate?;
-        self.follow_echo_path_change(lag_estimate.lag.saturating_sub(self.headroom));
+        self.follow_echo_path_change(
+            lag_estimate.lag.saturating_sub(self.headroom),
+            lag_estimate.pre_echo_lag.saturating_sub(self.headroom),
+        );
 
         if let Some(aggregator) = self.pre_echo_lag_aggregator.as_mut() {
             aggregator.dump(&self.data_dumper);
