@@ -97,14 +97,22 @@ impl Aec3Canceller {
         if config.preserve_double_talk {
             // Once AEC3's detector finds the near end dominant, let the
             // suppressor pass far more echo-to-near-end ratio before it cuts
-            // in. Measured on synthetic double talk this keeps the near-end
-            // talker within 0.1 dB (correlation 0.99) with unchanged ERLE in
-            // single talk; the linear filter still removes the echo.
+            // in, and let its gain climb back twice as fast (AEC3's default
+            // is 2x per block) so the onsets of near-end words are not
+            // clipped. The detector triggers after 4 blocks (16 ms) of
+            // dominant near end instead of 12. On espeak-ng double talk with
+            // the talker as loud as the echo, the near-end talker lost 1.7 dB
+            // (correlation 0.92 with the clean talker) against 3.4 dB (0.85)
+            // with the previous tuning; single-talk ERLE is unchanged, and
+            // ERLE after an echo path change stays above 29 dB because the
+            // delay estimator re-converges within a second (vendor/aec3).
             let t = &mut cfg.suppressor.nearend_tuning;
-            t.mask_lf.enr_transparent = 3.0;
-            t.mask_lf.enr_suppress = 5.0;
-            t.mask_hf.enr_transparent = 3.0;
-            t.mask_hf.enr_suppress = 5.0;
+            t.mask_lf.enr_transparent = 6.0;
+            t.mask_lf.enr_suppress = 10.0;
+            t.mask_hf.enr_transparent = 6.0;
+            t.mask_hf.enr_suppress = 10.0;
+            t.max_inc_factor = 4.0;
+            cfg.suppressor.dominant_nearend_detection.trigger_threshold = 4;
         }
         cfg
     }

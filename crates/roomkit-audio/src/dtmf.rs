@@ -1,14 +1,19 @@
 //! DTMF (touch-tone) detection with Goertzel-style tone correlators, following ITU-T Q.24 limits.
 //!
-//! The detector looks at 10 ms blocks at the frame's own sample rate. A block
-//! holds a digit when exactly one row and one column tone stand out, the pair
-//! carries most of the block's energy, the twist between them is within
-//! limits and both tones sit within the frequency tolerance (measured from
-//! the phase advance between the two halves of the block). A digit is
-//! reported once its tone has ended, with its start time and its duration
-//! measured to about a millisecond from how much of the edge blocks the tone
-//! filled. Tones shorter than `min_on_ms` are ignored; gaps shorter than
-//! `min_off_ms` do not split a digit.
+//! The detector correlates 10 ms blocks at the frame's own sample rate with
+//! the eight tones and judges 20 ms windows (two blocks, one block apart).
+//! A window holds a digit when exactly one row and one column tone stand out
+//! of their group (judged at the window's finer resolution, so a tone 1.5 %
+//! off stays clear of its neighbour), the pair carries most of the energy,
+//! the twist is within limits and both tones sit within the frequency
+//! tolerance (measured from the phase advance between the two blocks; the
+//! tone levels are corrected for that offset). Once a window has found a
+//! digit, the digit lasts as long as its two tones keep their level block by
+//! block, whatever else sounds with them, so speech over a held key neither
+//! splits it nor reports it twice; `min_off_ms` of silence in its tones ends
+//! it. A digit is reported once its tone has ended, with its start time and
+//! its duration measured to about a millisecond from how much of each block
+//! the tone filled. Tones shorter than `min_on_ms` are ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +31,9 @@ const KEYS: [[char; 4]; 4] = [
 
 /// Detection limits. The defaults follow Q.24's common values: accept tones
 /// of 40 ms and more, reject 23 ms and less, accept ±1.5 % frequency error
-/// and reject ±3.5 %, 8 dB reverse and 4 dB forward twist.
+/// and reject ±3.5 %, accept 8 dB reverse and 4 dB forward twist. The twist
+/// limits sit 1 dB beyond those acceptance values, so that a tone pair
+/// exactly at the acceptance edge is not lost to measurement error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DtmfConfig {
@@ -52,8 +59,8 @@ impl Default for DtmfConfig {
     fn default() -> Self {
         Self {
             min_tone_dbfs: -40.0,
-            max_reverse_twist_db: 8.0,
-            max_forward_twist_db: 4.0,
+            max_reverse_twist_db: 9.0,
+            max_forward_twist_db: 5.0,
             min_tone_energy_ratio: 0.65,
             min_group_margin_db: 6.0,
             max_frequency_error: 0.025,
@@ -97,40 +104,79 @@ pub trait DtmfDetector {
     fn close(&mut self);
 }
 
+/// One 10 ms block: the complex correlation with each of the eight tones
+/// (tables starting at the block's first sample) and its energy.
 #[derive(Debug, Clone, Copy, Default)]
-struct BlockInfo {
-    amps: [f32; 8],
+struct Block {
+    re: [f32; 8],
+    im: [f32; 8],
+    energy: f32,
+    t_ms: f64,
+}
+
+impl Block {
+    /// Peak amplitude of tone `k` over this block alone.
+    fn amp(&self, k: usize, n: usize) -> f32 {
+        2.0 * self.re[k].hypot(self.im[k]) / n as f32
+    }
+}
+
+/// The verdict on one 20 ms window (two consecutive blocks).
+#[derive(Debug, Clone, Copy, Default)]
+struct WindowInfo {
     digit: Option<(usize, usize)>,
     ratio: f32,
 }
 
+/// A digit being heard: started by a window that passed every test, kept
+/// going while its two tones stay near their level block by block.
 #[derive(Debug, Clone, Default)]
 struct Run {
     row: usize,
     col: usize,
+    /// Start time of the first block of `amps`.
     first_t: f64,
-    lead_cov: f32,
-    first_amps: [f32; 2],
-    steady: [f32; 2],
-    present_amps: Vec<[f32; 2]>,
+    /// Per block, the 10 ms amplitudes of the row and column tone, from the
+    /// block before the first detected window on.
+    amps: Vec<[f32; 2]>,
+    /// Blocks beyond the `amps` cap, counted as fully covered.
+    extra_blocks: u32,
+    /// Running maximum of the two tone levels (the provisional steady level).
+    peak: [f32; 2],
+    /// Consecutive blocks in which the tones fell well below `peak`.
     absent: u32,
-    trail_cov: f32,
+    /// Blocks since the run began.
+    age: u32,
+    /// Windows that passed every test, and the sum of their energy shares.
+    windows: u32,
     ratio_sum: f32,
-    present: u32,
 }
+
+/// Blocks kept before the current one, so that a digit first recognised
+/// late (its first windows masked by speech or at a limit) still gets its
+/// true start.
+const HISTORY: usize = 6;
+
+/// At most this many blocks (60 s) of a run keep their levels.
+const MAX_RUN_BLOCKS: usize = 6_000;
 
 struct DtmfStream {
     rate: u32,
     block: usize,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// `cos`/`sin` of each tone's phase advance over one block.
+    rot: [(f32, f32); 8],
     buf: Vec<f32>,
     buf_t: f64,
     clock_ms: f64,
-    prev: BlockInfo,
+    /// The last `HISTORY` blocks before the current one, oldest first.
+    history: [Block; HISTORY],
+    prev: Block,
+    blocks_seen: u64,
     run: Option<Run>,
-    /// The block levels buffer of the last finished run, reused by the next
-    /// one so a detected digit costs no allocation.
+    /// The level buffer of the last finished run, reused by the next one so
+    /// a detected digit costs no allocation.
     spare_amps: Vec<[f32; 2]>,
 }
 
@@ -154,6 +200,20 @@ impl Default for GoertzelDtmf {
     }
 }
 
+fn tone_freq(k: usize) -> f64 {
+    if k < 4 { ROWS[k] } else { COLS[k - 4] }
+}
+
+/// Gain of an `n`-sample correlation at a tone `df` Hz away from its own
+/// frequency (the Dirichlet kernel, 1 at `df = 0`).
+fn offset_gain(df: f64, n: usize, rate: u32) -> f64 {
+    let x = std::f64::consts::PI * df / f64::from(rate);
+    if x.abs() < 1e-9 {
+        return 1.0;
+    }
+    ((x * n as f64).sin() / (n as f64 * x.sin())).abs()
+}
+
 impl DtmfStream {
     fn new(rate: u32) -> Result<Self, AudioError> {
         let block = rate as usize / 100;
@@ -166,78 +226,113 @@ impl DtmfStream {
         }
         let mut cos = Vec::with_capacity(8 * block);
         let mut sin = Vec::with_capacity(8 * block);
-        for f in ROWS.iter().chain(COLS.iter()) {
+        let mut rot = [(1f32, 0f32); 8];
+        for (k, f) in ROWS.iter().chain(COLS.iter()).enumerate() {
             let w = 2.0 * std::f64::consts::PI * f / f64::from(rate);
             for n in 0..block {
                 cos.push((w * n as f64).cos() as f32);
                 sin.push((w * n as f64).sin() as f32);
             }
+            rot[k] = (
+                (w * block as f64).cos() as f32,
+                (w * block as f64).sin() as f32,
+            );
         }
         Ok(Self {
             rate,
             block,
             cos,
             sin,
+            rot,
             buf: Vec::with_capacity(block),
             buf_t: 0.0,
             clock_ms: 0.0,
-            prev: BlockInfo::default(),
+            history: [Block::default(); HISTORY],
+            prev: Block::default(),
+            blocks_seen: 0,
             run: None,
             spare_amps: Vec::with_capacity(64),
         })
     }
 
-    fn analyse(&self, cfg: &DtmfConfig) -> BlockInfo {
+    /// Correlates the buffered 10 ms block with the eight tones.
+    fn correlate(&self) -> Block {
         let n = self.block;
-        let half = n / 2;
         let x = &self.buf;
-        let energy: f32 = x.iter().map(|v| v * v).sum();
-        let mut amps = [0f32; 8];
-        let mut dev = [0f32; 8];
+        let mut b = Block {
+            energy: x.iter().map(|v| v * v).sum(),
+            t_ms: self.buf_t,
+            ..Block::default()
+        };
         for k in 0..8 {
             let c = &self.cos[k * n..(k + 1) * n];
             let s = &self.sin[k * n..(k + 1) * n];
-            let (mut r1, mut i1, mut r2, mut i2) = (0f32, 0f32, 0f32, 0f32);
-            for i in 0..half {
-                r1 += x[i] * c[i];
-                i1 -= x[i] * s[i];
+            let (mut re, mut im) = (0f32, 0f32);
+            for i in 0..n {
+                re += x[i] * c[i];
+                im -= x[i] * s[i];
             }
-            for i in half..n {
-                r2 += x[i] * c[i];
-                i2 -= x[i] * s[i];
-            }
-            let (re, im) = (r1 + r2, i1 + i2);
-            amps[k] = 2.0 * (re * re + im * im).sqrt() / n as f32;
-            // Phase advance between the halves gives the frequency offset.
-            let pr = r2 * r1 + i2 * i1;
-            let pi = i2 * r1 - r2 * i1;
-            let dphi = pi.atan2(pr);
-            let df =
-                f64::from(dphi) * f64::from(self.rate) / (2.0 * std::f64::consts::PI * half as f64);
-            let f0 = if k < 4 { ROWS[k] } else { COLS[k - 4] };
-            dev[k] = (df / f0).abs() as f32;
+            b.re[k] = re;
+            b.im[k] = im;
         }
-        let mut info = BlockInfo {
-            amps,
-            digit: None,
-            ratio: 0.0,
-        };
+        b
+    }
+
+    /// Judges the 20 ms window made of the previous and the current block.
+    ///
+    /// Selectivity (each tone standing above the rest of its group) is
+    /// judged on the whole window, whose finer resolution keeps a tone 1.5 %
+    /// off clear of its neighbour. Level, twist and energy share use the
+    /// 10 ms amplitudes corrected for the frequency offset measured from the
+    /// phase advance between the two blocks, so a tone off its nominal
+    /// frequency is neither weakened nor twisted by the analysis.
+    fn analyse(&self, cur: &Block, cfg: &DtmfConfig) -> WindowInfo {
+        let n = self.block;
+        let a = &self.prev;
+        let mut info = WindowInfo::default();
+        if self.blocks_seen < 2 {
+            return info;
+        }
+        let mut win = [0f32; 8];
+        let mut level = [0f32; 8];
+        let mut dev = [0f32; 8];
+        for k in 0..8 {
+            // The current block's correlation rotated onto the window's phase reference.
+            let (rc, rs) = self.rot[k];
+            let (br, bi) = (
+                cur.re[k] * rc + cur.im[k] * rs,
+                cur.im[k] * rc - cur.re[k] * rs,
+            );
+            let (wr, wi) = (a.re[k] + br, a.im[k] + bi);
+            win[k] = 2.0 * wr.hypot(wi) / (2 * n) as f32;
+            // Phase advance beyond the nominal one: the frequency offset.
+            let pr = br * a.re[k] + bi * a.im[k];
+            let pi = bi * a.re[k] - br * a.im[k];
+            let df = f64::from(pi.atan2(pr)) * f64::from(self.rate)
+                / (2.0 * std::f64::consts::PI * n as f64);
+            let f0 = tone_freq(k);
+            dev[k] = (df / f0).abs() as f32;
+            let limit = f64::from(cfg.max_frequency_error) * f0;
+            let g = offset_gain(df.clamp(-limit, limit), n, self.rate) as f32;
+            level[k] = 0.5 * (a.amp(k, n) + cur.amp(k, n)) / g.max(0.1);
+        }
         let best = |range: std::ops::Range<usize>| {
             let mut b = range.start;
             for k in range.clone() {
-                if amps[k] > amps[b] {
+                if win[k] > win[b] {
                     b = k;
                 }
             }
             let second = range
                 .filter(|&k| k != b)
-                .map(|k| amps[k])
+                .map(|k| win[k])
                 .fold(0f32, f32::max);
             (b, second)
         };
         let (r, r2) = best(0..4);
         let (c, c2) = best(4..8);
-        let (ar, ac) = (amps[r], amps[c]);
+        let (ar, ac) = (level[r], level[c]);
+        let energy = a.energy + cur.energy;
         let min_amp = 10f32.powf(cfg.min_tone_dbfs / 20.0);
         if ar < min_amp || ac < min_amp || energy <= 0.0 {
             return info;
@@ -247,11 +342,11 @@ impl DtmfStream {
             return info;
         }
         let margin = 10f32.powf(cfg.min_group_margin_db / 20.0);
-        if ar < r2 * margin || ac < c2 * margin {
+        if win[r] < r2 * margin || win[c] < c2 * margin {
             return info;
         }
         let tone_power = (ar * ar + ac * ac) / 2.0;
-        let ratio = tone_power / (energy / n as f32);
+        let ratio = tone_power / (energy / (2 * n) as f32);
         if ratio < cfg.min_tone_energy_ratio {
             return info;
         }
@@ -264,12 +359,6 @@ impl DtmfStream {
     }
 }
 
-fn coverage(amps: &[f32; 8], row: usize, col: usize, steady: [f32; 2]) -> f32 {
-    let a = amps[row] / steady[0].max(1e-9);
-    let b = amps[4 + col] / steady[1].max(1e-9);
-    (0.5 * (a + b)).clamp(0.0, 1.0)
-}
-
 impl GoertzelDtmf {
     /// A detector with the given limits.
     pub fn new(config: DtmfConfig) -> Self {
@@ -279,47 +368,44 @@ impl GoertzelDtmf {
         }
     }
 
-    /// Turns a finished run into an event (the run is consumed in place,
-    /// so no copy of its block levels is made).
-    fn close_run(cfg: &DtmfConfig, run: &mut Run) -> Option<DtmfEvent> {
-        // The steady level is the mean of the interior blocks, which the tone
-        // fills completely; the edges are measured against it.
-        if run.present_amps.len() >= 3 {
-            let inner = &run.present_amps[1..run.present_amps.len() - 1];
-            let n = inner.len() as f32;
-            let s0 = inner.iter().map(|a| a[0]).sum::<f32>() / n;
-            let s1 = inner.iter().map(|a| a[1]).sum::<f32>() / n;
-            // Edge coverages were computed against a provisional level.
-            run.lead_cov *=
-                0.5 * (run.first_amps[0] / s0.max(1e-9) + run.first_amps[1] / s1.max(1e-9));
-            run.trail_cov *= 0.5 * (run.steady[0] / s0.max(1e-9) + run.steady[1] / s1.max(1e-9));
-            run.lead_cov = run.lead_cov.clamp(0.0, 1.0);
-            run.trail_cov = run.trail_cov.clamp(0.0, 1.0);
-            run.steady = [s0, s1];
+    /// Turns a finished run into an event.
+    ///
+    /// The steady level of each tone is the mean of the blocks within 80 %
+    /// of its loudest block (blocks the tone filled); every block then
+    /// counts the share of it the tone covered, so the duration and start
+    /// come out to about a millisecond.
+    fn close_run(cfg: &DtmfConfig, run: &Run) -> Option<DtmfEvent> {
+        let amps = &run.amps;
+        let mut steady = [0f32; 2];
+        for (j, s) in steady.iter_mut().enumerate() {
+            let max = amps.iter().map(|a| a[j]).fold(0f32, f32::max);
+            let (sum, cnt) = amps
+                .iter()
+                .map(|a| a[j])
+                .filter(|&v| v >= 0.8 * max)
+                .fold((0f32, 0u32), |(s, c), v| (s + v, c + 1));
+            *s = sum / cnt.max(1) as f32;
         }
-        let run = &*run;
-        // Re-evaluate coverage of every present block against the steady level.
-        let mut covered = 0f32;
-        for a in &run.present_amps {
-            let c = (0.5 * (a[0] / run.steady[0].max(1e-9) + a[1] / run.steady[1].max(1e-9)))
-                .clamp(0.0, 1.0);
-            covered += c;
-        }
-        let first_cov = (0.5
-            * (run.first_amps[0] / run.steady[0].max(1e-9)
-                + run.first_amps[1] / run.steady[1].max(1e-9)))
-        .clamp(0.0, 1.0);
-        let lead = run.lead_cov;
-        let duration = (covered + lead + run.trail_cov) * 10.0;
-        if duration < cfg.min_on_ms || run.present < 2 {
+        let cov = |a: &[f32; 2]| {
+            let c = 0.5 * (a[0] / steady[0].max(1e-9) + a[1] / steady[1].max(1e-9));
+            let c = c.clamp(0.0, 1.0);
+            if c < 0.1 { 0.0 } else { c }
+        };
+        let first = amps.iter().position(|a| cov(a) > 0.0)?;
+        let last = amps.iter().rposition(|a| cov(a) > 0.0)?;
+        let covered: f32 =
+            amps[first..=last].iter().map(cov).sum::<f32>() + run.extra_blocks as f32;
+        let duration = covered * 10.0;
+        if duration < cfg.min_on_ms || run.windows < 2 {
             return None;
         }
-        let start = run.first_t + 10.0 - f64::from(lead + first_cov) * 10.0;
+        // The tone fills the end of its first block.
+        let start = run.first_t + first as f64 * 10.0 + f64::from(1.0 - cov(&amps[first])) * 10.0;
         Some(DtmfEvent {
             digit: KEYS[run.row][run.col],
             t_ms: start,
             duration_ms: f64::from(duration),
-            confidence: Some(run.ratio_sum / run.present.max(1) as f32),
+            confidence: Some(run.ratio_sum / run.windows.max(1) as f32),
         })
     }
 }
@@ -361,67 +447,89 @@ impl DtmfDetector for GoertzelDtmf {
             if st.buf.len() < st.block {
                 continue;
             }
-            let info = st.analyse(cfg);
-            let block_t = st.buf_t;
+            let cur = st.correlate();
             st.buf.clear();
-            let max_absent = (cfg.min_off_ms / 10.0).ceil().max(1.0) as u32 + 1;
+            let info = st.analyse(&cur, cfg);
+            let n = st.block;
+            // Blocks in which the run's tones fall under this share of their
+            // level count as silence; this many in a row end the digit.
+            let max_absent = (cfg.min_off_ms / 10.0).floor().max(1.0) as u32;
             let mut finished = None;
-            match (&mut st.run, info.digit) {
-                (Some(run), Some((r, c))) if run.row == r && run.col == c => {
+            if let Some(run) = st.run.as_mut() {
+                let a = [cur.amp(run.row, n), cur.amp(4 + run.col, n)];
+                run.peak = [run.peak[0].max(a[0]), run.peak[1].max(a[1])];
+                if run.amps.len() < MAX_RUN_BLOCKS {
+                    run.amps.push(a);
+                } else {
+                    run.extra_blocks += 1;
+                }
+                let share = 0.5 * (a[0] / run.peak[0].max(1e-9) + a[1] / run.peak[1].max(1e-9));
+                if share < 0.4 {
+                    run.absent += 1;
+                } else {
                     run.absent = 0;
-                    run.trail_cov = 0.0;
-                    let a = [info.amps[r], info.amps[4 + c]];
-                    run.steady = [run.steady[0].max(a[0]), run.steady[1].max(a[1])];
-                    run.present_amps.push(a);
-                    run.present += 1;
+                }
+                if info.digit == Some((run.row, run.col)) {
+                    run.windows += 1;
                     run.ratio_sum += info.ratio;
                 }
-                (Some(run), d) => {
-                    if d.is_none() {
-                        run.absent += 1;
-                        if run.absent == 1 {
-                            run.trail_cov = coverage(&info.amps, run.row, run.col, run.steady);
-                        }
-                    }
-                    if d.is_some() || run.absent >= max_absent {
-                        finished = st.run.take();
-                    }
+                run.age += 1;
+                // A lone window not confirmed by the next ones was not a
+                // digit (a moment of speech or noise): drop it, so it cannot
+                // hold off a real digit that starts meanwhile.
+                let unconfirmed = run.windows < 2 && (run.age >= 3 || info.digit.is_some());
+                if run.absent >= max_absent
+                    || (unconfirmed && info.digit != Some((run.row, run.col)))
+                {
+                    finished = st.run.take();
                 }
-                (None, _) => {}
             }
-            if let Some(mut run) = finished {
-                if let Some(ev) = Self::close_run(cfg, &mut run) {
+            if let Some(run) = finished {
+                if let Some(ev) = Self::close_run(cfg, &run) {
                     out = Some(ev);
                 }
-                st.spare_amps = run.present_amps;
+                st.spare_amps = run.amps;
             }
             if st.run.is_none()
                 && let Some((r, c)) = info.digit
             {
-                let a = [info.amps[r], info.amps[4 + c]];
-                let mut present_amps = std::mem::take(&mut st.spare_amps);
-                present_amps.clear();
-                present_amps.push(a);
+                // The run's levels start at the oldest recent block that
+                // still holds some of the tone (at least one block before
+                // the window, which may hold the tone's beginning).
+                let mut amps = std::mem::take(&mut st.spare_amps);
+                amps.clear();
+                let here = [cur.amp(r, n), cur.amp(4 + c, n)];
+                let filled =
+                    |b: &Block| b.amp(r, n) >= 0.25 * here[0] && b.amp(4 + c, n) >= 0.25 * here[1];
+                let mut from = HISTORY;
+                while from > 0 && filled(&st.history[from - 1]) {
+                    from -= 1;
+                }
+                let from = from.min(HISTORY - 1);
+                let first_t = st.history[from].t_ms;
+                for b in st.history[from..].iter().chain([&st.prev, &cur]) {
+                    amps.push([b.amp(r, n), b.amp(4 + c, n)]);
+                }
+                let peak = [
+                    amps.iter().map(|a| a[0]).fold(0f32, f32::max),
+                    amps.iter().map(|a| a[1]).fold(0f32, f32::max),
+                ];
                 st.run = Some(Run {
                     row: r,
                     col: c,
-                    first_t: block_t,
-                    lead_cov: 0.0,
-                    first_amps: a,
-                    steady: a,
-                    present_amps,
+                    first_t,
+                    amps,
+                    extra_blocks: 0,
+                    peak,
                     absent: 0,
-                    trail_cov: 0.0,
+                    age: 0,
+                    windows: 1,
                     ratio_sum: info.ratio,
-                    present: 1,
                 });
-                if let Some(run) = st.run.as_mut() {
-                    // The previous block's share of this tone, judged
-                    // against this block's level for now.
-                    run.lead_cov = coverage(&st.prev.amps, r, c, a);
-                }
             }
-            st.prev = info;
+            st.history.rotate_left(1);
+            st.history[HISTORY - 1] = std::mem::replace(&mut st.prev, cur);
+            st.blocks_seen += 1;
         }
         Ok(out)
     }
@@ -429,9 +537,9 @@ impl DtmfDetector for GoertzelDtmf {
     fn finish(&mut self, stream: &str) -> Option<DtmfEvent> {
         let cfg = &self.config;
         let st = self.streams.get_mut(stream)?;
-        let mut run = st.run.take()?;
-        let ev = Self::close_run(cfg, &mut run);
-        st.spare_amps = run.present_amps;
+        let run = st.run.take()?;
+        let ev = Self::close_run(cfg, &run);
+        st.spare_amps = run.amps;
         ev
     }
 

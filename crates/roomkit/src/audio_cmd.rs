@@ -65,7 +65,7 @@ struct ProcessArgs {
     /// resampler rate, else 16000].
     #[arg(long)]
     rate: Option<u32>,
-    /// Processed audio (16-bit mono WAV at --rate).
+    /// Processed audio (16-bit mono WAV at --rate), exactly as long as the input.
     #[arg(long)]
     output: PathBuf,
     /// Pipeline events, one JSON object per line.
@@ -295,6 +295,8 @@ struct FrameSource {
     frame_len: usize,
     emitted: u64,
     expected: u64,
+    /// How many samples of the last frame lie within the input (the rest is padding).
+    valid: usize,
 }
 
 impl FrameSource {
@@ -316,7 +318,9 @@ impl FrameSource {
             let skip = (r.delay_ms() * f64::from(rate) / 1000.0).round() as usize;
             (Some(r), skip)
         };
-        let expected = src.total_frames * u64::from(rate) / u64::from(src.rate);
+        // The input's length at the internal rate, rounded to the nearest sample.
+        let expected =
+            (src.total_frames * u64::from(rate) + u64::from(src.rate) / 2) / u64::from(src.rate);
         let out_cap = resampler.as_ref().map_or(0, ChunkResampler::output_len);
         Ok(Self {
             src,
@@ -330,6 +334,7 @@ impl FrameSource {
             frame_len,
             emitted: 0,
             expected,
+            valid: 0,
         })
     }
 
@@ -373,7 +378,8 @@ impl FrameSource {
                 }
             }
         }
-        // Never emit past the input's length (rounded up to a whole frame).
+        // Never emit past the input's length; the last frame is padded to a
+        // whole frame for the stages, and `valid` says how much of it is real.
         if self.fifo.is_empty() || self.emitted >= self.expected {
             return Ok(false);
         }
@@ -388,6 +394,9 @@ impl FrameSource {
         frame.channels = 1;
         frame.timestamp_ms = Some(self.emitted as f64 * 1000.0 / f64::from(rate));
         frame.metadata.clear();
+        self.valid = usize::try_from(self.expected - self.emitted)
+            .unwrap_or(usize::MAX)
+            .min(self.frame_len);
         self.emitted += self.frame_len as u64;
         Ok(true)
     }
@@ -472,7 +481,7 @@ fn process(args: &ProcessArgs) -> anyhow::Result<()> {
         total_s,
     );
     match result {
-        Ok((frames, events)) => {
+        Ok((samples, events)) => {
             std::fs::rename(&out_tmp, &args.output)
                 .with_context(|| format!("cannot write {}", args.output.display()))?;
             std::fs::rename(&ev_tmp, &args.events)
@@ -481,7 +490,7 @@ fn process(args: &ProcessArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "wrote {} ({:.1} s at {rate} Hz) and {} events to {}",
                     args.output.display(),
-                    frames as f64 * 0.02,
+                    samples as f64 / f64::from(rate),
                     events,
                     args.events.display()
                 );
@@ -496,6 +505,7 @@ fn process(args: &ProcessArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Runs every frame; returns the samples written and the events written.
 #[allow(clippy::too_many_arguments)]
 fn run_frames(
     args: &ProcessArgs,
@@ -522,6 +532,7 @@ fn run_frames(
     let mut reference = AudioFrame::with_capacity(rate, 1, rate as usize / 50);
     let mut events: Vec<PipelineEvent> = Vec::with_capacity(8);
     let mut n_frames = 0u64;
+    let mut n_samples = 0u64;
     let mut n_events = 0u64;
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -552,8 +563,11 @@ fn run_frames(
             }
         }
         pipeline.process_inbound(stream, &mut frame, &mut events)?;
-        let mut w = wav.get_i16_writer(frame.samples.len() as u32);
-        for &s in &frame.samples {
+        // The output keeps the input's exact length: the padding of the last frame is not written.
+        let keep = near.valid.min(frame.samples.len());
+        n_samples += keep as u64;
+        let mut w = wav.get_i16_writer(keep as u32);
+        for &s in &frame.samples[..keep] {
             w.write_sample(s);
         }
         w.flush()
@@ -583,7 +597,7 @@ fn run_frames(
         .map_err(|e| anyhow!("cannot write {}: {e}", args.events.display()))?;
     wav.finalize()
         .map_err(|e| anyhow!("cannot write {}: {e}", args.output.display()))?;
-    Ok((n_frames, n_events))
+    Ok((n_samples, n_events))
 }
 
 #[cfg(test)]

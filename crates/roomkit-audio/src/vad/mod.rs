@@ -159,7 +159,12 @@ struct Segmenter<E> {
     tail: VecDeque<(f64, f64, f32)>,
     /// Loudest frame RMS of the current segment, dBFS.
     peak_db: f32,
+    /// The first speech frames of the current candidate: (start, RMS dBFS).
+    lead: Vec<(f64, f32)>,
 }
+
+/// Speech frames kept from a candidate's start for trimming its beginning.
+const LEAD_FRAMES: usize = 32;
 
 /// Speech frames kept for trimming a detector's hang-over off the end.
 const TAIL_FRAMES: usize = 16;
@@ -231,7 +236,26 @@ impl<E: VadEngine> Segmenter<E> {
             floor_db: None,
             tail: VecDeque::with_capacity(TAIL_FRAMES),
             peak_db: -120.0,
+            lead: Vec::with_capacity(LEAD_FRAMES),
         }
+    }
+
+    /// Start of the speech proper: the first speech frame of the candidate,
+    /// after skipping leading frames the detector called speech although
+    /// they sit near the noise floor or far below the candidate's loudest
+    /// frame (noise taken for speech while the detector and the stages in
+    /// front of it were still adapting, or just before a word).
+    fn refined_start(&self) -> f64 {
+        let Some(floor) = self.floor_db else {
+            return self.start_ms;
+        };
+        let peak = self.lead.iter().map(|l| l.1).fold(-120.0f32, f32::max);
+        self.lead
+            .iter()
+            .find(|&&(_, rms)| {
+                rms >= floor + HANGOVER_MARGIN_DB && rms >= peak - HANGOVER_BELOW_PEAK_DB
+            })
+            .map_or(self.start_ms, |l| l.0.max(self.start_ms))
     }
 
     /// End of the speech proper: the last speech frame, minus trailing
@@ -355,6 +379,8 @@ impl<E: VadEngine> VadProvider for SegmentingVad<E> {
                     seg.capture.extend(seg.preroll.iter());
                     seg.capture.extend_from_slice(&frame.samples);
                     seg.trailing = 0;
+                    seg.lead.clear();
+                    seg.lead.push((t0, rms));
                 }
             }
             Phase::Candidate | Phase::Speaking => {
@@ -368,6 +394,9 @@ impl<E: VadEngine> VadProvider for SegmentingVad<E> {
                     seg.trailing = 0;
                     seg.prob_sum += f64::from(prob);
                     seg.prob_frames += 1;
+                    if seg.phase == Phase::Candidate && seg.lead.len() < LEAD_FRAMES {
+                        seg.lead.push((t0, rms));
+                    }
                 } else {
                     seg.silence_ms += dur;
                     seg.trailing += frame.samples.len();
@@ -381,6 +410,7 @@ impl<E: VadEngine> VadProvider for SegmentingVad<E> {
                         seg.capture.clear();
                     } else if seg.speech_ms >= f64::from(cfg.min_speech_duration_ms) {
                         seg.phase = Phase::Speaking;
+                        seg.start_ms = seg.refined_start();
                         let ev = VadEvent {
                             kind: VadEventType::SpeechStart,
                             t_ms: seg.start_ms,

@@ -244,3 +244,220 @@ fn no_false_digits_on_synthesised_speech() {
     }
     eprintln!("no false DTMF digits in {total_s:.1} s of espeak-ng speech");
 }
+
+/// Renders `tones` at `rate`, detects them, and checks each tone against
+/// the event at the same place: the digit, its start and its duration
+/// within `tol_ms`. Returns the worst start and duration errors and how many
+/// tones were lost or reported more than once.
+fn check_tones(rate: u32, total_ms: f64, tones: &[Tone], noise: Option<f64>) -> (f64, f64, usize) {
+    let x = render(rate, total_ms, tones, noise, 7);
+    let evs = detect(rate, &x);
+    let (mut worst_start, mut worst_dur, mut bad) = (0f64, 0f64, 0usize);
+    for t in tones {
+        let hits: Vec<&DtmfEvent> = evs
+            .iter()
+            .filter(|e| e.t_ms < t.start_ms + t.dur_ms && e.t_ms + e.duration_ms > t.start_ms)
+            .collect();
+        if hits.len() != 1 || hits[0].digit != t.digit {
+            bad += 1;
+            continue;
+        }
+        worst_start = worst_start.max((hits[0].t_ms - t.start_ms).abs());
+        worst_dur = worst_dur.max((hits[0].duration_ms - t.dur_ms).abs());
+    }
+    // Nothing reported where there was no tone.
+    bad += evs
+        .iter()
+        .filter(|e| {
+            !tones
+                .iter()
+                .any(|t| e.t_ms < t.start_ms + t.dur_ms && e.t_ms + e.duration_ms > t.start_ms)
+        })
+        .count();
+    (worst_start, worst_dur, bad)
+}
+
+/// All 16 digits, 150 ms apart at odd offsets, with the given deviations.
+fn sweep(dur_ms: f64, level_db: f64, twist_db: f64, freq_err: f64) -> Vec<Tone> {
+    DIGITS
+        .chars()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut t = tone(
+                d,
+                60.0 + i as f64 * (dur_ms + 90.0) + 3.7 * i as f64,
+                dur_ms,
+                level_db,
+            );
+            t.twist_db = twist_db;
+            t.freq_err = freq_err;
+            t
+        })
+        .collect()
+}
+
+#[test]
+fn q24_acceptance_frequency_deviation_twist_and_duration() {
+    let mut failures = Vec::new();
+    let mut worst = (0f64, 0f64);
+    for rate in [8_000u32, 16_000, 48_000] {
+        for (label, twist, ferr) in [
+            ("+1.5 %", 0.0, 0.015),
+            ("-1.5 %", 0.0, -0.015),
+            ("twist +4 dB", 4.0, 0.0),
+            ("twist -8 dB", -8.0, 0.0),
+            ("twist +4 dB, +1.5 %", 4.0, 0.015),
+            ("twist -8 dB, -1.5 %", -8.0, -0.015),
+        ] {
+            for dur in [40.0, 55.0, 100.0] {
+                for level in [0.0, -20.0] {
+                    let tones = sweep(dur, level, twist, ferr);
+                    let total = tones.last().map_or(0.0, |t| t.start_ms + t.dur_ms + 200.0);
+                    let (ds, dd, bad) = check_tones(rate, total, &tones, None);
+                    worst = (worst.0.max(ds), worst.1.max(dd));
+                    if bad > 0 || dd > 20.0 {
+                        failures.push(format!(
+                            "{rate} Hz {label} {dur} ms at {level} dB: {bad} of 16 lost or doubled, worst start error {ds:.1} ms, worst duration error {dd:.1} ms"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "Q.24 acceptance sweep: worst start error {:.1} ms, worst duration error {:.1} ms",
+        worst.0, worst.1
+    );
+    for f in &failures {
+        println!("{f}");
+    }
+    assert!(failures.is_empty(), "{} failing cases", failures.len());
+}
+
+/// Minutes of speech with digits in between and on top of it: digits in the
+/// clear are each reported once with their duration; no digit, in the clear
+/// or under speech, is ever reported twice.
+#[test]
+fn long_call_with_speech_reports_no_digit_twice() {
+    let rate = 8_000u32;
+    let phrases = [
+        "Hello, I would like to check the balance of my account please.",
+        "My card number is four four one two, and the pin is coming now.",
+        "Sorry, could you repeat the options once more, I did not catch that.",
+        "Press one for sales, two for support, or stay on the line.",
+    ];
+    let mut clips = Vec::new();
+    for p in phrases {
+        let Some((x, r)) = crate::util::espeak(p) else {
+            return;
+        };
+        clips.push(crate::util::convert(&x, r, rate));
+    }
+    let mut rng = Lcg(2024);
+    let ms = |n: usize| n as f64 * 1000.0 / f64::from(rate);
+    let mut speech: Vec<f64> = Vec::new();
+    let mut tones = Vec::new();
+    let mut masked = Vec::new();
+    // About three minutes: phrase, a pause with one to three digits, and
+    // now and then a digit pressed while talking.
+    let mut k = 0;
+    while ms(speech.len()) < 180_000.0 {
+        let clip = &clips[k % clips.len()];
+        let at = ms(speech.len());
+        speech.extend(clip.iter().map(|&v| f64::from(v) / 32768.0 * 0.7));
+        if k % 2 == 1 {
+            // A digit held over the middle of the phrase.
+            let d = DIGITS
+                .chars()
+                .nth(rng.next_u32() as usize % 16)
+                .unwrap_or('5');
+            masked.push(tones.len());
+            tones.push(Tone {
+                digit: d,
+                start_ms: at + ms(clip.len()) * (0.2 + 0.5 * (rng.uniform() + 1.0) / 2.0),
+                dur_ms: 150.0 + 350.0 * (rng.uniform() + 1.0) / 2.0,
+                level_db: -6.0 - 8.0 * (rng.uniform() + 1.0) / 2.0,
+                twist_db: -4.0 + 6.0 * (rng.uniform() + 1.0) / 2.0,
+                freq_err: 0.01 * rng.uniform(),
+            });
+        }
+        let mut t = ms(speech.len()) + 300.0 + 200.0 * (rng.uniform() + 1.0);
+        for _ in 0..1 + rng.next_u32() % 3 {
+            let d = DIGITS
+                .chars()
+                .nth(rng.next_u32() as usize % 16)
+                .unwrap_or('5');
+            let dur = 45.0 + 200.0 * (rng.uniform() + 1.0) / 2.0;
+            tones.push(Tone {
+                digit: d,
+                start_ms: t,
+                dur_ms: dur,
+                level_db: -3.0 - 20.0 * (rng.uniform() + 1.0) / 2.0,
+                twist_db: -8.0 + 12.0 * (rng.uniform() + 1.0) / 2.0,
+                freq_err: 0.015 * rng.uniform(),
+            });
+            t += dur + 60.0 + 150.0 * (rng.uniform() + 1.0) / 2.0;
+        }
+        let end = ((t + 300.0) * f64::from(rate) / 1000.0) as usize;
+        speech.resize(end, 0.0);
+        k += 1;
+    }
+    let total_ms = ms(speech.len()) + 100.0;
+    let tone_signal = render(rate, total_ms, &tones, None, 1);
+    let mut noise = Lcg(77);
+    let sigma = 10f64.powf(-55.0 / 20.0);
+    let mixed: Vec<f64> = tone_signal
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            f64::from(t) / 32767.0 + speech.get(i).copied().unwrap_or(0.0) + sigma * noise.gauss()
+        })
+        .collect();
+    let evs = detect(rate, &to_i16(&mixed));
+    let overlapping = |t: &Tone| -> Vec<&DtmfEvent> {
+        evs.iter()
+            .filter(|e| e.t_ms < t.start_ms + t.dur_ms && e.t_ms + e.duration_ms > t.start_ms)
+            .collect()
+    };
+    let (mut clear_ok, mut clear_n, mut doubled, mut worst_dur) = (0, 0, 0, 0f64);
+    let mut masked_found = 0;
+    for (i, t) in tones.iter().enumerate() {
+        let hits = overlapping(t);
+        if hits.len() > 1 {
+            doubled += 1;
+            println!(
+                "reported {} times: {} at {:.0} ms: {hits:?}",
+                hits.len(),
+                t.digit,
+                t.start_ms
+            );
+        }
+        if masked.contains(&i) {
+            masked_found += usize::from(hits.len() == 1 && hits[0].digit == t.digit);
+            continue;
+        }
+        clear_n += 1;
+        if hits.len() == 1 && hits[0].digit == t.digit {
+            clear_ok += 1;
+            worst_dur = worst_dur.max((hits[0].duration_ms - t.dur_ms).abs());
+        }
+    }
+    let false_digits = evs
+        .iter()
+        .filter(|e| {
+            !tones
+                .iter()
+                .any(|t| e.t_ms < t.start_ms + t.dur_ms && e.t_ms + e.duration_ms > t.start_ms)
+        })
+        .count();
+    println!(
+        "long call: {:.0} s, {} digits in the clear ({clear_ok} reported once, worst duration error {worst_dur:.1} ms), {} under speech ({masked_found} found), {doubled} reported twice, {false_digits} false",
+        total_ms / 1000.0,
+        clear_n,
+        masked.len()
+    );
+    assert_eq!(doubled, 0, "digits reported twice");
+    assert_eq!(clear_ok, clear_n, "digits in the clear lost");
+    assert!(worst_dur <= 20.0);
+    assert_eq!(false_digits, 0);
+}

@@ -1,6 +1,7 @@
 //! Integration tests of roomkit-audio: signal-level properties of every stage and of the pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod aec;
 mod codec;
 mod diarize;
 mod dsp;

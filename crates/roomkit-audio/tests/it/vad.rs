@@ -34,6 +34,12 @@ pub fn scene(rate: u32, noise_dbfs: f64) -> Option<Scene> {
         "Can you call me back tomorrow morning",
     ];
     let gaps_ms = [1000.0, 1500.0, 2000.0, 1200.0, 1500.0];
+    scene_of(rate, noise_dbfs, &phrases, &gaps_ms)
+}
+
+/// `phrases` with the silences `gaps_ms` before each (one more after the
+/// last), over white noise at `noise_dbfs`.
+pub fn scene_of(rate: u32, noise_dbfs: f64, phrases: &[&str], gaps_ms: &[f64]) -> Option<Scene> {
     let mut samples = Vec::new();
     let mut truth = Vec::new();
     let ms = |n: usize| n as f64 * 1000.0 / f64::from(rate);
@@ -52,7 +58,7 @@ pub fn scene(rate: u32, noise_dbfs: f64) -> Option<Scene> {
     }
     samples.extend(std::iter::repeat_n(
         0i16,
-        (gaps_ms[4] * f64::from(rate) / 1000.0) as usize,
+        (gaps_ms[phrases.len()] * f64::from(rate) / 1000.0) as usize,
     ));
     let mut rng = Lcg(99);
     let sigma = 32768.0 * 10f64.powf(noise_dbfs / 20.0);
@@ -253,4 +259,169 @@ fn silero_vad_segments_espeak_speech_in_noise() {
         &segments(&mut vad, &sc),
         &sc.truth,
     );
+}
+
+/// Noise for [`noisy_scene`]: white, or pink (−3 dB per octave, Paul
+/// Kellett's filter over white Gaussian noise), unit RMS, seeded.
+fn noise(n: usize, pink: bool, seed: u64) -> Vec<f64> {
+    let mut rng = Lcg(seed);
+    let mut b = [0f64; 7];
+    let mut x: Vec<f64> = (0..n)
+        .map(|_| {
+            let w = rng.gauss();
+            if !pink {
+                return w;
+            }
+            b[0] = 0.99886 * b[0] + w * 0.0555179;
+            b[1] = 0.99332 * b[1] + w * 0.0750759;
+            b[2] = 0.96900 * b[2] + w * 0.1538520;
+            b[3] = 0.86650 * b[3] + w * 0.3104856;
+            b[4] = 0.55000 * b[4] + w * 0.5329522;
+            b[5] = -0.7616 * b[5] - w * 0.0168980;
+            let p = b[0] + b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + w * 0.5362;
+            b[6] = w * 0.115926;
+            p
+        })
+        .collect();
+    let rms = (x.iter().map(|v| v * v).sum::<f64>() / n.max(1) as f64).sqrt();
+    for v in &mut x {
+        *v /= rms.max(1e-12);
+    }
+    x
+}
+
+/// The phrases of [`scene`] in white or pink noise at `snr_db` (speech power
+/// over its active spans against the noise power); returns the scene and
+/// the SNR measured on the mix.
+fn noisy_scene(rate: u32, snr_db: f64, pink: bool) -> Option<(Scene, f64)> {
+    // Soft onsets and endings (fricatives, a lone short word) are the hard part.
+    let clean = scene_of(
+        rate,
+        -200.0,
+        &[
+            "Hello there, how are you today",
+            "Yes",
+            "She sells sea shells, thanks",
+            "Can you call me back tomorrow morning",
+        ],
+        &[1000.0, 1500.0, 1200.0, 1000.0, 1000.0],
+    )?;
+    let ms_to = |t: f64| (t * f64::from(rate) / 1000.0) as usize;
+    let mut p_speech = 0.0;
+    let mut n_speech = 0usize;
+    for &(a, b) in &clean.truth {
+        for &s in &clean.samples[ms_to(a)..ms_to(b).min(clean.samples.len())] {
+            p_speech += f64::from(s) * f64::from(s);
+            n_speech += 1;
+        }
+    }
+    let p_speech = p_speech / n_speech.max(1) as f64;
+    let sigma = (p_speech / 10f64.powf(snr_db / 10.0)).sqrt();
+    let nz = noise(clean.samples.len(), pink, 4242 + u64::from(rate));
+    let mut p_noise = 0.0;
+    let samples: Vec<i16> = clean
+        .samples
+        .iter()
+        .zip(&nz)
+        .map(|(&s, &z)| {
+            let v = (f64::from(s) + sigma * z).round().clamp(-32768.0, 32767.0);
+            p_noise += (v - f64::from(s)) * (v - f64::from(s));
+            v as i16
+        })
+        .collect();
+    let measured = 10.0 * (p_speech / (p_noise / samples.len() as f64)).log10();
+    Some((
+        Scene {
+            samples,
+            rate,
+            truth: clean.truth,
+        },
+        measured,
+    ))
+}
+
+/// Speech events of the chain `roomkit audio process` runs by default
+/// (AGC, RNNoise, WebRTC VAD) at the scene's own rate.
+fn chain_segments(sc: &Scene) -> Vec<(f64, f64)> {
+    let cfg: AudioPipelineConfig = serde_json::from_value(serde_json::json!({
+        "agc": {},
+        "denoiser": {"provider": "rnnoise"},
+        "vad": {"provider": "webrtc", "mode": "aggressive"},
+    }))
+    .unwrap();
+    let mut p = AudioPipeline::from_config(
+        &cfg,
+        AudioPipelineContract::uniform(AudioFormat::pcm_mono(sc.rate)),
+        TransportCapabilities::default(),
+    )
+    .unwrap();
+    let len = sc.rate as usize / 50;
+    let mut events = Vec::new();
+    let mut frame = AudioFrame::with_capacity(sc.rate, 1, len);
+    for c in sc.samples.chunks_exact(len) {
+        frame.samples.clear();
+        frame.samples.extend_from_slice(c);
+        frame.sample_rate = sc.rate;
+        frame.timestamp_ms = None;
+        frame.metadata.clear();
+        p.process_inbound("call", &mut frame, &mut events).unwrap();
+    }
+    p.end_stream("call", &mut events).unwrap();
+    let mut segs = Vec::new();
+    let mut start = None;
+    for ev in &events {
+        if let PipelineEvent::Vad(v) = ev {
+            match v.kind {
+                VadEventType::SpeechStart => start = Some(v.t_ms),
+                VadEventType::SpeechEnd => segs.push((start.take().unwrap_or(f64::NAN), v.t_ms)),
+                _ => {}
+            }
+        }
+    }
+    segs
+}
+
+/// Speech starts within 150 ms and ends within 400 ms of the truth in 10 dB
+/// SNR white and pink noise, at 8, 16 and 48 kHz, through the default chain.
+#[test]
+fn speech_times_in_10_db_snr_white_and_pink_noise() {
+    let mut failures = Vec::new();
+    let (mut worst_start, mut worst_end) = (0f64, 0f64);
+    for rate in [8_000u32, 16_000, 48_000] {
+        for pink in [false, true] {
+            let Some((sc, snr)) = noisy_scene(rate, 10.0, pink) else {
+                return;
+            };
+            let segs = chain_segments(&sc);
+            let kind = if pink { "pink" } else { "white" };
+            let label = format!("{rate} Hz, {kind} noise, SNR {snr:.1} dB");
+            let errs: Vec<(f64, f64)> = segs
+                .iter()
+                .zip(&sc.truth)
+                .map(|(s, t)| (s.0 - t.0, s.1 - t.1))
+                .collect();
+            println!(
+                "{label}: {} segments for {}; start/end errors (ms): {}",
+                segs.len(),
+                sc.truth.len(),
+                errs.iter()
+                    .map(|(a, b)| format!("{a:+.0}/{b:+.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if segs.len() != sc.truth.len() {
+                failures.push(format!("{label}: {segs:?} vs {:?}", sc.truth));
+                continue;
+            }
+            for (a, b) in errs {
+                worst_start = worst_start.max(a.abs());
+                worst_end = worst_end.max(b.abs());
+                if a.abs() > 150.0 || b.abs() > 400.0 {
+                    failures.push(format!("{label}: start {a:+.0} ms, end {b:+.0} ms"));
+                }
+            }
+        }
+    }
+    println!("worst start error {worst_start:.0} ms, worst end error {worst_end:.0} ms");
+    assert!(failures.is_empty(), "{failures:#?}");
 }

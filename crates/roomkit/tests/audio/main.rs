@@ -370,3 +370,32 @@ fn long_files_print_progress_and_short_ones_do_not() {
     assert!(!short.contains("progress:"), "{short}");
     assert!(short.contains("wrote"), "{short}");
 }
+
+#[test]
+fn output_has_the_input_duration_to_the_sample() {
+    let d = dir("duration");
+    // 4.987 s, which is not a whole number of 20 ms frames at any rate.
+    for (in_rate, out_rate, stages) in [
+        (16_000u32, 16_000u32, "vad,dtmf"),
+        (44_100, 16_000, "resample,vad,dtmf"),
+        (8_000, 48_000, "resample,dtmf"),
+        (48_000, 8_000, "resample,agc,denoise,vad"),
+    ] {
+        let n_in = (u64::from(in_rate) * 4987 / 1000) as usize;
+        let x: Vec<i16> = tone_and_burst(in_rate).into_iter().take(n_in).collect();
+        write_wav(&d.join("in.wav"), in_rate, &x);
+        let rate = out_rate.to_string();
+        let (o, out, _) = process(&d, &["--stages", stages, "--rate", &rate]);
+        ok(&o);
+        let r = hound::WavReader::open(&out).unwrap();
+        let want =
+            (n_in as u64 * u64::from(out_rate) + u64::from(in_rate) / 2) / u64::from(in_rate);
+        eprintln!(
+            "{in_rate} -> {out_rate} Hz: input {n_in} samples ({:.4} s), output {} samples ({:.4} s)",
+            n_in as f64 / f64::from(in_rate),
+            r.duration(),
+            f64::from(r.duration()) / f64::from(out_rate)
+        );
+        assert_eq!(u64::from(r.duration()), want, "{in_rate} -> {out_rate} Hz");
+    }
+}

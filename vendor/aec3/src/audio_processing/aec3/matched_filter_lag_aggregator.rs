@@ -157,8 +157,19 @@ impl PreEchoLagAggregator {
     }
 }
 
+/// RoomKit: consecutive lag estimates (in downsampled samples) that must
+/// agree on a new lag, away from the current candidate, before the
+/// histograms are cleared so the new lag takes over at once. Without this a
+/// changed echo path waits until the new lag outnumbers the old one in the
+/// 250-estimate history, which took close to three seconds of speech.
+const ECHO_PATH_CHANGE_RUN: u32 = 20;
+
 pub struct MatchedFilterLagAggregator {
     data_dumper: ApmDataDumper,
+    /// RoomKit: the lag of the current run of agreeing estimates, and its length.
+    new_lag_run: (usize, u32),
+    /// RoomKit: lags within this distance agree; farther from the candidate is a new lag.
+    lag_tolerance: usize,
     significant_candidate_found: bool,
     thresholds: DelaySelectionThresholds,
     headroom: usize,
@@ -175,6 +186,9 @@ impl MatchedFilterLagAggregator {
         );
         Self {
             data_dumper,
+            new_lag_run: (0, 0),
+            lag_tolerance: (1usize << down_sampling_block_size_log2(delay_config.down_sampling_factor))
+                .max(1),
             significant_candidate_found: false,
             thresholds: delay_config.delay_selection_thresholds.clone(),
             headroom: delay_config.delay_headroom_samples / delay_config.down_sampling_factor,
@@ -193,6 +207,46 @@ impl MatchedFilterLagAggregator {
         if hard_reset {
             self.significant_candidate_found = false;
         }
+        self.new_lag_run = (0, 0);
+    }
+
+    /// RoomKit: restarts the histograms from the new lag once
+    /// `ECHO_PATH_CHANGE_RUN` estimates agree on a lag more than two blocks
+    /// away from the current candidate (the echo path changed). Estimates of
+    /// the old lag in between are ignored; a third lag restarts the count.
+    /// The reliable-delay state is kept.
+    fn follow_echo_path_change(&mut self, lag: usize, pre_echo_lag: usize) {
+        if !self.significant_candidate_found {
+            return;
+        }
+        let candidate = usize::try_from(self.highest_peak_aggregator.candidate()).unwrap_or(0);
+        let tol = self.lag_tolerance;
+        if lag.abs_diff(candidate) <= 2 * tol {
+            // The old lag still shows now and then while the matched filters
+            // re-adapt; it neither confirms nor breaks the new one.
+            return;
+        }
+        let (run_lag, n) = self.new_lag_run;
+        self.new_lag_run = if n > 0 && lag.abs_diff(run_lag) <= tol {
+            (run_lag, n + 1)
+        } else {
+            (lag, 1)
+        };
+        if self.new_lag_run.1 >= ECHO_PATH_CHANGE_RUN {
+            // The agreeing estimates count as the new history, so the new
+            // delay is reported at once.
+            self.highest_peak_aggregator.reset();
+            if let Some(aggregator) = self.pre_echo_lag_aggregator.as_mut() {
+                aggregator.reset();
+            }
+            for _ in 0..=self.thresholds.converged {
+                self.highest_peak_aggregator.aggregate(lag);
+                if let Some(aggregator) = self.pre_echo_lag_aggregator.as_mut() {
+                    aggregator.aggregate(pre_echo_lag);
+                }
+            }
+            self.new_lag_run = (0, 0);
+        }
     }
 
     /// Whether a delay candidate has been seen often enough to be trusted.
@@ -208,6 +262,10 @@ impl MatchedFilterLagAggregator {
 
     pub fn aggregate(&mut self, lag_estimate: Option<LagEstimate>) -> Option<DelayEstimate> {
         let lag_estimate = lag_estimate?;
+        self.follow_echo_path_change(
+            lag_estimate.lag.saturating_sub(self.headroom),
+            lag_estimate.pre_echo_lag.saturating_sub(self.headroom),
+        );
 
         if let Some(aggregator) = self.pre_echo_lag_aggregator.as_mut() {
             aggregator.dump(&self.data_dumper);
