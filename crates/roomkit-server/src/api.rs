@@ -19,6 +19,7 @@ use roomkit_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Cursor, Page, Params, StrictJson, nullable};
 use crate::state::AppState;
@@ -125,6 +126,7 @@ pub struct CreateRoomBody {
 /// `POST /rooms`.
 pub async fn create_room(
     State(state): State<AppState>,
+    scope: Scope,
     StrictJson(body): StrictJson<CreateRoomBody>,
 ) -> ApiResult<Response> {
     if body.id.as_deref().is_some_and(|i| i.trim().is_empty()) {
@@ -138,7 +140,7 @@ pub async fn create_room(
         .kit
         .create_room(CreateRoom {
             id: body.id.map(RoomId::from),
-            organization_id: body.organization_id,
+            organization_id: scope.owner(body.organization_id)?,
             metadata: body.metadata.unwrap_or_default(),
             inactive_after_seconds: timers.inactive_after_seconds.flatten(),
             closed_after_seconds: timers.closed_after_seconds.flatten(),
@@ -212,10 +214,24 @@ pub async fn delete_room(
 }
 
 /// `GET /rooms?organization_id=&status=`.
-pub async fn list_rooms(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
+pub async fn list_rooms(
+    State(state): State<AppState>,
+    scope: Scope,
+    params: Params,
+) -> ApiResult<Response> {
     let limit = params.limit()?;
+    let requested = params.text("organization_id");
+    if let Some(org) = scope.organization()
+        && requested.is_some_and(|r| r != org)
+    {
+        // Another organization's rooms do not exist for a tenant key.
+        return Ok(ok(Page::<roomkit_core::model::Room> {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
+    }
     let query = RoomQuery {
-        organization_id: params.text("organization_id").map(str::to_owned),
+        organization_id: scope.organization().or(requested).map(str::to_owned),
         status: params.parsed::<RoomStatus>("status")?,
         after: params.cursor('r')?.map(RoomId::from),
         limit: Some(limit + 1),
@@ -595,9 +611,13 @@ pub struct ResolveBody {
 /// `POST /rooms/{id}/participants/{pid}/resolve`.
 pub async fn resolve_participant(
     State(state): State<AppState>,
+    scope: Scope,
     Path((id, pid)): Path<(String, String)>,
     StrictJson(body): StrictJson<ResolveBody>,
 ) -> ApiResult<Response> {
+    if scope.organization().is_some() {
+        scoped_identity(&state, &scope, &IdentityId::from(body.identity_id.clone())).await?;
+    }
     let p = state
         .kit
         .resolve_participant(
@@ -651,10 +671,24 @@ pub struct UpdateTaskBody {
 /// `PATCH /tasks/{id}`.
 pub async fn update_task(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
     StrictJson(body): StrictJson<UpdateTaskBody>,
 ) -> ApiResult<Response> {
-    let mut task = state.kit.get_task(&TaskId::from(id)).await?;
+    let id = TaskId::from(id);
+    let mut task = state.kit.get_task(&id).await?;
+    match scope.check_room(&state.kit, &task.room_id).await {
+        Ok(()) => {}
+        // A task of another organization's room does not exist for this key.
+        Err(e) if e.code == "room_not_found" => {
+            return Err(RoomKitError::NotFound {
+                kind: "task",
+                id: id.to_string(),
+            }
+            .into());
+        }
+        Err(e) => return Err(e),
+    }
     if let Some(s) = body.status {
         task.status = s;
     }
@@ -715,13 +749,14 @@ pub struct CreateIdentityBody {
 /// `POST /identities`.
 pub async fn create_identity(
     State(state): State<AppState>,
+    scope: Scope,
     StrictJson(body): StrictJson<CreateIdentityBody>,
 ) -> ApiResult<Response> {
     let identity = state
         .kit
         .create_identity(Identity {
             id: IdentityId::from(body.id.unwrap_or_default()),
-            organization_id: body.organization_id,
+            organization_id: scope.owner(body.organization_id)?,
             display_name: body.display_name,
             channel_addresses: body.channel_addresses.unwrap_or_default(),
             external_id: body.external_id,
@@ -734,15 +769,27 @@ pub async fn create_identity(
 /// `GET /identities/resolve?channel=&address=[&organization_id=]`.
 pub async fn resolve_identity(
     State(state): State<AppState>,
+    scope: Scope,
     params: Params,
 ) -> ApiResult<Response> {
     let channel: ChannelType = params.required("channel")?.parse().map_err(|e| {
         ApiError::bad_request("invalid_query", format!("query parameter `channel`: {e}"))
     })?;
     let address = params.required("address")?;
+    let requested = params.text("organization_id");
+    if let Some(org) = scope.organization()
+        && requested.is_some_and(|r| r != org)
+    {
+        // Resolution never leaves the key's organization.
+        return Err(RoomKitError::NotFound {
+            kind: "identity",
+            id: format!("{channel}:{address}"),
+        }
+        .into());
+    }
     let identity = state
         .kit
-        .resolve_identity(&channel, address, params.text("organization_id"))
+        .resolve_identity(&channel, address, scope.organization().or(requested))
         .await?;
     Ok(ok(identity))
 }
@@ -750,9 +797,27 @@ pub async fn resolve_identity(
 /// `GET /identities/{id}`.
 pub async fn get_identity(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(ok(state.kit.get_identity(&IdentityId::from(id)).await?))
+    Ok(ok(
+        scoped_identity(&state, &scope, &IdentityId::from(id)).await?
+    ))
+}
+
+/// Reads an identity visible in `scope`; one of another organization is
+/// reported exactly like one that does not exist.
+async fn scoped_identity(state: &AppState, scope: &Scope, id: &IdentityId) -> ApiResult<Identity> {
+    let identity = state.kit.get_identity(id).await?;
+    if scope.allows(identity.organization_id.as_deref()) {
+        Ok(identity)
+    } else {
+        Err(RoomKitError::NotFound {
+            kind: "identity",
+            id: id.to_string(),
+        }
+        .into())
+    }
 }
 
 /// Body of `PATCH /identities/{id}`.
@@ -776,13 +841,16 @@ pub struct UpdateIdentityBody {
 /// `PATCH /identities/{id}`.
 pub async fn update_identity(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
     StrictJson(body): StrictJson<UpdateIdentityBody>,
 ) -> ApiResult<Response> {
+    let id = IdentityId::from(id);
+    scoped_identity(&state, &scope, &id).await?;
     let identity = state
         .kit
         .update_identity(
-            &IdentityId::from(id),
+            &id,
             IdentityUpdate {
                 display_name: body.display_name,
                 channel_addresses: body.channel_addresses,

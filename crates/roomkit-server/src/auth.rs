@@ -1,9 +1,13 @@
-//! Bearer-key authentication and per-key rate limiting, as one middleware.
+//! Bearer-key authentication, per-key rate limiting and tenant scoping, as
+//! one middleware.
 //!
 //! `/healthz`, the web chat assets, `/openapi.json`, `/webhooks/*` and
 //! `/voice/*` never take the key (webhooks and media sockets are verified
-//! by their provider's signature).
-//! WebSocket upgrades also accept the key as `?token=`.
+//! by their provider's signature, or by the endpoint's own key check).
+//! WebSocket upgrades also accept the key as `?token=`. A request is
+//! charged to the verified key's bucket, or on an open server to its
+//! client address; a tenant key confines the request to one organization
+//! ([`Scope`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -112,57 +116,319 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Who a request acts for, put on every guarded request by [`guard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No key is configured: the API is open.
+    Open,
+    /// The global (operator) key.
+    Global,
+    /// A key scoped to one organization (RFC §17.2).
+    Tenant(std::sync::Arc<str>),
+}
+
+/// A key scoped to one organization: it sees and changes only that
+/// organization's rooms, identities, tasks and calls.
+#[derive(Clone)]
+pub struct TenantKey {
+    /// The organization the key belongs to.
+    pub organization_id: std::sync::Arc<str>,
+    /// The secret.
+    pub key: ApiKey,
+}
+
+impl std::fmt::Debug for TenantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantKey")
+            .field("organization_id", &self.organization_id)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// The organization a request is confined to, read from the request's
+/// [`Principal`]: `None` sees every organization (open server, global key).
+#[derive(Debug, Clone, Default)]
+pub struct Scope(pub Option<std::sync::Arc<str>>);
+
+impl Scope {
+    /// The organization, when the request is confined to one.
+    pub fn organization(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// True when this scope may see something of `organization_id`.
+    pub fn allows(&self, organization_id: Option<&str>) -> bool {
+        match &self.0 {
+            None => true,
+            Some(org) => organization_id == Some(&**org),
+        }
+    }
+
+    /// Refuses a tenant key: 403 for endpoints only operators may use.
+    ///
+    /// # Errors
+    /// 403 `forbidden` for a tenant key.
+    pub fn operator_only(&self) -> Result<(), ApiError> {
+        match &self.0 {
+            None => Ok(()),
+            Some(_) => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "this endpoint needs the global API key",
+            )),
+        }
+    }
+
+    /// The organization a created resource gets: the requested one for an
+    /// unscoped request; for a tenant key its own (when none or the same is
+    /// requested), 403 otherwise.
+    ///
+    /// # Errors
+    /// 403 `organization_forbidden` when a tenant key names another
+    /// organization.
+    pub fn owner(&self, requested: Option<String>) -> Result<Option<String>, ApiError> {
+        match (&self.0, requested) {
+            (None, r) => Ok(r),
+            (Some(org), None) => Ok(Some(org.to_string())),
+            (Some(org), Some(r)) if *r == **org => Ok(Some(r)),
+            (Some(_), Some(_)) => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "organization_forbidden",
+                "invalid field `organization_id`: this API key belongs to another organization",
+            )),
+        }
+    }
+
+    /// Checks that a room is visible in this scope; a room of another
+    /// organization is reported exactly like a room that does not exist.
+    ///
+    /// # Errors
+    /// 404 `room_not_found`, or the store's error.
+    pub async fn check_room(
+        &self,
+        kit: &roomkit_core::RoomKit,
+        id: &roomkit_core::model::RoomId,
+    ) -> Result<(), ApiError> {
+        if self.0.is_none() {
+            return Ok(());
+        }
+        match kit.get_room(id).await {
+            Ok(room) if self.allows(room.organization_id.as_deref()) => Ok(()),
+            Ok(_) => Err(roomkit_core::RoomKitError::RoomNotFound(id.clone()).into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Scope {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(match parts.extensions.get::<Principal>() {
+            Some(Principal::Tenant(org)) => Scope(Some(org.clone())),
+            _ => Scope(None),
+        })
+    }
+}
+
+/// Finds who presents `key`: the global key, or a tenant key. Every key is
+/// compared, so the time taken does not say which one matched.
+fn identify(state: &AppState, key: Option<&str>) -> Option<Principal> {
+    let key = key?;
+    let mut found = None;
+    if state.api_key.as_ref().is_some_and(|k| k.matches(key)) {
+        found = Some(Principal::Global);
+    }
+    for t in state.tenant_keys.iter() {
+        if t.key.matches(key) && found.is_none() {
+            found = Some(Principal::Tenant(t.organization_id.clone()));
+        }
+    }
+    found
+}
+
+/// The bucket of a client address: the address itself, or its /64 for
+/// IPv6 (one host usually holds a whole /64).
+fn address_bucket(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// The first path segment after `/rooms/`, decoded, for the room check of
+/// tenant keys.
+fn room_of_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/rooms/")?;
+    let segment = rest.split('/').next().unwrap_or("");
+    if segment.is_empty() {
+        return None;
+    }
+    Some(percent_decode_path(segment))
+}
+
+/// Percent-decoding of a path segment (`+` stays a plus, as in the router).
+fn percent_decode_path(s: &str) -> String {
+    percent_decode(&s.replace('+', "%2B"))
+}
+
 /// The middleware: 401 without a valid key (when one is configured), 429
-/// beyond the per-key rate.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// beyond the rate, and the organization check of tenant keys on
+/// `/rooms/{id}/...`. The request carries its [`Principal`] onwards.
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if is_public(req.uri().path()) {
         return next.run(req).await;
     }
-    let key = presented_key(&req);
-    if let Some(expected) = &state.api_key
-        && !key.as_deref().is_some_and(|k| expected.matches(k))
-    {
-        return ApiError::unauthorized().into_response();
-    }
+    let presented = presented_key(&req);
+    let keyed = state.api_key.is_some() || !state.tenant_keys.is_empty();
+    let principal = if keyed {
+        match identify(&state, presented.as_deref()) {
+            Some(p) => p,
+            None => return ApiError::unauthorized().into_response(),
+        }
+    } else {
+        Principal::Open
+    };
     if let Some(limiter) = &state.limiter {
-        // Without a key the client's address is the bucket.
-        let bucket = match key {
-            Some(k) => format!("key:{k}"),
-            None => req
+        // A verified key is the bucket; without one, the client's address.
+        // An unverified token never names a bucket.
+        let bucket = match &principal {
+            Principal::Global => "key:global".to_owned(),
+            Principal::Tenant(org) => format!("key:tenant:{org}"),
+            Principal::Open => req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| format!("ip:{}", c.0.ip()))
+                .map(|c| address_bucket(c.0.ip()))
                 .unwrap_or_else(|| "anonymous".into()),
         };
         if let Err(wait) = limiter.check(&bucket) {
             state.metrics.rate_limited();
+            tracing::debug!(target: "roomkit.server.auth", bucket = %bucket, "request rate limited");
             return ApiError::rate_limited(wait.as_secs().max(1)).into_response();
         }
     }
+    if let Principal::Tenant(org) = &principal {
+        let scope = Scope(Some(org.clone()));
+        if req.uri().path() == "/metrics"
+            && let Err(e) = scope.operator_only()
+        {
+            return e.into_response();
+        }
+        if let Some(room) = room_of_path(req.uri().path())
+            && let Err(e) = scope
+                .check_room(&state.kit, &roomkit_core::model::RoomId::from(room))
+                .await
+        {
+            return e.into_response();
+        }
+    }
+    req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
-struct Bucket {
+/// One token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
     tokens: f64,
     last: Instant,
+    rate: f64,
+    burst: f64,
 }
 
-/// A token bucket per key: `rate` requests per second, bursts of `rate`.
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate_per_second: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            last: Instant::now(),
+            rate: rate_per_second,
+            burst,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes one token, or says how long until one is there.
+    ///
+    /// # Errors
+    /// The wait when the bucket is empty.
+    pub fn take(&mut self) -> Result<(), Duration> {
+        self.refill(Instant::now());
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+
+    /// True when the bucket would be full by `now` (it holds no state).
+    fn is_idle(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+}
+
+/// Token buckets by name, bounded: at most [`MAX_BUCKETS`] are kept; idle
+/// (full) ones go first, then the least recently used.
 pub struct RateLimiter {
     rate: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    burst: f64,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
 }
 
-/// Buckets kept before idle ones are dropped.
-const MAX_BUCKETS: usize = 10_000;
+/// Buckets kept before the least useful ones are dropped.
+pub const MAX_BUCKETS: usize = 10_000;
 
 impl RateLimiter {
-    /// A limiter of `per_second` requests per second per key.
+    /// A limiter of `per_second` requests per second per key, in bursts of
+    /// the same size.
     pub fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second.max(1));
+        Self::with_rate(rate, rate)
+    }
+
+    /// A limiter of `per_minute` per key, in bursts of the same size.
+    pub fn per_minute(per_minute: u32) -> Self {
+        let n = f64::from(per_minute.max(1));
+        Self::with_rate(n / 60.0, n)
+    }
+
+    fn with_rate(rate: f64, burst: f64) -> Self {
         Self {
-            rate: f64::from(per_second.max(1)),
+            rate,
+            burst,
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// True when `key` has a bucket (it was seen and not yet evicted).
+    pub fn knows(&self, key: &str) -> bool {
+        self.buckets.lock().contains_key(key)
+    }
+
+    /// Buckets currently held.
+    pub fn len(&self) -> usize {
+        self.buckets.lock().len()
+    }
+
+    /// True when no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Takes one token for `key`, or says how long to wait for one.
@@ -174,23 +440,21 @@ impl RateLimiter {
         let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
             // Full buckets carry no state worth keeping.
-            let rate = self.rate;
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < rate);
+            buckets.retain(|_, b| !b.is_idle(now));
+            if buckets.len() >= MAX_BUCKETS {
+                // Still full: drop the least recently used tenth.
+                let mut ages: Vec<(Instant, String)> =
+                    buckets.iter().map(|(k, b)| (b.last, k.clone())).collect();
+                ages.sort_unstable();
+                for (_, k) in ages.into_iter().take(MAX_BUCKETS / 10) {
+                    buckets.remove(&k);
+                }
+            }
         }
-        let b = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.rate,
-            last: now,
-        });
-        let elapsed = now.duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate).min(self.rate);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
-        }
+        buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| TokenBucket::new(self.rate, self.burst))
+            .take()
     }
 }
 
@@ -216,6 +480,74 @@ mod tests {
         }
         assert!(l.check("a").is_err());
         assert!(l.check("b").is_ok(), "keys have separate buckets");
+    }
+
+    #[test]
+    fn the_bucket_table_stays_bounded() {
+        let l = RateLimiter::new(1);
+        for i in 0..MAX_BUCKETS + 500 {
+            let _ = l.check(&format!("token-{i}"));
+        }
+        assert!(l.len() <= MAX_BUCKETS, "{} buckets", l.len());
+        // The newest key kept its (spent) bucket.
+        assert!(l.check(&format!("token-{}", MAX_BUCKETS + 499)).is_err());
+    }
+
+    #[test]
+    fn per_minute_buckets_and_memory() {
+        let l = RateLimiter::per_minute(2);
+        assert!(!l.knows("s"));
+        assert!(l.check("s").is_ok());
+        assert!(l.knows("s"));
+        assert!(l.check("s").is_ok());
+        assert!(l.check("s").is_err());
+    }
+
+    #[test]
+    fn addresses_name_buckets() {
+        let v4: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(address_bucket(v4), "ip:10.1.2.3");
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(address_bucket(a), address_bucket(b), "one /64, one bucket");
+        let mapped: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(address_bucket(mapped), "ip:10.1.2.3");
+    }
+
+    #[test]
+    fn room_ids_are_read_from_paths() {
+        assert_eq!(room_of_path("/rooms/r1"), Some("r1".into()));
+        assert_eq!(room_of_path("/rooms/a%20b/timeline"), Some("a b".into()));
+        assert_eq!(room_of_path("/rooms/a+b"), Some("a+b".into()));
+        assert_eq!(room_of_path("/rooms"), None);
+        assert_eq!(room_of_path("/rooms/"), None);
+        assert_eq!(room_of_path("/identities/x"), None);
+    }
+
+    #[test]
+    fn scopes_confine_tenants() {
+        let all = Scope(None);
+        let acme = Scope(Some("acme".into()));
+        assert!(all.allows(None) && all.allows(Some("x")));
+        assert!(acme.allows(Some("acme")));
+        assert!(!acme.allows(Some("globex")) && !acme.allows(None));
+        assert_eq!(acme.owner(None).unwrap().as_deref(), Some("acme"));
+        assert_eq!(
+            acme.owner(Some("acme".into())).unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            acme.owner(Some("globex".into()))
+                .unwrap_err()
+                .status
+                .as_u16(),
+            403
+        );
+        assert_eq!(
+            all.owner(Some("globex".into())).unwrap().as_deref(),
+            Some("globex")
+        );
+        assert!(all.operator_only().is_ok() && acme.operator_only().is_err());
     }
 
     #[test]

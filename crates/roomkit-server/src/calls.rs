@@ -17,18 +17,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use roomkit_analytics::report::{list_reports, read_report, recording_path};
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("../assets/calls.html");
 
 #[derive(Clone)]
-struct Reports(Arc<PathBuf>);
+struct Reports(Arc<PathBuf>, roomkit_core::RoomKit);
+
+/// True when the call of `room_id` is visible to `scope`: a tenant key sees
+/// only the calls of its organization's rooms.
+async fn visible(kit: &roomkit_core::RoomKit, scope: &Scope, room_id: &str) -> bool {
+    scope.organization().is_none()
+        || scope
+            .check_room(kit, &roomkit_core::model::RoomId::from(room_id))
+            .await
+            .is_ok()
+}
 
 /// The routes of the call reports under `dir`, behind the same key check as
 /// the REST API.
 pub fn routes(dir: PathBuf, state: AppState) -> Router {
-    let reports = Reports(Arc::new(dir));
+    let reports = Reports(Arc::new(dir), state.kit.clone());
     Router::new()
         .route("/calls", get(page))
         .route("/call-reports", get(list))
@@ -58,7 +69,7 @@ struct PageQuery {
     cursor: Option<String>,
 }
 
-async fn list(State(r): State<Reports>, Query(q): Query<PageQuery>) -> Response {
+async fn list(State(r): State<Reports>, scope: Scope, Query(q): Query<PageQuery>) -> Response {
     let limit = match q.limit {
         None => 50,
         Some(n) if n <= 0 => {
@@ -78,18 +89,31 @@ async fn list(State(r): State<Reports>, Query(q): Query<PageQuery>) -> Response 
     let all = tokio::task::spawn_blocking(move || list_reports(&dir))
         .await
         .unwrap_or_default();
+    let all = if scope.organization().is_some() {
+        let mut mine = Vec::new();
+        for summary in all {
+            if visible(&r.1, &scope, &summary.room_id).await {
+                mine.push(summary);
+            }
+        }
+        mine
+    } else {
+        all
+    };
     let end = (start + limit).min(all.len());
     let items = all.get(start..end).unwrap_or_default();
     let next = (end < all.len()).then(|| end.to_string());
     axum::Json(serde_json::json!({"items": items, "next_cursor": next})).into_response()
 }
 
-async fn one(State(r): State<Reports>, Path(id): Path<String>) -> Response {
+async fn one(State(r): State<Reports>, scope: Scope, Path(id): Path<String>) -> Response {
     let dir = r.0.clone();
     let found = tokio::task::spawn_blocking(move || read_report(&dir, &id)).await;
     match found {
-        Ok(Ok(Some(report))) => axum::Json(report).into_response(),
-        Ok(Ok(None)) => {
+        Ok(Ok(Some(report))) if visible(&r.1, &scope, &report.room_id).await => {
+            axum::Json(report).into_response()
+        }
+        Ok(Ok(_)) => {
             ApiError::not_found("call_not_found", "no report for this call").into_response()
         }
         Ok(Err(roomkit_analytics::AnalyticsError::InvalidCallId(_))) => {
@@ -103,7 +127,25 @@ async fn one(State(r): State<Reports>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn recording(State(r): State<Reports>, Path(id): Path<String>) -> Response {
+async fn recording(State(r): State<Reports>, scope: Scope, Path(id): Path<String>) -> Response {
+    if scope.organization().is_some() {
+        let dir = r.0.clone();
+        let wanted = id.clone();
+        let room = tokio::task::spawn_blocking(move || read_report(&dir, &wanted))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .map(|report| report.room_id);
+        let shown = match room {
+            Some(room) => visible(&r.1, &scope, &room).await,
+            None => false,
+        };
+        if !shown {
+            return ApiError::not_found("recording_not_found", "no recording for this call")
+                .into_response();
+        }
+    }
     let Some(path) = recording_path(&r.0, &id) else {
         return ApiError::not_found("recording_not_found", "no recording for this call")
             .into_response();
@@ -199,6 +241,59 @@ mod tests {
         );
         assert_eq!(
             get(&app, "/call-reports/call-1/recording.wav", Some("k"))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_tenant_key_sees_only_its_organizations_calls() {
+        let dir = std::env::temp_dir().join(format!("rk-calls-tenant-{}", std::process::id()));
+        report(&dir, "call-1");
+        let kit = roomkit_core::RoomKit::builder().build().unwrap();
+        kit.create_room(roomkit_core::CreateRoom {
+            id: Some("r".into()),
+            organization_id: Some("acme".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let tenant = |org: &str, key: &str| crate::auth::TenantKey {
+            organization_id: org.into(),
+            key: ApiKey::new(key),
+        };
+        let options = ServerOptions {
+            api_key: Some(ApiKey::new("k")),
+            tenant_keys: vec![tenant("acme", "ka"), tenant("globex", "kg")],
+            ..ServerOptions::default()
+        };
+        let app = Server::new(kit, ConnectionRegistry::new(), options)
+            .with_call_reports(&dir)
+            .router();
+        let count = |list: &str| {
+            serde_json::from_str::<serde_json::Value>(list).unwrap()["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        for (key, seen) in [("k", 1), ("ka", 1), ("kg", 0)] {
+            let (s, list) = get(&app, "/call-reports", Some(key)).await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(count(&list), seen, "{key}");
+            let expected = if seen == 1 {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            assert_eq!(
+                get(&app, "/call-reports/call-1", Some(key)).await.0,
+                expected
+            );
+        }
+        assert_eq!(
+            get(&app, "/call-reports/call-1/recording.wav", Some("kg"))
                 .await
                 .0,
             StatusCode::NOT_FOUND

@@ -66,6 +66,16 @@ pub struct ServerOptions {
     /// The public URL providers sign webhooks against (`https://host`);
     /// without it the request's own URL is used.
     pub public_url: Option<String>,
+    /// Keys scoped to one organization each (RFC §17.2).
+    pub tenant_keys: Vec<auth::TenantKey>,
+    /// Inbound WebSocket frames per second per connection, when limited.
+    pub ws_rate_limit_per_connection: Option<u32>,
+    /// Webhook messages per minute per sender address and route, when
+    /// limited.
+    pub webhook_rate_limit_per_sender: Option<u32>,
+    /// Webhook messages per minute and route from senders the server has
+    /// not seen before (each may open a room), when limited.
+    pub webhook_new_senders_per_minute: Option<u32>,
 }
 
 impl Default for ServerOptions {
@@ -78,6 +88,10 @@ impl Default for ServerOptions {
             frame_limit: DEFAULT_BODY_LIMIT,
             drain_timeout: Duration::from_secs(10),
             public_url: None,
+            tenant_keys: Vec::new(),
+            ws_rate_limit_per_connection: None,
+            webhook_rate_limit_per_sender: None,
+            webhook_new_senders_per_minute: None,
         }
     }
 }
@@ -120,6 +134,20 @@ impl Server {
             webhooks: Arc::new(Vec::new()),
             public_url: options.public_url.as_deref().map(Arc::from),
             media: Arc::new(Vec::new()),
+            tenant_keys: Arc::new(options.tenant_keys.clone()),
+            ws_rate_limit: options.ws_rate_limit_per_connection,
+            // Also the memory of seen senders when only new ones are limited.
+            webhook_sender_limiter: match (
+                options.webhook_rate_limit_per_sender,
+                options.webhook_new_senders_per_minute,
+            ) {
+                (Some(n), _) => Some(Arc::new(auth::RateLimiter::per_minute(n))),
+                (None, Some(_)) => Some(Arc::new(auth::RateLimiter::per_minute(u32::MAX))),
+                (None, None) => None,
+            },
+            webhook_new_sender_limiter: options
+                .webhook_new_senders_per_minute
+                .map(|n| Arc::new(auth::RateLimiter::per_minute(n))),
         };
         Self {
             state,

@@ -71,9 +71,9 @@ pub const ROUTES: &[RouteDoc] = &[
         errors: &[],
         authenticated: false,
     },
-    route!("get" "/metrics" "metrics" "Prometheus text exposition of the server's counters.", body: None, ok: 200 Some("Metrics"), query: &[], errors: &[]),
+    route!("get" "/metrics" "metrics" "Prometheus text exposition of the server's counters.", body: None, ok: 200 Some("Metrics"), query: &[], errors: &[403]),
     route!("get" "/channels" "list_channels" "Registered channels.", body: None, ok: 200 Some("ChannelPage"), query: PAGE, errors: &[400]),
-    route!("post" "/rooms" "create_room" "Create a room.", body: Some("CreateRoom"), ok: 201 Some("Room"), query: &[], errors: &[400, 409, 413, 503]),
+    route!("post" "/rooms" "create_room" "Create a room.", body: Some("CreateRoom"), ok: 201 Some("Room"), query: &[], errors: &[400, 403, 409, 413, 503]),
     route!("get" "/rooms" "list_rooms" "List rooms in id order.", body: None, ok: 200 Some("RoomPage"),
         query: &[("organization_id", "Only rooms of this organization."), ("status", "Only rooms in this status."), ("limit", "Page size."), ("cursor", "Page cursor.")], errors: &[400, 503]),
     route!("get" "/rooms/{id}" "get_room" "Read a room.", body: None, ok: 200 Some("Room"), query: &[], errors: &[404, 503]),
@@ -97,7 +97,7 @@ pub const ROUTES: &[RouteDoc] = &[
         query: &[("status", "Only tasks in this status."), ("limit", "Page size."), ("cursor", "Page cursor.")], errors: &[400, 404, 503]),
     route!("patch" "/tasks/{id}" "update_task" "Change a task.", body: Some("UpdateTask"), ok: 200 Some("Task"), query: &[], errors: &[400, 404, 413, 503]),
     route!("get" "/rooms/{id}/observations" "list_observations" "The room's observations.", body: None, ok: 200 Some("ObservationPage"), query: PAGE, errors: &[400, 404, 503]),
-    route!("post" "/identities" "create_identity" "Create an identity.", body: Some("CreateIdentity"), ok: 201 Some("Identity"), query: &[], errors: &[400, 409, 413, 503]),
+    route!("post" "/identities" "create_identity" "Create an identity.", body: Some("CreateIdentity"), ok: 201 Some("Identity"), query: &[], errors: &[400, 403, 409, 413, 503]),
     route!("get" "/identities/resolve" "resolve_identity" "Find the identity that owns an address; 404 when none does.", body: None, ok: 200 Some("Identity"),
         query: &[("channel", "Channel type of the address (required)."), ("address", "The address (required)."), ("organization_id", "Organization scope.")], errors: &[400, 404, 503]),
     route!("get" "/identities/{id}" "get_identity" "Read an identity.", body: None, ok: 200 Some("Identity"), query: &[], errors: &[404, 503]),
@@ -106,14 +106,14 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "post",
         path: "/webhooks/{channel_type}/{provider}",
         operation: "inbound_webhook",
-        summary: "Provider inbound webhook (the provider's own format, e.g. Twilio form posts), verified by the provider's signature over the public URL (or the request URL). Each message runs through the inbound pipeline with the provider's message id as idempotency key; the answer is what the provider expects (Twilio: empty TwiML). 403 for a bad or missing signature (nothing is stored), 404 for a channel type or provider no configured channel has.",
+        summary: "Provider inbound webhook (the provider's own format, e.g. Twilio form posts), verified by the provider's signature over the public URL (or the request URL). Each message runs through the inbound pipeline with the provider's message id as idempotency key; the answer is what the provider expects (Twilio: empty TwiML). 403 for a bad or missing signature (nothing is stored), 404 for a channel type or provider no configured channel has, 429 over the configured sender limits (nothing is stored).",
         body: None,
         success: (200, None),
         query: &[(
             "channel_id",
             "Which channel, when several share this channel type and provider.",
         )],
-        errors: &[400, 403, 404, 413, 503],
+        errors: &[400, 403, 404, 413, 429, 503],
         authenticated: false,
     },
     RouteDoc {
@@ -284,7 +284,9 @@ fn reason(status: u16) -> &'static str {
         204 => "No content",
         400 => "Malformed JSON, an invalid field or parameter (the message names it)",
         401 => "Missing or wrong API key",
-        403 => "Bad or missing provider signature",
+        403 => {
+            "Bad or missing provider signature; or a tenant key naming another organization or calling an operator endpoint"
+        }
         404 => "Unknown room, channel, event or other resource",
         409 => "Conflict: duplicate id or illegal status move",
         413 => "Body over the size limit",

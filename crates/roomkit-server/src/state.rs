@@ -6,7 +6,7 @@ use roomkit_core::RoomKit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{ApiKey, RateLimiter};
+use crate::auth::{ApiKey, RateLimiter, TenantKey};
 use crate::metrics::Metrics;
 use crate::webhooks::MountedReceiver;
 use crate::ws::ConnectionRegistry;
@@ -38,4 +38,13 @@ pub struct AppState {
     pub public_url: Option<Arc<str>>,
     /// Media socket endpoints of the configured voice channels.
     pub media: Arc<Vec<Arc<dyn roomkit_voice::MediaEndpoint>>>,
+    /// Keys scoped to one organization each.
+    pub tenant_keys: Arc<Vec<TenantKey>>,
+    /// Inbound WebSocket frames per second per connection, when limited.
+    pub ws_rate_limit: Option<u32>,
+    /// Webhook messages per minute per sender and route, when limited.
+    pub webhook_sender_limiter: Option<Arc<RateLimiter>>,
+    /// Webhook messages from senders not seen before, per minute and
+    /// route, when limited.
+    pub webhook_new_sender_limiter: Option<Arc<RateLimiter>>,
 }

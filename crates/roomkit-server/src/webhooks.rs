@@ -187,6 +187,9 @@ async fn run(
         .verify_and_parse(&request)
         .map_err(|e| refusal(&mounted.channel_id, &e))?;
     tracing::debug!(target: "roomkit.server.webhooks", channel_id = %mounted.channel_id, messages = outcome.messages.len(), statuses = outcome.statuses.len(), "webhook verified");
+    for message in &outcome.messages {
+        check_sender_rate(state, &mounted.channel_id, &message.sender_id)?;
+    }
     for message in outcome.messages {
         deliver_inbound(state, &mounted.channel_id, message).await?;
     }
@@ -242,6 +245,36 @@ async fn deliver_inbound(
             Err(e.into())
         }
     }
+}
+
+/// The webhook limits of one verified message: messages per sender and
+/// route, and messages from senders not seen before (each may open a room)
+/// per route. A refusal is a 429 the provider retries later; nothing of the
+/// request is stored.
+fn check_sender_rate(
+    state: &AppState,
+    channel_id: &ChannelId,
+    sender: &str,
+) -> Result<(), ApiError> {
+    let Some(senders) = &state.webhook_sender_limiter else {
+        return Ok(());
+    };
+    let key = format!("{channel_id}\u{0}{sender}");
+    let refused = |wait: std::time::Duration, what: &str| {
+        state.metrics.rate_limited();
+        tracing::info!(target: "roomkit.server.webhooks", channel_id = %channel_id, limit = what, "webhook message rate limited");
+        let mut e = ApiError::rate_limited(wait.as_secs().max(1));
+        e.message = format!("too many webhook messages ({what}); retry later");
+        e
+    };
+    if let Some(new_senders) = &state.webhook_new_sender_limiter
+        && !senders.knows(&key)
+    {
+        new_senders
+            .check(channel_id.as_str())
+            .map_err(|w| refused(w, "new senders on this route"))?;
+    }
+    senders.check(&key).map_err(|w| refused(w, "this sender"))
 }
 
 fn refusal(channel_id: &ChannelId, e: &WebhookError) -> ApiError {

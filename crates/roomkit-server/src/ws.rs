@@ -46,6 +46,8 @@ pub const CLOSE_NOT_FOUND: u16 = 4404;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code when the server shuts down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a client that keeps sending over its frame rate.
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// Queue bound of one connection; when full the connection re-reads the
 /// store instead of receiving more live events.
@@ -342,6 +344,7 @@ pub enum ClientFrame {
 /// close code 4404.
 pub async fn upgrade(
     State(state): State<AppState>,
+    scope: crate::auth::Scope,
     Path(room_id): Path<String>,
     params: Params,
     ws: WebSocketUpgrade,
@@ -352,7 +355,12 @@ pub async fn upgrade(
     let room_id = RoomId::from(room_id);
     // Join before answering the handshake: everything committed after the
     // client sees the upgrade reaches it.
-    let joined = join(&state, &room_id, &channel_id, after_index).await;
+    let joined = match scope.check_room(&state.kit, &room_id).await {
+        // Another organization's room is closed like an unknown one.
+        Err(e) if e.code == "room_not_found" => Err(e.message),
+        _ => join(&state, &room_id, &channel_id, after_index).await,
+    };
+    let frames = state.ws_rate_limit.map(FrameLimit::new);
     let limit = state.frame_limit;
     let tasks = state.ws_tasks.clone();
     let session = Session {
@@ -363,6 +371,7 @@ pub async fn upgrade(
         next: 0,
         reader: None,
         sent_close: false,
+        frames,
     };
     // Small initial buffers: the library's defaults (128 KiB each way) cost
     // more than the rest of a connection. The read buffer still grows for a
@@ -433,6 +442,44 @@ struct Session {
     next: u64,
     reader: Option<Reader>,
     sent_close: bool,
+    /// The inbound frame limit, when one is configured.
+    frames: Option<FrameLimit>,
+}
+
+/// The inbound frame rate of one connection: `limit` frames per second
+/// (bursts of the same size). Refused frames spend a second budget of
+/// `max(2 × limit, 20)`, refilled at `limit` per second; a client that
+/// spends it is disconnected.
+struct FrameLimit {
+    frames: crate::auth::TokenBucket,
+    strikes: crate::auth::TokenBucket,
+}
+
+/// What the frame limit says about one inbound frame.
+enum FrameVerdict {
+    Accept,
+    Refuse,
+    Disconnect,
+}
+
+impl FrameLimit {
+    fn new(limit: u32) -> Self {
+        let rate = f64::from(limit.max(1));
+        Self {
+            frames: crate::auth::TokenBucket::new(rate, rate),
+            strikes: crate::auth::TokenBucket::new(rate, (2.0 * rate).max(20.0)),
+        }
+    }
+
+    fn check(&mut self) -> FrameVerdict {
+        if self.frames.take().is_ok() {
+            FrameVerdict::Accept
+        } else if self.strikes.take().is_ok() {
+            FrameVerdict::Refuse
+        } else {
+            FrameVerdict::Disconnect
+        }
+    }
 }
 
 /// The client is gone (or the connection is being closed).
@@ -469,14 +516,21 @@ impl Session {
                         None => return Err(Gone),
                         Some(Ok(Message::Text(text))) => {
                             metrics.frame_in();
-                            self.on_text(&mut sink, text.as_str()).await?;
+                            if self.frame_allowed(&mut sink, &mut stream).await? {
+                                self.on_text(&mut sink, text.as_str()).await?;
+                            }
                         }
                         Some(Ok(Message::Binary(_))) => {
                             metrics.frame_in();
-                            self.send_error(&mut sink, "unsupported_frame", "binary frames are not supported; send JSON text frames", None).await?;
+                            if self.frame_allowed(&mut sink, &mut stream).await? {
+                                self.send_error(&mut sink, "unsupported_frame", "binary frames are not supported; send JSON text frames", None).await?;
+                            }
                         }
                         Some(Ok(Message::Close(_))) => return Err(Gone),
-                        Some(Ok(_)) => {}
+                        // Control frames count against the frame limit too.
+                        Some(Ok(_)) => {
+                            self.frame_allowed(&mut sink, &mut stream).await?;
+                        }
                         Some(Err(e)) => {
                             let text = e.to_string();
                             if text.contains("too long") || text.contains("Space limit") || text.contains("apacity") {
@@ -508,6 +562,39 @@ impl Session {
         metrics.ws_closed();
         tracing::info!(target: "roomkit.server.ws", room_id = %self.room_id, channel_id = %self.channel_id, connection = reg.id, "websocket disconnected");
         drop(reg);
+    }
+
+    /// Applies the frame limit to one inbound data frame: false when the
+    /// frame is refused (the client got a `rate_limited` error), `Gone`
+    /// when the client was disconnected for flooding.
+    async fn frame_allowed(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut futures::stream::SplitStream<WebSocket>,
+    ) -> Result<bool, Gone> {
+        let Some(limit) = self.frames.as_mut() else {
+            return Ok(true);
+        };
+        match limit.check() {
+            FrameVerdict::Accept => Ok(true),
+            FrameVerdict::Refuse => {
+                self.state.metrics.rate_limited();
+                self.send_error(
+                    sink,
+                    "rate_limited",
+                    "too many frames on this connection; slow down",
+                    None,
+                )
+                .await?;
+                Ok(false)
+            }
+            FrameVerdict::Disconnect => {
+                self.state.metrics.rate_limited();
+                tracing::info!(target: "roomkit.server.ws", room_id = %self.room_id, channel_id = %self.channel_id, "websocket closed: frame rate exceeded");
+                self.close(sink, stream, CLOSE_POLICY, "rate limited").await;
+                Err(Gone)
+            }
+        }
     }
 
     async fn send(&mut self, sink: &mut Sink, msg: Message) -> Result<(), Gone> {

@@ -12,11 +12,16 @@ pub mod backend;
 pub mod channel;
 pub mod endpoint;
 mod error;
+#[cfg(feature = "fake-servers")]
+pub mod fake;
+#[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
+pub mod offline;
 mod session;
 pub mod splitter;
 pub mod stt;
 pub mod tts;
 pub mod twilio;
+pub mod vendors;
 
 pub use error::{ProviderFailure, VoiceError};
 pub use stt::{SttAudio, SttProvider, SttSession, Transcript};

@@ -115,6 +115,27 @@ struct ServerSection {
     public_url: Option<String>,
     /// Requests per second per API key.
     rate_limit_per_key: Option<i64>,
+    /// Serve without a key when `api_key_env` names an unset variable.
+    open: Option<bool>,
+    /// Keys scoped to one organization each.
+    #[serde(default)]
+    tenant_keys: Vec<TenantKeySection>,
+    /// Inbound WebSocket frames per second per connection.
+    ws_rate_limit_per_connection: Option<i64>,
+    /// Webhook messages per minute per sender and route.
+    webhook_rate_limit_per_sender: Option<i64>,
+    /// Webhook messages per minute and route from senders not seen before.
+    webhook_new_senders_per_minute: Option<i64>,
+}
+
+/// `[[server.tenant_keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantKeySection {
+    /// The organization the key is confined to.
+    organization_id: String,
+    /// Variable holding the key.
+    key_env: String,
 }
 
 /// `[store]`.
@@ -265,6 +286,14 @@ pub struct Settings {
     pub telemetry: crate::telemetry::TelemetrySettings,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
+    /// Keys scoped to one organization each, read from their variables.
+    pub tenant_keys: Vec<roomkit_server::auth::TenantKey>,
+    /// Inbound WebSocket frames per second per connection.
+    pub ws_rate_limit_per_connection: Option<u32>,
+    /// Webhook messages per minute per sender and route.
+    pub webhook_rate_limit_per_sender: Option<u32>,
+    /// Webhook messages per minute and route from new senders.
+    pub webhook_new_senders_per_minute: Option<u32>,
 }
 
 /// Command-line values that override the file.
@@ -413,12 +442,61 @@ fn validate(
         Some(name) => {
             let key = env.var(name);
             if key.is_none() {
-                warnings.push(format!("server.api_key_env names {name}, which is not set: the API is open to anyone who can reach it"));
+                if f.server.open != Some(true) {
+                    return Err(ctx.err(
+                        "server.api_key_env",
+                        format!("{name} is not set or is empty; set it, or set server.open = true to serve without a key"),
+                    ));
+                }
+                warnings.push(format!("server.api_key_env names {name}, which is not set, and server.open = true: the API is served without a key"));
             }
             key
         }
         None => None,
     };
+    let mut tenant_keys: Vec<roomkit_server::auth::TenantKey> = Vec::new();
+    let mut secrets: Vec<(String, String)> = api_key
+        .iter()
+        .map(|k| ("server.api_key_env".to_owned(), k.clone()))
+        .collect();
+    for (i, t) in f.server.tenant_keys.iter().enumerate() {
+        let key = format!("server.tenant_keys[{i}]");
+        if t.organization_id.trim().is_empty() {
+            return Err(ctx.err(
+                format!("{key}.organization_id"),
+                "must name an organization",
+            ));
+        }
+        if t.key_env.trim().is_empty() {
+            return Err(ctx.err(
+                format!("{key}.key_env"),
+                "must name an environment variable",
+            ));
+        }
+        let Some(secret) = env.var(&t.key_env) else {
+            return Err(ctx.err(
+                format!("{key}.key_env"),
+                format!("{} is not set or is empty", t.key_env),
+            ));
+        };
+        if let Some((other, _)) = secrets.iter().find(|(_, s)| *s == secret) {
+            return Err(ctx.err(
+                format!("{key}.key_env"),
+                format!(
+                    "{} holds the same key as {other}; every key must be different",
+                    t.key_env
+                ),
+            ));
+        }
+        secrets.push((format!("{key}.key_env"), secret.clone()));
+        tenant_keys.push(roomkit_server::auth::TenantKey {
+            organization_id: t.organization_id.as_str().into(),
+            key: roomkit_server::auth::ApiKey::new(secret),
+        });
+    }
+    if api_key.is_none() && tenant_keys.is_empty() && !addr.ip().is_loopback() {
+        warnings.push(format!("serving without an API key on {addr}, which is not a loopback address: anyone who can reach it can use the whole API"));
+    }
     if let Some(url) = &f.server.public_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
@@ -437,6 +515,27 @@ fn validate(
             ));
         }
     };
+    let rate = |key: &str, v: Option<i64>, unit: &str| match v {
+        None => Ok(None),
+        Some(n) if n >= 1 && n <= i64::from(u32::MAX) => Ok(Some(n as u32)),
+        Some(n) => Err(ctx.err(key, format!("must be at least 1 {unit}, got {n}"))),
+    };
+    let ws_rate_limit_per_connection = rate(
+        "server.ws_rate_limit_per_connection",
+        f.server.ws_rate_limit_per_connection,
+        "frame per second",
+    )?
+    .or(rate_limit_per_key);
+    let webhook_rate_limit_per_sender = rate(
+        "server.webhook_rate_limit_per_sender",
+        f.server.webhook_rate_limit_per_sender,
+        "message per minute",
+    )?;
+    let webhook_new_senders_per_minute = rate(
+        "server.webhook_new_senders_per_minute",
+        f.server.webhook_new_senders_per_minute,
+        "message per minute",
+    )?;
 
     let store = match (&o.store, &f.store.url) {
         (Some(u), _) => {
@@ -602,6 +701,10 @@ fn validate(
         analytics,
         telemetry,
         warnings,
+        tenant_keys,
+        ws_rate_limit_per_connection,
+        webhook_rate_limit_per_sender,
+        webhook_new_senders_per_minute,
     })
 }
 
@@ -1035,6 +1138,92 @@ on_error = "block"
 
     fn problem(text: &str) -> ConfigError {
         from_text(text, &no_env()).unwrap_err()
+    }
+
+    #[test]
+    fn an_unset_api_key_variable_is_an_error_unless_open() {
+        let e = problem("[server]\napi_key_env = \"RK_UNSET_KEY\"\n");
+        assert_eq!(e.key, "server.api_key_env", "{e}");
+        assert!(e.problem.contains("RK_UNSET_KEY is not set"), "{e}");
+        assert!(e.problem.contains("server.open = true"), "{e}");
+        let s = from_text(
+            "[server]\napi_key_env = \"RK_UNSET_KEY\"\nopen = true\n",
+            &no_env(),
+        )
+        .unwrap();
+        assert!(s.api_key.is_none());
+        assert!(s.warnings.iter().any(|w| w.contains("RK_UNSET_KEY")));
+        // Without a file the server is open, as before, and quiet on loopback.
+        let s = from_text("", &no_env()).unwrap();
+        assert!(s.api_key.is_none() && s.tenant_keys.is_empty());
+        assert!(!s.warnings.iter().any(|w| w.contains("loopback")));
+        let s = from_text("[server]\naddr = \"0.0.0.0:8080\"\n", &no_env()).unwrap();
+        assert!(
+            s.warnings.iter().any(|w| w.contains("loopback")),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    #[test]
+    fn tenant_keys_and_limits_are_read() {
+        let env = FakeEnv(
+            [
+                ("G", "global"),
+                ("A", "key-a"),
+                ("B", "key-b"),
+                ("DUP", "key-a"),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let s = from_text(
+            r#"
+[server]
+api_key_env = "G"
+rate_limit_per_key = 7
+webhook_rate_limit_per_sender = 10
+webhook_new_senders_per_minute = 20
+[[server.tenant_keys]]
+organization_id = "acme"
+key_env = "A"
+[[server.tenant_keys]]
+organization_id = "globex"
+key_env = "B"
+"#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.tenant_keys.len(), 2);
+        assert_eq!(&*s.tenant_keys[1].organization_id, "globex");
+        assert!(s.tenant_keys[0].key.matches("key-a"));
+        assert!(!format!("{s:?}").contains("key-a"), "keys never print");
+        // The frame limit follows the request limit unless set.
+        assert_eq!(s.ws_rate_limit_per_connection, Some(7));
+        assert_eq!(s.webhook_rate_limit_per_sender, Some(10));
+        assert_eq!(s.webhook_new_senders_per_minute, Some(20));
+        let s = from_text("[server]\nws_rate_limit_per_connection = 3\n", &env).unwrap();
+        assert_eq!(s.ws_rate_limit_per_connection, Some(3));
+        assert_eq!(s.rate_limit_per_key, None);
+
+        let bad = |text: &str| from_text(text, &env).unwrap_err();
+        let e = bad("[[server.tenant_keys]]\norganization_id = \"a\"\nkey_env = \"NOPE\"\n");
+        assert_eq!(e.key, "server.tenant_keys[0].key_env", "{e}");
+        assert!(e.problem.contains("NOPE is not set"), "{e}");
+        let e = bad("[[server.tenant_keys]]\norganization_id = \" \"\nkey_env = \"A\"\n");
+        assert_eq!(e.key, "server.tenant_keys[0].organization_id", "{e}");
+        let e = bad(
+            "[[server.tenant_keys]]\norganization_id = \"a\"\nkey_env = \"A\"\n[[server.tenant_keys]]\norganization_id = \"b\"\nkey_env = \"DUP\"\n",
+        );
+        assert_eq!(e.key, "server.tenant_keys[1].key_env", "{e}");
+        assert!(!e.to_string().contains("key-a"), "{e}");
+        let e =
+            bad("[[server.tenant_keys]]\norganization_id = \"a\"\nkey_env = \"A\"\nkey = \"x\"\n");
+        assert!(e.key.contains("key"), "{e}");
+        let e = bad("[server]\nwebhook_rate_limit_per_sender = 0\n");
+        assert_eq!(e.key, "server.webhook_rate_limit_per_sender", "{e}");
+        let e = bad("[server]\nws_rate_limit_per_connection = -1\n");
+        assert_eq!(e.key, "server.ws_rate_limit_per_connection", "{e}");
     }
 
     #[test]

@@ -196,6 +196,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         api_key: settings.api_key.map(ApiKey::new),
         rate_limit_per_key: settings.rate_limit_per_key,
         public_url: settings.public_url.clone(),
+        tenant_keys: settings.tenant_keys.clone(),
+        ws_rate_limit_per_connection: settings.ws_rate_limit_per_connection,
+        webhook_rate_limit_per_sender: settings.webhook_rate_limit_per_sender,
+        webhook_new_senders_per_minute: settings.webhook_new_senders_per_minute,
         ..ServerOptions::default()
     };
     // Call analytics: every room is observed as a call (see analytics.rs).

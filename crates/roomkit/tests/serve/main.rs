@@ -10,6 +10,7 @@ mod auth;
 mod browser;
 mod config;
 mod email;
+mod hardening_auth;
 mod hooks;
 mod rest;
 mod sms;
