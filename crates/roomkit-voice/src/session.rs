@@ -166,6 +166,7 @@ struct CallTask {
     out: mpsc::Sender<Outbound>,
     stats: Arc<TransportStats>,
     can_clear: bool,
+    shows_text: bool,
     pipeline: AudioPipeline,
     transport_rate: u32,
     internal_rate: u32,
@@ -347,6 +348,7 @@ pub(crate) async fn run_call(
         out: call.outbound.clone(),
         stats: call.stats.clone(),
         can_clear: call.capabilities.interruption,
+        shows_text: call.capabilities.shows_text,
         transport_rate: transport.sample_rate,
         internal_rate: internal.sample_rate,
         frame_len: (internal.sample_rate * settings.frame_ms / 1000) as usize,
@@ -470,6 +472,13 @@ impl CallTask {
         self.main.spawn(async move {
             kit.spawn_async_hooks(trigger, &room, HookPayload::Json(payload), None);
         });
+    }
+
+    /// Text for transports that show it (a dropped one is only text).
+    fn show_text(&self, message: Outbound) {
+        if self.shows_text {
+            let _ = self.out.try_send(message);
+        }
     }
 
     // ---- listening
@@ -625,6 +634,10 @@ impl CallTask {
     fn on_stt(&mut self, result: Option<Result<Transcript, crate::error::ProviderFailure>>) {
         match result {
             Some(Ok(t)) if !t.is_final => {
+                self.show_text(Outbound::Transcript {
+                    text: t.text.clone(),
+                    is_final: false,
+                });
                 self.fire(
                     HookTrigger::OnPartialTranscription,
                     json!({"text": t.text, "confidence": t.confidence}),
@@ -637,6 +650,10 @@ impl CallTask {
                 if text.is_empty() {
                     return;
                 }
+                self.show_text(Outbound::Transcript {
+                    text: text.clone(),
+                    is_final: true,
+                });
                 let (kit, room, tx) = (
                     self.kit.clone(),
                     self.room_id.clone(),
@@ -912,10 +929,13 @@ impl CallTask {
             return;
         };
         match msg {
-            ReplyMsg::Sentence { text, .. } => self.replies[idx].sentences.push(Sentence {
-                text,
-                ..Sentence::default()
-            }),
+            ReplyMsg::Sentence { text, .. } => {
+                self.show_text(Outbound::AgentText(text.clone()));
+                self.replies[idx].sentences.push(Sentence {
+                    text,
+                    ..Sentence::default()
+                });
+            }
             ReplyMsg::Audio { chunk, .. } => {
                 let samples = if chunk.sample_rate == internal_rate {
                     chunk.samples
