@@ -17,6 +17,7 @@ mod error;
 pub mod fake;
 #[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
 pub mod offline;
+pub mod registry;
 mod session;
 pub mod splitter;
 pub mod stt;

@@ -211,6 +211,8 @@ pub enum ChannelSpec {
     Ai(AiSpec),
     /// A transport channel: SMS, email, HTTP webhook or Telegram.
     Transport(TransportSpec),
+    /// A voice channel (Twilio Media Streams).
+    Voice(Box<crate::voice::VoiceSpec>),
 }
 
 impl ChannelSpec {
@@ -220,6 +222,7 @@ impl ChannelSpec {
             Self::WebSocket { id } | Self::Echo { id } => id,
             Self::Ai(a) => a.id(),
             Self::Transport(t) => &t.id,
+            Self::Voice(v) => &v.id,
         }
     }
 }
@@ -956,6 +959,9 @@ fn channel(
                 )),
             }
         }
+        "voice" => Ok(ChannelSpec::Voice(Box::new(crate::voice::parse(
+            ctx, key, table, env, warnings,
+        )?))),
         "sms" | "email" | "webhook" | "telegram" => Ok(ChannelSpec::Transport(
             crate::transport::parse(ctx, key, &ty, table, env, public_url)?,
         )),
@@ -1265,7 +1271,7 @@ key_env = "B"
     fn unavailable_features_are_refused_clearly() {
         let e = problem("[[channels]]\nid = \"t\"\ntype = \"carrier_pigeon\"\n");
         assert!(e.problem.contains("not a channel type"), "{e}");
-        let e = problem("[[channels]]\nid = \"t\"\ntype = \"voice\"\n");
+        let e = problem("[[channels]]\nid = \"t\"\ntype = \"realtime_voice\"\n");
         assert!(e.problem.contains("not available in this build"), "{e}");
     }
 
@@ -1352,6 +1358,41 @@ secret_token_env = "TGS"
         for secret in ["tok\"", "\"key\"", "\"sg\"", "\"hs\"", "\"tgs\""] {
             assert!(!dump.contains(secret), "{secret} leaks into {dump}");
         }
+    }
+
+    #[test]
+    fn voice_channel_errors_name_the_key() {
+        let base = "[[channels]]\nid = \"v\"\ntype = \"voice\"\n";
+        let e = problem(&format!(
+            "{base}transport = \"twilio\"\nstt = {{ provider = \"nope\" }}\ntts = {{ provider = \"nope\" }}\n"
+        ));
+        assert_eq!(e.key, "channels[0].stt");
+        assert!(
+            e.problem
+                .contains("\"nope\" is not a speech-to-text provider"),
+            "{e}"
+        );
+        let e = problem(&format!(
+            "{base}transport = \"pigeon\"\nstt = {{ provider = \"x\" }}\ntts = {{ provider = \"x\" }}\n"
+        ));
+        assert_eq!(e.key, "channels[0].transport");
+        let e = problem(&format!(
+            "{base}transport = \"twilio\"\nstt = {{ model = \"x\" }}\ntts = {{ provider = \"x\" }}\n"
+        ));
+        assert_eq!(e.key, "channels[0].stt");
+        assert!(e.problem.contains("provider: is required"), "{e}");
+        let e = problem(&format!(
+            "{base}transport = \"twilio\"\nstt = {{ provider = \"x\" }}\ntts = {{ provider = \"x\" }}\ncolour = 1\n"
+        ));
+        assert!(e.problem.contains("colour"), "{e}");
+        let e = problem(&format!(
+            "{base}transport = \"twilio\"\nstt = {{ provider = \"x\" }}\ntts = {{ provider = \"x\" }}\n[channels.pipeline]\nvad = {{ provider = \"webrtc\", mode = \"loud\" }}\n"
+        ));
+        assert!(e.key.starts_with("channels[0].pipeline"), "{e}");
+        let e = problem(&format!(
+            "{base}transport = \"twilio\"\nstt = {{ provider = \"x\" }}\ntts = {{ provider = \"x\" }}\n[channels.interruption]\nstrategy = \"SOMETIMES\"\n"
+        ));
+        assert!(e.key.starts_with("channels[0].interruption"), "{e}");
     }
 
     #[test]

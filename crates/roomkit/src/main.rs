@@ -8,6 +8,7 @@ mod fuzz_tests;
 mod serve;
 mod telemetry;
 mod transport;
+mod voice;
 
 use clap::{Parser, Subcommand};
 

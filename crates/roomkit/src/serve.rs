@@ -143,6 +143,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let mut ai_channels = Vec::new();
     let mut receivers = Vec::new();
+    let mut voice_channels = Vec::new();
     for spec in &settings.channels {
         builder = match spec {
             ChannelSpec::WebSocket { id } => builder.channel(Arc::new(WebSocketChannel::new(
@@ -166,6 +167,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 }
                 builder.channel(built.channel)
             }
+            ChannelSpec::Voice(spec) => {
+                let built = crate::voice::build(spec)
+                    .with_context(|| format!("building voice channel {}", spec.id))?;
+                tracing::info!(target: "roomkit.config", channel_id = %spec.id, stt = %spec.stt.provider, tts = %spec.tts.provider, "voice channel registered");
+                receivers.push((spec.id.clone(), built.webhook));
+                let channel = built.channel.clone();
+                voice_channels.push((built.channel, built.media));
+                builder.channel(Arc::new(channel))
+            }
         };
     }
     if !settings.hooks.is_empty() {
@@ -183,6 +193,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // AI channels fire hooks and publish turn metrics through the engine.
     for ai in &ai_channels {
         ai.attach_kit(&kit);
+    }
+    // Voice calls commit utterances through the engine.
+    for (voice, _) in &voice_channels {
+        voice.attach_kit(&kit);
     }
     // Events committed by other processes sharing the store reach this
     // one's connections; the handle lives as long as the server.
@@ -209,6 +223,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut server = Server::new(kit, registry, options);
     for (channel_id, receiver) in receivers {
         server = server.with_webhook_receiver(channel_id, receiver);
+    }
+    for (_, media) in voice_channels {
+        server = server.with_media_endpoint(media);
     }
     if let Some(dir) = &settings.analytics.reports_dir {
         server = server.with_call_reports(dir);
