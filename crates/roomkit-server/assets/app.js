@@ -311,6 +311,10 @@ async function startCall() {
         call.node = new AudioWorkletNode(call.ctx, "roomkit-mic");
         call.node.port.onmessage = (f) => { if (ws.readyState === WebSocket.OPEN) { ws.send(f.data); call.stats.sentFrames++; } };
         source.connect(call.node);
+        // Silent, but connected: the graph only renders what reaches the output.
+        const mute = call.ctx.createGain();
+        mute.gain.value = 0;
+        call.node.connect(mute).connect(call.ctx.destination);
         break;
       }
       case "transcript": onTranscript(msg.text, msg.final); break;

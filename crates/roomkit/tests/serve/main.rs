@@ -17,6 +17,7 @@ mod sms;
 mod store;
 mod telemetry;
 mod transports;
+mod voice_browser;
 mod ws;
 
 use std::process::Stdio;
