@@ -65,6 +65,21 @@ impl Default for VoiceSettings {
     }
 }
 
+/// Sees every call a voice channel runs, to tap its audio (call analytics,
+/// recording): the sink gets the caller's frames after the resampler and
+/// the agent's frames as sent (so cut where a barge-in cut them), both on
+/// the call's media clock.
+pub trait CallTap: Send + Sync + 'static {
+    /// A call became active in `room_id`; return a sink for its audio, or
+    /// `None` to leave it alone.
+    fn call_started(
+        &self,
+        session_id: &str,
+        room_id: &RoomId,
+        info: &crate::backend::CallInfo,
+    ) -> Option<Arc<dyn roomkit_audio::RecordingSink>>;
+}
+
 pub(crate) struct CallEntry {
     pub room_id: Option<RoomId>,
     pub commands: mpsc::Sender<CallCommand>,
@@ -76,6 +91,7 @@ pub(crate) struct Shared {
     pub stt: Arc<dyn SttProvider>,
     pub tts: Arc<dyn TtsProvider>,
     kit: RwLock<Option<RoomKit>>,
+    pub taps: RwLock<Vec<Arc<dyn CallTap>>>,
     calls: Mutex<HashMap<String, CallEntry>>,
     next_reply: AtomicU64,
     next_session: AtomicU64,
@@ -169,6 +185,7 @@ impl VoiceChannel {
                 stt,
                 tts,
                 kit: RwLock::new(None),
+                taps: RwLock::new(Vec::new()),
                 calls: Mutex::new(HashMap::new()),
                 next_reply: AtomicU64::new(1),
                 next_session: AtomicU64::new(1),
@@ -181,6 +198,13 @@ impl VoiceChannel {
     pub fn attach_kit(&self, kit: &RoomKit) {
         if let Ok(mut k) = self.shared.kit.write() {
             *k = Some(kit.clone());
+        }
+    }
+
+    /// Adds a tap that sees the audio of every call started from now on.
+    pub fn add_call_tap(&self, tap: Arc<dyn CallTap>) {
+        if let Ok(mut t) = self.shared.taps.write() {
+            t.push(tap);
         }
     }
 

@@ -33,5 +33,5 @@ pub use backend::{
     BackendEvent, Call, CallInfo, MediaMessage, MediaSocket, Outbound, TransportStats,
     VoiceBackend, VoiceCapabilities,
 };
-pub use channel::{CallHandle, VoiceChannel, VoiceSettings};
+pub use channel::{CallHandle, CallTap, VoiceChannel, VoiceSettings};
 pub use endpoint::{MediaEndpoint, VoiceMediaEndpoint};

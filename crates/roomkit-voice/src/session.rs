@@ -144,6 +144,14 @@ impl Reply {
     }
 }
 
+fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / samples.len() as f64).sqrt()
+}
+
 fn push_words(out: &mut String, text: &str) {
     let text = text.trim();
     if text.is_empty() {
@@ -181,6 +189,12 @@ struct CallTask {
     stt_rate: u32,
     stt_resampler: Option<RubatoResampler>,
     user_speaking: bool,
+    /// Start of the current speech segment and how much of it since then
+    /// was voiced (frames near the segment's level, not its trailing
+    /// silence), for CONFIRMED's "sustained speech".
+    speech_start_ms: f64,
+    voiced_ms: f64,
+    segment_peak: f64,
     discard_segment: bool,
     hold_transcripts: bool,
     held: Vec<String>,
@@ -306,7 +320,7 @@ pub(crate) async fn run_call(
         native_agc: call.capabilities.native_agc,
         feeds_aec_reference: false,
     };
-    let pipeline = match AudioPipeline::from_config(&settings.pipeline, contract, caps) {
+    let mut pipeline = match AudioPipeline::from_config(&settings.pipeline, contract, caps) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(target: "roomkit.voice.call", session_id = %session_id, error = %e, "the audio pipeline cannot run this call");
@@ -314,6 +328,12 @@ pub(crate) async fn run_call(
             return;
         }
     };
+    let taps: Vec<_> = shared.taps.read().map(|t| t.clone()).unwrap_or_default();
+    for tap in taps {
+        if let Some(sink) = tap.call_started(&session_id, &room_id, &info) {
+            pipeline.add_recording_sink(&session_id, sink);
+        }
+    }
     let interruption = settings
         .interruption
         .clone()
@@ -362,6 +382,9 @@ pub(crate) async fn run_call(
         stt,
         stt_rate,
         user_speaking: false,
+        speech_start_ms: 0.0,
+        voiced_ms: 0.0,
+        segment_peak: 0.0,
         discard_segment: false,
         hold_transcripts: false,
         held: Vec::new(),
@@ -518,10 +541,18 @@ impl CallTask {
             }
         }
         self.events = events;
+        if self.user_speaking {
+            let level = rms(&frame.samples);
+            self.segment_peak = self.segment_peak.max(level);
+            if level >= (0.2 * self.segment_peak).max(200.0) && frame.sample_rate > 0 {
+                self.voiced_ms +=
+                    frame.samples.len() as f64 * 1000.0 / f64::from(frame.sample_rate);
+            }
+        }
         if self.user_speaking && self.agent_speaking {
             let progress = self.progress();
             let action = self.controller.on_speech_progress(
-                self.now_ms(),
+                self.speech_start_ms + self.voiced_ms,
                 self.partial.as_deref(),
                 progress,
             );
@@ -541,6 +572,10 @@ impl CallTask {
         match v.kind {
             VadEventType::SpeechStart => {
                 self.user_speaking = true;
+                self.speech_start_ms = v.t_ms;
+                // The VAD reports a start once speech has lasted a while.
+                self.voiced_ms = (self.now_ms() - v.t_ms).max(0.0);
+                self.segment_peak = 0.0;
                 self.discard_segment = false;
                 self.turn_deadline = None;
                 self.fire(HookTrigger::OnSpeechStart, json!({"t_ms": v.t_ms}));
@@ -552,7 +587,8 @@ impl CallTask {
                 self.last_speech_end_ms = self.now_ms();
                 self.last_speech_ms = v.duration_ms.unwrap_or(0.0);
                 let progress = self.progress();
-                let end = v.t_ms + v.duration_ms.unwrap_or(0.0);
+                // A speech end is reported at the end of the last speech frame.
+                let end = v.t_ms;
                 let action = self
                     .controller
                     .on_speech_end(end, self.partial.as_deref(), progress);

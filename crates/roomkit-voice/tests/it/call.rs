@@ -16,7 +16,7 @@ use roomkit_core::{
     RoomKit, SideEffects, TimelineQuery,
 };
 use roomkit_voice::twilio::TwilioMediaStreams;
-use roomkit_voice::{CallHandle, VoiceChannel, VoiceSettings};
+use roomkit_voice::{CallHandle, CallInfo, CallTap, VoiceChannel, VoiceSettings};
 use serde_json::json;
 
 use crate::support::{
@@ -58,9 +58,22 @@ async fn rig(
     script: &[&str],
     ms_per_char: u32,
 ) -> Rig {
+    rig_with_tap(agent, settings, script, ms_per_char, None).await
+}
+
+async fn rig_with_tap(
+    agent: Arc<dyn Channel>,
+    settings: VoiceSettings,
+    script: &[&str],
+    ms_per_char: u32,
+    tap: Option<Arc<dyn CallTap>>,
+) -> Rig {
     let stt = ScriptedStt::new(script);
     let tts = ToneTts::new(ms_per_char);
     let voice = VoiceChannel::new("voice", settings, stt.clone(), tts.clone()).unwrap();
+    if let Some(tap) = tap {
+        voice.add_call_tap(tap);
+    }
     let agent_id = agent.id().clone();
     let kit = RoomKit::builder()
         .channel(Arc::new(voice.clone()))
@@ -116,11 +129,13 @@ fn media_only(r: &[Received]) -> Vec<&Received> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() {
     let mut framework = None;
-    let mut rig = rig(
+    let tap = Arc::new(CountingTap::default());
+    let mut rig = rig_with_tap(
         Arc::new(EchoAgent::new("echo")),
         settings(InterruptionStrategy::Immediate),
         &[QUESTION],
         20,
+        Some(tap.clone()),
     )
     .await;
     framework.get_or_insert_with(|| rig.kit.subscribe());
@@ -184,6 +199,11 @@ async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() 
         "a mark follows the reply"
     );
     assert_eq!(rig.tts.texts.lock().unwrap().join(" "), answer_text);
+    // A call tap saw the caller's audio and exactly the agent audio sent.
+    let (calls, caller, agent) = tap.counts();
+    assert_eq!(calls, 1);
+    assert!(caller as f64 / 8000.0 > spoken_s, "{caller} caller samples");
+    assert_eq!(agent, audio.len(), "the tap's agent audio is what was sent");
 
     // Hang up: the session ends with its framework events.
     rig.client.stop();
@@ -543,4 +563,175 @@ async fn a_blocking_transcription_hook_keeps_the_utterance_out_of_the_room() {
     })
     .await;
     assert!(said.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_providers_leave_the_call_standing() {
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        settings(InterruptionStrategy::Immediate),
+        &["!fail", QUESTION, "and another thing"],
+        10,
+    )
+    .await;
+    let mut framework = rig.kit.subscribe();
+    rig.tts
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The first utterance meets a failing STT; the session is reopened.
+    rig.client.say(silence(300));
+    rig.client.say(speech("hello there"));
+    rig.client.say(silence(1500));
+    // The second is heard; its answer's synthesis fails after 100 ms.
+    rig.client.say(speech(QUESTION));
+    rig.client.say(silence(800));
+    wait_for_event(&rig.kit, Duration::from_secs(15), |e| {
+        e.source.channel_id.as_str() == "voice" && e.content.plain_text() == QUESTION
+    })
+    .await
+    .expect("the call survived the STT failure");
+    let first = rig.client.collect(Duration::from_secs(3)).await;
+    let partial: usize = media_only(&first).len();
+    assert!(
+        (1..=10).contains(&partial),
+        "only the synthesized part played: {partial} frames"
+    );
+    // The third utterance is answered in full.
+    rig.client.say(speech("and another thing"));
+    rig.client.say(silence(800));
+    let answer = wait_for_event(&rig.kit, Duration::from_secs(15), |e| {
+        e.source.channel_id.as_str() == "echo"
+            && e.content.plain_text().ends_with("and another thing")
+    })
+    .await
+    .expect("the next turn is answered");
+    let expected_frames = answer.content.plain_text().chars().count() * 10 / 20;
+    let got = rig.client.collect(Duration::from_secs(4)).await;
+    let frames = media_only(&got).len();
+    assert!(
+        frames.abs_diff(expected_frames) <= 2,
+        "{frames} of {expected_frames} frames"
+    );
+    let mut names = Vec::new();
+    while let Ok(e) = framework.try_recv() {
+        names.push(e.name());
+    }
+    assert!(names.contains(&"stt_error"), "{names:?}");
+    assert!(names.contains(&"tts_error"), "{names:?}");
+    assert!(!names.contains(&"voice_session_ended"), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_interruption_ignores_a_short_sound_and_stops_on_speech() {
+    let mut confirmed = settings(InterruptionStrategy::Confirmed);
+    if let Some(i) = confirmed.interruption.as_mut() {
+        i.min_speech_ms = 800;
+    }
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        confirmed,
+        &[QUESTION, "", ""],
+        80,
+    )
+    .await;
+    rig.client.say(silence(300));
+    rig.client.say(speech(QUESTION));
+    rig.client.say(silence(800));
+    rig.client
+        .next_of("media", Duration::from_secs(15))
+        .await
+        .expect("the answer starts");
+    // A 450 ms sound: speech to the VAD (IMMEDIATE would stop here), but
+    // under the 800 ms CONFIRMED needs; playback goes on.
+    let blip: Vec<i16> = speech("yes yes yes").into_iter().take(8 * 450).collect();
+    rig.client.say(blip);
+    let got = rig.client.collect(Duration::from_millis(1500)).await;
+    assert!(
+        got.iter().all(|r| r.json["event"] != "clear"),
+        "a short sound is not a barge-in"
+    );
+    assert!(media_only(&got).len() > 50, "playback went on");
+    rig.client.say(speech("no no stop right there please"));
+    rig.client
+        .next_of("clear", Duration::from_secs(5))
+        .await
+        .expect("sustained speech interrupts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turn_detector_joins_a_sentence_split_by_a_pause() {
+    let mut with_turns = settings(InterruptionStrategy::Immediate);
+    with_turns.turn = Some(roomkit_audio::turn::HeuristicTurnConfig::default());
+    let mut rig = rig(
+        Arc::new(EchoAgent::new("echo")),
+        with_turns,
+        &["I want to", "book a table"],
+        10,
+    )
+    .await;
+    rig.client.say(silence(300));
+    rig.client.say(speech("I want to"));
+    rig.client.say(silence(700));
+    rig.client.say(speech("book a table"));
+    rig.client.say(silence(2500));
+    let said = wait_for_event(&rig.kit, Duration::from_secs(15), |e| {
+        e.source.channel_id.as_str() == "voice"
+            && e.event_type == roomkit_core::model::EventType::Message
+            && !e.content.plain_text().is_empty()
+            && !matches!(e.content, EventContent::System(_))
+    })
+    .await
+    .expect("the turn is committed");
+    assert_eq!(said.content.plain_text(), "I want to book a table");
+    assert_eq!(rig.stt.heard.lock().unwrap().len(), 2, "two VAD segments");
+    let _ = &mut rig.client;
+}
+
+/// Test double: a call tap counting samples each way.
+#[derive(Default)]
+struct CountingTap {
+    calls: std::sync::atomic::AtomicUsize,
+    sink: Arc<CountingSink>,
+}
+
+#[derive(Default)]
+struct CountingSink {
+    inbound: std::sync::atomic::AtomicUsize,
+    outbound: std::sync::atomic::AtomicUsize,
+}
+
+impl roomkit_audio::RecordingSink for CountingSink {
+    fn on_inbound(&self, _stream: &str, frame: &roomkit_audio::AudioFrame) {
+        self.inbound
+            .fetch_add(frame.samples.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+    fn on_outbound(&self, _stream: &str, frame: &roomkit_audio::AudioFrame) {
+        self.outbound
+            .fetch_add(frame.samples.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl CountingTap {
+    fn counts(&self) -> (usize, usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.calls.load(SeqCst),
+            self.sink.inbound.load(SeqCst),
+            self.sink.outbound.load(SeqCst),
+        )
+    }
+}
+
+impl CallTap for CountingTap {
+    fn call_started(
+        &self,
+        _session_id: &str,
+        room_id: &roomkit_core::model::RoomId,
+        info: &CallInfo,
+    ) -> Option<Arc<dyn roomkit_audio::RecordingSink>> {
+        assert_eq!(room_id.as_str(), "r1");
+        assert_eq!(info.transport, "twilio");
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(self.sink.clone())
+    }
 }

@@ -61,6 +61,12 @@ impl SttProvider for ScriptedStt {
             return Ok(Transcript::final_text(""));
         }
         let text = self.script.lock().unwrap().pop_front().unwrap_or_default();
+        if text == "!fail" {
+            return Err(ProviderFailure::retryable(
+                "scripted-test-stt",
+                "scripted failure",
+            ));
+        }
         Ok(Transcript::final_text(text))
     }
 }
@@ -72,6 +78,8 @@ pub struct ToneTts {
     pub ms_per_char: u32,
     /// Every text it was asked to speak.
     pub texts: Mutex<Vec<String>>,
+    /// Fail the next stream after its first chunk.
+    pub fail_next: std::sync::atomic::AtomicBool,
 }
 
 impl ToneTts {
@@ -80,6 +88,7 @@ impl ToneTts {
             rate: 16_000,
             ms_per_char,
             texts: Mutex::new(Vec::new()),
+            fail_next: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -109,7 +118,7 @@ impl TtsProvider for ToneTts {
                 ((t * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16
             })
             .collect();
-        let chunks: Vec<Result<TtsChunk, ProviderFailure>> = samples
+        let mut chunks: Vec<Result<TtsChunk, ProviderFailure>> = samples
             .chunks(chunk)
             .map(|c| {
                 Ok(TtsChunk {
@@ -119,6 +128,16 @@ impl TtsProvider for ToneTts {
                 })
             })
             .collect();
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            chunks.truncate(1);
+            chunks.push(Err(ProviderFailure::retryable(
+                "tone-test-tts",
+                "scripted failure",
+            )));
+        }
         Ok(futures::stream::iter(chunks).boxed())
     }
 }
@@ -208,8 +227,11 @@ pub fn speech(text: &str) -> Vec<i16> {
         .filter(char::is_ascii_alphanumeric)
         .take(24)
         .collect();
-    let raw = dir.join(format!("{tag}-22k.wav"));
-    let narrow = dir.join(format!("{tag}-8k.wav"));
+    // Tests run in parallel: every call gets files of its own.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let raw = dir.join(format!("{tag}-{n}-22k.wav"));
+    let narrow = dir.join(format!("{tag}-{n}-8k.wav"));
     let ok = std::process::Command::new("espeak-ng")
         .arg("-w")
         .arg(&raw)

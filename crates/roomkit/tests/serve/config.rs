@@ -64,3 +64,25 @@ fn bad_config_exits_2_naming_file_key_and_problem() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--store"), "{err}");
 }
+
+#[test]
+fn a_voice_channel_with_an_unknown_provider_exits_2() {
+    let path = config_file(
+        "[[channels]]\nid = \"v\"\ntype = \"voice\"\ntransport = \"twilio\"\nstt = { provider = \"carrier-pigeon\" }\ntts = { provider = \"carrier-pigeon\" }\n",
+    );
+    let (code, err) = run(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(path.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains(
+            "channels[0].stt: provider: \"carrier-pigeon\" is not a speech-to-text provider"
+        ),
+        "{err}"
+    );
+    let path = config_file(
+        "[[channels]]\nid = \"v\"\ntype = \"voice\"\ntransport = \"twilio\"\nstt = { provider = \"x\" }\ntts = { provider = \"x\" }\n[channels.pipeline]\nvad = { provider = \"webrtc\", mode = \"deafening\" }\n",
+    );
+    let (code, err) = run(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("channels[0].pipeline"), "{err}");
+}
