@@ -326,7 +326,14 @@ async function startCall() {
       default: break;
     }
   };
-  ws.onclose = () => { if (call.ws === ws) { if (!$("call-status").textContent.startsWith("Call ended")) callStatus("Call ended"); endCall(); } };
+  let opened = false;
+  ws.addEventListener("open", () => { opened = true; });
+  ws.onclose = () => {
+    if (call.ws !== ws) return;
+    if (!opened) callStatus("Cannot call: the server refused the media socket (no browser voice channel, or a wrong key)");
+    else if (!$("call-status").textContent.startsWith("Call ended")) callStatus("Call ended");
+    endCall();
+  };
 }
 
 function endCall() {
