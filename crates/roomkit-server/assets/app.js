@@ -155,6 +155,7 @@ async function open(id) {
     history.replaceState(null, "", "?room=" + encodeURIComponent(id));
     connect();
     loadRooms();
+    showCall();
   } catch (e) { status("Cannot open the room: " + e.message); }
 }
 
@@ -180,3 +181,179 @@ $("key").addEventListener("change", () => sessionStorage.setItem("roomkit.key", 
 loadRooms();
 const initial = new URLSearchParams(location.search).get("room");
 if (initial) { $("room").value = initial; open(initial); }
+
+// ---- Voice calls from the page (the browser media protocol, docs/api.md):
+// the microphone runs through an AudioWorklet that resamples it to 16 kHz
+// mono PCM16 and posts 20 ms frames over /voice/browser/media; the agent's
+// audio (same format) plays through a short jitter queue; `clear` stops it
+// at once; transcripts show live (interim grey, final solid).
+const CALL_RATE = 16000;
+const WORKLET = `
+class RoomKitMic extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.ratio = sampleRate / ${CALL_RATE};
+    this.acc = 0; this.n = 0; this.pos = 0;
+    this.out = new Int16Array(${CALL_RATE / 50}); this.k = 0;
+  }
+  process(inputs) {
+    const ch = inputs[0] && inputs[0][0];
+    if (!ch) return true;
+    for (let i = 0; i < ch.length; i++) {
+      // A box filter as wide as the step: averaging is the low-pass.
+      this.acc += ch[i]; this.n++; this.pos += 1;
+      if (this.pos < this.ratio) continue;
+      this.pos -= this.ratio;
+      const v = Math.max(-1, Math.min(1, this.acc / this.n));
+      this.acc = 0; this.n = 0;
+      this.out[this.k++] = Math.round(v * 32767);
+      if (this.k === this.out.length) {
+        this.port.postMessage(this.out.buffer, [this.out.buffer]);
+        this.out = new Int16Array(${CALL_RATE / 50}); this.k = 0;
+      }
+    }
+    return true;
+  }
+}
+registerProcessor("roomkit-mic", RoomKitMic);
+`;
+const call = { ws: null, ctx: null, stream: null, node: null, next: 0, playing: [], interim: null, stats: { audioBytes: 0, audioFrames: 0, sentFrames: 0, transcripts: 0, errors: 0 } };
+window.roomkitCall = call.stats;
+
+function callStatus(text) { $("call-status").textContent = text; }
+function callUi(active) { $("call-start").hidden = active; $("call-hangup").hidden = !active; }
+
+function transcriptLine(cls, text) {
+  const li = document.createElement("li");
+  li.className = cls;
+  li.textContent = text;
+  $("transcript").append(li);
+  $("transcript").scrollTop = $("transcript").scrollHeight;
+  return li;
+}
+
+function onTranscript(text, final) {
+  if (!call.interim) call.interim = transcriptLine("interim", "");
+  call.interim.textContent = text;
+  if (final) { call.interim.className = "final"; call.interim = null; call.stats.transcripts++; }
+}
+
+function playPcm(buf) {
+  const pcm = new Int16Array(buf);
+  call.stats.audioBytes += buf.byteLength;
+  call.stats.audioFrames++;
+  $("transcript").dataset.audioBytes = String(call.stats.audioBytes);
+  if (!pcm.length || !call.ctx) return;
+  const audio = call.ctx.createBuffer(1, pcm.length, CALL_RATE);
+  const data = audio.getChannelData(0);
+  for (let i = 0; i < pcm.length; i++) data[i] = pcm[i] / 32768;
+  const src = call.ctx.createBufferSource();
+  src.buffer = audio;
+  src.connect(call.ctx.destination);
+  // A 60 ms jitter queue: late frames start a little ahead of now.
+  const now = call.ctx.currentTime;
+  if (call.next < now + 0.02) call.next = now + 0.06;
+  src.start(call.next);
+  call.next += audio.duration;
+  call.playing.push(src);
+  src.onended = () => { call.playing = call.playing.filter((s) => s !== src); };
+}
+
+function clearPlayback() {
+  for (const s of call.playing) { try { s.stop(); } catch (e) { /* already stopped */ } }
+  call.playing = [];
+  call.next = 0;
+}
+
+function onMark(name) {
+  // Echoed once everything queued before it has played.
+  const wait = call.ctx ? Math.max(0, call.next - call.ctx.currentTime) : 0;
+  const ws = call.ws;
+  setTimeout(() => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "mark", name })); }, wait * 1000);
+}
+
+async function attachVoice(room) {
+  const channels = await api("GET", "/channels?limit=500");
+  for (const c of channels.items.filter((c) => c.type === "voice")) {
+    try { await api("POST", "/rooms/" + encodeURIComponent(room) + "/channels", { channel_id: c.id }); }
+    catch (e) { if (e.status !== 409) throw e; }
+  }
+}
+
+async function startCall() {
+  if (call.ws || !state.room) return;
+  callUi(true);
+  callStatus("Starting the call…");
+  try {
+    await attachVoice(state.room);
+    call.ctx = new AudioContext();
+    await call.ctx.resume();
+    call.stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
+    const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
+    await call.ctx.audioWorklet.addModule(url);
+    URL.revokeObjectURL(url);
+  } catch (e) { callStatus("Cannot start the call: " + e.message); endCall(); return; }
+  const params = new URLSearchParams();
+  if (key()) params.set("token", key());
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(proto + "//" + location.host + "/voice/browser/media?" + params);
+  ws.binaryType = "arraybuffer";
+  call.ws = ws;
+  ws.onopen = () => ws.send(JSON.stringify({ type: "start", sample_rate: CALL_RATE, encoding: "pcm16", room_id: state.room, participant: me(), name: me() }));
+  ws.onmessage = (m) => {
+    if (typeof m.data !== "string") { playPcm(m.data); return; }
+    let msg;
+    try { msg = JSON.parse(m.data); } catch (e) { return; }
+    switch (msg.type) {
+      case "started": {
+        callStatus("In call (" + msg.call_id + ")");
+        const source = call.ctx.createMediaStreamSource(call.stream);
+        call.node = new AudioWorkletNode(call.ctx, "roomkit-mic");
+        call.node.port.onmessage = (f) => { if (ws.readyState === WebSocket.OPEN) { ws.send(f.data); call.stats.sentFrames++; } };
+        source.connect(call.node);
+        // Silent, but connected: the graph only renders what reaches the output.
+        const mute = call.ctx.createGain();
+        mute.gain.value = 0;
+        call.node.connect(mute).connect(call.ctx.destination);
+        break;
+      }
+      case "transcript": onTranscript(msg.text, msg.final); break;
+      case "agent_text": transcriptLine("agent", msg.text); break;
+      case "clear": clearPlayback(); break;
+      case "mark": onMark(msg.name); break;
+      case "error": call.stats.errors++; callStatus("Call error: " + msg.error.message); break;
+      case "ended": callStatus("Call ended (" + msg.reason + ")"); break;
+      default: break;
+    }
+  };
+  let opened = false;
+  ws.addEventListener("open", () => { opened = true; });
+  ws.onclose = () => {
+    if (call.ws !== ws) return;
+    if (!opened) callStatus("Cannot call: the server refused the media socket (no browser voice channel, or a wrong key)");
+    else if (!$("call-status").textContent.startsWith("Call ended")) callStatus("Call ended");
+    endCall();
+  };
+}
+
+function endCall() {
+  const ws = call.ws;
+  call.ws = null;
+  if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify({ type: "stop" })); ws.close(); }
+  clearPlayback();
+  if (call.node) { call.node.port.onmessage = null; call.node.disconnect(); call.node = null; }
+  if (call.stream) { call.stream.getTracks().forEach((t) => t.stop()); call.stream = null; }
+  if (call.ctx) { call.ctx.close(); call.ctx = null; }
+  call.interim = null;
+  callUi(false);
+}
+
+async function showCall() {
+  try {
+    const channels = await api("GET", "/channels?limit=500");
+    $("call").hidden = !channels.items.some((c) => c.type === "voice");
+  } catch (e) { $("call").hidden = true; }
+}
+
+$("call-start").addEventListener("click", startCall);
+$("call-hangup").addEventListener("click", () => { callStatus("Call ended"); endCall(); });

@@ -3,7 +3,7 @@
 //!
 //! `/healthz`, the web chat assets, `/openapi.json`, `/webhooks/*` and
 //! `/voice/*` never take the key (webhooks and media sockets are verified
-//! by their provider's signature).
+//! by their provider's signature, or by the endpoint's own key check).
 //! WebSocket upgrades also accept the key as `?token=`. A request is
 //! charged to the verified key's bucket, or on an open server to its
 //! client address; a tenant key confines the request to one organization

@@ -55,6 +55,10 @@ pub struct VoiceCapabilities {
     pub dtmf_signaling: bool,
     /// The transport can bridge two calls itself.
     pub native_bridge: bool,
+    /// The far end shows text: the call sends it the caller's transcripts
+    /// ([`Outbound::Transcript`]) and the agent's sentences
+    /// ([`Outbound::AgentText`]).
+    pub shows_text: bool,
 }
 
 /// Who is calling whom, as the transport learned it.
@@ -114,6 +118,17 @@ pub enum Outbound {
     },
     /// End the call.
     HangUp,
+    /// What speech-to-text heard of the caller so far (sent only to
+    /// transports whose capabilities say `shows_text`).
+    Transcript {
+        /// The text.
+        text: String,
+        /// A final result (else interim, still changing).
+        is_final: bool,
+    },
+    /// A sentence the agent is about to speak (sent only to transports
+    /// whose capabilities say `shows_text`).
+    AgentText(String),
 }
 
 /// Counters a transport keeps per call; read them at any time.

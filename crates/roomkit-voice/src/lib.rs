@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod browser;
 pub mod channel;
 pub mod endpoint;
 mod error;

@@ -45,11 +45,17 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Speech-to-text providers compiled into this build.
 // Add "deepgram", "openai" (vendors) and "pocketsphinx" (offline) here.
-pub const STT_PROVIDERS: &[&str] = &[];
+pub const STT_PROVIDERS: &[&str] = &[
+    #[cfg(feature = "pocketsphinx")]
+    "pocketsphinx",
+];
 
 /// Text-to-speech providers compiled into this build.
 // Add "elevenlabs", "openai" (vendors) and "espeak" (offline) here.
-pub const TTS_PROVIDERS: &[&str] = &[];
+pub const TTS_PROVIDERS: &[&str] = &[
+    #[cfg(feature = "espeak")]
+    "espeak",
+];
 
 fn unknown(kind: &str, name: &str, known: &[&str]) -> VoiceError {
     let known = if known.is_empty() {
@@ -73,7 +79,14 @@ pub fn stt_provider(
     let _ = env;
     // Each provider module adds its arm here, e.g.
     // `"deepgram" => Ok(Arc::new(vendors::deepgram::DeepgramStt::from_options(&spec.options, env)?)),`
-    Err(unknown("speech-to-text", &spec.provider, STT_PROVIDERS))
+    match spec.provider.as_str() {
+        #[cfg(feature = "pocketsphinx")]
+        "pocketsphinx" => {
+            let config: crate::offline::PocketsphinxConfig = options(spec)?;
+            Ok(Arc::new(crate::offline::PocketsphinxStt::new(config)?))
+        }
+        _ => Err(unknown("speech-to-text", &spec.provider, STT_PROVIDERS)),
+    }
 }
 
 /// Builds the text-to-speech provider a config names.
@@ -87,7 +100,21 @@ pub fn tts_provider(
     let _ = env;
     // Each provider module adds its arm here, e.g.
     // `"elevenlabs" => Ok(Arc::new(vendors::elevenlabs::ElevenLabsTts::from_options(&spec.options, env)?)),`
-    Err(unknown("text-to-speech", &spec.provider, TTS_PROVIDERS))
+    match spec.provider.as_str() {
+        #[cfg(feature = "espeak")]
+        "espeak" => {
+            let config: crate::offline::EspeakConfig = options(spec)?;
+            Ok(Arc::new(crate::offline::EspeakTts::new(config)?))
+        }
+        _ => Err(unknown("text-to-speech", &spec.provider, TTS_PROVIDERS)),
+    }
+}
+
+/// A provider's options as its config type (unknown keys refused).
+#[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
+fn options<T: serde::de::DeserializeOwned>(spec: &ProviderSpec) -> Result<T, VoiceError> {
+    serde_json::from_value(Value::Object(spec.options.clone()))
+        .map_err(|e| VoiceError::Config(format!("{}: {e}", spec.provider)))
 }
 
 #[cfg(test)]

@@ -174,6 +174,7 @@ struct CallTask {
     out: mpsc::Sender<Outbound>,
     stats: Arc<TransportStats>,
     can_clear: bool,
+    shows_text: bool,
     pipeline: AudioPipeline,
     transport_rate: u32,
     internal_rate: u32,
@@ -209,6 +210,8 @@ struct CallTask {
     replies: VecDeque<Reply>,
     reply_tx: mpsc::Sender<ReplyMsg>,
     tts_resampler: Option<RubatoResampler>,
+    /// TTS audio waiting for a whole resampler frame: (reply, rate, samples).
+    tts_pending: (u64, u32, Vec<i16>),
     pending_cuts: HashMap<u64, String>,
     agent_speaking: bool,
     last_dtmf: Option<(char, f64)>,
@@ -367,6 +370,7 @@ pub(crate) async fn run_call(
         out: call.outbound.clone(),
         stats: call.stats.clone(),
         can_clear: call.capabilities.interruption,
+        shows_text: call.capabilities.shows_text,
         transport_rate: transport.sample_rate,
         internal_rate: internal.sample_rate,
         frame_len: (internal.sample_rate * settings.frame_ms / 1000) as usize,
@@ -398,6 +402,7 @@ pub(crate) async fn run_call(
         replies: VecDeque::new(),
         reply_tx,
         tts_resampler: None,
+        tts_pending: (0, 0, Vec::new()),
         pending_cuts: HashMap::new(),
         agent_speaking: false,
         last_dtmf: None,
@@ -493,6 +498,13 @@ impl CallTask {
         self.main.spawn(async move {
             kit.spawn_async_hooks(trigger, &room, HookPayload::Json(payload), None);
         });
+    }
+
+    /// Text for transports that show it (a dropped one is only text).
+    fn show_text(&self, message: Outbound) {
+        if self.shows_text {
+            let _ = self.out.try_send(message);
+        }
     }
 
     // ---- listening
@@ -661,6 +673,10 @@ impl CallTask {
     fn on_stt(&mut self, result: Option<Result<Transcript, crate::error::ProviderFailure>>) {
         match result {
             Some(Ok(t)) if !t.is_final => {
+                self.show_text(Outbound::Transcript {
+                    text: t.text.clone(),
+                    is_final: false,
+                });
                 self.fire(
                     HookTrigger::OnPartialTranscription,
                     json!({"text": t.text, "confidence": t.confidence}),
@@ -673,6 +689,10 @@ impl CallTask {
                 if text.is_empty() {
                     return;
                 }
+                self.show_text(Outbound::Transcript {
+                    text: text.clone(),
+                    is_final: true,
+                });
                 let (kit, room, tx) = (
                     self.kit.clone(),
                     self.room_id.clone(),
@@ -948,29 +968,18 @@ impl CallTask {
             return;
         };
         match msg {
-            ReplyMsg::Sentence { text, .. } => self.replies[idx].sentences.push(Sentence {
-                text,
-                ..Sentence::default()
-            }),
+            ReplyMsg::Sentence { text, .. } => {
+                self.show_text(Outbound::AgentText(text.clone()));
+                self.replies[idx].sentences.push(Sentence {
+                    text,
+                    ..Sentence::default()
+                });
+            }
             ReplyMsg::Audio { chunk, .. } => {
                 let samples = if chunk.sample_rate == internal_rate {
                     chunk.samples
                 } else {
-                    let r = self.tts_resampler.get_or_insert_with(|| {
-                        RubatoResampler::new(AudioFormat::pcm_mono(internal_rate))
-                    });
-                    let mut frame = AudioFrame {
-                        samples: chunk.samples,
-                        sample_rate: chunk.sample_rate,
-                        channels: 1,
-                        timestamp_ms: None,
-                        metadata: Default::default(),
-                    };
-                    if let Err(e) = r.process(&mut frame, "tts") {
-                        tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "TTS audio could not be resampled");
-                        return;
-                    }
-                    frame.samples
+                    self.resample_tts(reply_id, chunk.sample_rate, chunk.samples, false)
                 };
                 let Some(s) = self.replies[idx].sentences.last_mut() else {
                     return;
@@ -983,7 +992,15 @@ impl CallTask {
                 s.audio.extend(samples);
             }
             ReplyMsg::SentenceDone { .. } => {
+                let (pending_reply, rate, _) = self.tts_pending;
+                let tail = if pending_reply == reply_id && rate != 0 {
+                    self.resample_tts(reply_id, rate, Vec::new(), true)
+                } else {
+                    Vec::new()
+                };
                 if let Some(s) = self.replies[idx].sentences.last_mut() {
+                    s.total += tail.len() as u64;
+                    s.audio.extend(tail);
                     s.done = true;
                 }
             }
@@ -992,6 +1009,50 @@ impl CallTask {
             }
             ReplyMsg::Done { .. } => self.replies[idx].synth_done = true,
         }
+    }
+
+    /// Resamples TTS audio to the internal rate in whole frames of a fixed
+    /// length (the resampler takes whole milliseconds, and TTS chunks come
+    /// in any length); the rest waits for the next chunk, or, at the end of
+    /// a sentence (`flush`), is padded with silence.
+    fn resample_tts(&mut self, reply: u64, rate: u32, samples: Vec<i16>, flush: bool) -> Vec<i16> {
+        if self.tts_pending.0 != reply || self.tts_pending.1 != rate {
+            self.tts_pending = (reply, rate, Vec::new());
+        }
+        self.tts_pending.2.extend(samples);
+        // The shortest of 20, 40 or 100 ms, or 1 s, that is a whole number of samples.
+        let step = [20u32, 40, 100, 1000]
+            .into_iter()
+            .find(|ms| (rate * ms).is_multiple_of(1000))
+            .map_or(rate as usize, |ms| (rate * ms / 1000) as usize)
+            .max(1);
+        if flush && !self.tts_pending.2.is_empty() {
+            let len = self.tts_pending.2.len().div_ceil(step) * step;
+            self.tts_pending.2.resize(len, 0);
+        }
+        let whole = self.tts_pending.2.len() / step * step;
+        let input: Vec<i16> = self.tts_pending.2.drain(..whole).collect();
+        let internal_rate = self.internal_rate;
+        let r = self
+            .tts_resampler
+            .get_or_insert_with(|| RubatoResampler::new(AudioFormat::pcm_mono(internal_rate)));
+        let mut out =
+            Vec::with_capacity(input.len() * internal_rate as usize / rate.max(1) as usize + 16);
+        for piece in input.chunks(step) {
+            let mut frame = AudioFrame {
+                samples: piece.to_vec(),
+                sample_rate: rate,
+                channels: 1,
+                timestamp_ms: None,
+                metadata: Default::default(),
+            };
+            if let Err(e) = r.process(&mut frame, "tts") {
+                tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "TTS audio could not be resampled");
+                return out;
+            }
+            out.extend_from_slice(&frame.samples);
+        }
+        out
     }
 
     /// The send clock: one outbound frame per tick while a reply plays.

@@ -181,7 +181,10 @@ pub fn encode_outbound(stream_sid: &str, command: &Outbound) -> Option<String> {
             "streamSid": stream_sid,
             "mark": {"name": name},
         }),
-        Outbound::Dtmf { .. } | Outbound::HangUp => return None,
+        Outbound::Dtmf { .. }
+        | Outbound::HangUp
+        | Outbound::Transcript { .. }
+        | Outbound::AgentText(_) => return None,
     };
     Some(value.to_string())
 }

@@ -168,10 +168,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 builder.channel(built.channel)
             }
             ChannelSpec::Voice(spec) => {
-                let built = crate::voice::build(spec)
+                let browser = crate::voice::BrowserAuth {
+                    key: settings.api_key.clone(),
+                    open: settings.api_key.is_none() && settings.tenant_keys.is_empty(),
+                };
+                let built = crate::voice::build(spec, &browser)
                     .with_context(|| format!("building voice channel {}", spec.id))?;
                 tracing::info!(target: "roomkit.config", channel_id = %spec.id, stt = %spec.stt.provider, tts = %spec.tts.provider, "voice channel registered");
-                receivers.push((spec.id.clone(), built.webhook));
+                if let Some(webhook) = built.webhook {
+                    receivers.push((spec.id.clone(), webhook));
+                }
                 let channel = built.channel.clone();
                 voice_channels.push((built.channel, built.media));
                 builder.channel(Arc::new(channel))

@@ -40,6 +40,8 @@ struct VoiceSection {
 pub struct VoiceSpec {
     /// Channel id.
     pub id: String,
+    /// `twilio` or `browser`.
+    pub transport: String,
     /// The Twilio auth token, when its variable is set.
     pub auth_token: Option<Secret>,
     /// Speech-to-text.
@@ -68,18 +70,18 @@ pub(crate) fn parse(
     warnings: &mut Vec<String>,
 ) -> Result<VoiceSpec, ConfigError> {
     let s: VoiceSection = ctx.section(key, table)?;
-    if s.transport != "twilio" {
+    if s.transport != "twilio" && s.transport != roomkit_voice::browser::TRANSPORT {
         return Err(ctx.err(
             format!("{key}.transport"),
             format!(
-                "{:?} is not a voice transport of this build (twilio)",
+                "{:?} is not a voice transport of this build (twilio, browser)",
                 s.transport
             ),
         ));
     }
     let token_env = s.auth_token_env.as_deref().unwrap_or(DEFAULT_TOKEN_ENV);
     let auth_token = env.var(token_env).map(Secret::new);
-    if auth_token.is_none() {
+    if auth_token.is_none() && s.transport == "twilio" {
         warnings.push(format!(
             "{key}: {token_env} is not set; Twilio voice webhooks and media sockets will be refused"
         ));
@@ -105,6 +107,7 @@ pub(crate) fn parse(
     }
     Ok(VoiceSpec {
         id: s.id,
+        transport: s.transport,
         auth_token,
         stt,
         tts,
@@ -119,12 +122,32 @@ fn config_problem(e: &roomkit_voice::VoiceError) -> String {
     }
 }
 
+/// Who may open a browser call (`transport = "browser"`): whoever holds
+/// the server's API key (`?token=` or `Authorization: Bearer`), or anyone
+/// on a server without keys. Tenant keys open no browser call.
+#[derive(Clone, Default)]
+pub struct BrowserAuth {
+    /// The server's API key.
+    pub key: Option<String>,
+    /// The server takes no key at all.
+    pub open: bool,
+}
+
+impl std::fmt::Debug for BrowserAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserAuth")
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
 /// A voice channel ready to register, with what the server mounts for it.
 pub struct BuiltVoice {
     /// The channel (attach the engine once it is built).
     pub channel: VoiceChannel,
-    /// The call webhook.
-    pub webhook: Arc<dyn roomkit_channels::WebhookReceiver>,
+    /// The call webhook (Twilio only).
+    pub webhook: Option<Arc<dyn roomkit_channels::WebhookReceiver>>,
     /// The media socket endpoint.
     pub media: Arc<dyn roomkit_voice::MediaEndpoint>,
 }
@@ -133,11 +156,28 @@ pub struct BuiltVoice {
 ///
 /// # Errors
 /// When a provider cannot be built (already checked at load).
-pub fn build(spec: &VoiceSpec) -> anyhow::Result<BuiltVoice> {
+pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoice> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let stt = registry::stt_provider(&spec.stt, &env)?;
     let tts = registry::tts_provider(&spec.tts, &env)?;
     let channel = VoiceChannel::new(spec.id.as_str(), spec.settings.clone(), stt, tts)?;
+    if spec.transport == roomkit_voice::browser::TRANSPORT {
+        let keys: Vec<String> = browser.key.iter().cloned().collect();
+        let open = browser.open;
+        let media = Arc::new(VoiceMediaEndpoint::new(
+            channel.clone(),
+            Arc::new(roomkit_voice::browser::BrowserBackend::new()),
+            move |url, headers| {
+                open || (!keys.is_empty()
+                    && roomkit_voice::browser::authorize_api_key(&keys, url, headers))
+            },
+        ));
+        return Ok(BuiltVoice {
+            channel,
+            webhook: None,
+            media,
+        });
+    }
     let token = spec.auth_token.clone().unwrap_or_else(|| Secret::new(""));
     let webhook = Arc::new(TwilioVoiceWebhook::new(token.clone()));
     let media = Arc::new(VoiceMediaEndpoint::new(
@@ -147,7 +187,7 @@ pub fn build(spec: &VoiceSpec) -> anyhow::Result<BuiltVoice> {
     ));
     Ok(BuiltVoice {
         channel,
-        webhook,
+        webhook: Some(webhook),
         media,
     })
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::Server;
 
-fn find(names: &[&str]) -> Option<String> {
+pub(crate) fn find(names: &[&str]) -> Option<String> {
     let path = std::env::var("PATH").unwrap_or_default();
     for name in names {
         for dir in path.split(':').chain(["/usr/bin", "/usr/lib/chromium"]) {
@@ -22,14 +22,19 @@ fn find(names: &[&str]) -> Option<String> {
     None
 }
 
-struct Driver {
-    http: reqwest::Client,
-    base: String,
-    session: String,
+pub(crate) struct Driver {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) session: String,
 }
 
 impl Driver {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let url = format!("{}/session/{}{}", self.base, self.session, path);
         let mut rb = self.http.request(method, url);
         if let Some(b) = body {
@@ -39,7 +44,7 @@ impl Driver {
         v["value"].clone()
     }
 
-    async fn element(&self, css: &str) -> String {
+    pub(crate) async fn element(&self, css: &str) -> String {
         let v = self
             .call(
                 reqwest::Method::POST,
@@ -54,7 +59,7 @@ impl Driver {
             .to_owned()
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         let id = self.element(css).await;
         self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
             .await
@@ -63,7 +68,7 @@ impl Driver {
             .to_owned()
     }
 
-    async fn enabled(&self, css: &str) -> bool {
+    pub(crate) async fn enabled(&self, css: &str) -> bool {
         let id = self.element(css).await;
         self.call(
             reqwest::Method::GET,
@@ -76,7 +81,7 @@ impl Driver {
     }
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -22,6 +22,7 @@ mod sms;
 mod store;
 mod telemetry;
 mod transports;
+mod voice_browser;
 mod ws;
 
 use std::process::Stdio;
