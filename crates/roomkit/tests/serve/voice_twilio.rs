@@ -386,6 +386,7 @@ async fn a_twilio_call_is_heard_answered_with_speech_and_can_be_interrupted() {
     caller.say(&interruption);
     let spoke_at = Instant::now();
     let deadline = spoke_at + Duration::from_secs(15);
+    let mut during = 0usize;
     let cleared_at = loop {
         let Some(v) = caller.next(deadline).await else {
             panic!(
@@ -393,15 +394,21 @@ async fn a_twilio_call_is_heard_answered_with_speech_and_can_be_interrupted() {
                 s.log()
             );
         };
+        if v["event"] == "media" {
+            during += 1;
+        }
         if v["event"] == "clear" {
             assert_eq!(v["streamSid"], SID, "{v}");
             break Instant::now();
         }
     };
     println!(
-        "clear {} ms after the interruption started",
+        "clear {} ms after the interruption started; {during} media frames meanwhile",
         cleared_at.duration_since(spoke_at).as_millis()
     );
+    // The answer was still playing (it is paced in real time and lasts
+    // about eight seconds) when the caller spoke.
+    assert!(during > 0, "no answer media arrived while the caller spoke");
     // Media stops: nothing more of the interrupted answer after a second.
     // (The agent's reply to the interruption comes four seconds later.)
     let quiet_until = cleared_at + Duration::from_millis(2500);
