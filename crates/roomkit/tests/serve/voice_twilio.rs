@@ -495,3 +495,75 @@ async fn an_in_band_dtmf_key_on_a_twilio_call_reaches_the_room_socket() {
     assert_eq!(event["source"]["channel_id"], "phone", "{digit}");
     caller.player.abort();
 }
+
+/// `roomkit serve` on a config, with one variable set; its exit code and
+/// stderr (it must not start).
+fn refused(config: &str) -> (Option<i32>, String, String) {
+    let path = crate::config_file(config);
+    let out = std::process::Command::new(crate::binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--store", "memory://"])
+        .arg("--config")
+        .arg(&path)
+        .env_remove("DEEPGRAM_API_KEY")
+        .env_remove("ELEVENLABS_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env("DG_KEY", "dg-test-key")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn a_cloud_provider_with_a_bad_option_or_no_key_exits_2_naming_it() {
+    let voice = |stt: &str, tts: &str| {
+        format!(
+            "[[channels]]\nid = \"phone\"\ntype = \"voice\"\ntransport = \"twilio\"\nstt = {stt}\ntts = {tts}\n"
+        )
+    };
+    let good_tts = r#"{ provider = "openai", api_key_env = "DG_KEY" }"#;
+    let cases = [
+        (
+            voice(
+                r#"{ provider = "deepgram", api_key_env = "DG_KEY", modle = "nova-3" }"#,
+                good_tts,
+            ),
+            "channels[0].stt",
+            "modle",
+        ),
+        (
+            voice(
+                r#"{ provider = "deepgram", api_key_env = "UNSET_DG_KEY" }"#,
+                good_tts,
+            ),
+            "channels[0].stt",
+            "UNSET_DG_KEY",
+        ),
+        (
+            voice(
+                r#"{ provider = "openai", api_key_env = "DG_KEY" }"#,
+                r#"{ provider = "elevenlabs", api_key_env = "DG_KEY" }"#,
+            ),
+            "channels[0].tts",
+            "voice_id",
+        ),
+        (
+            voice(
+                r#"{ provider = "openai", api_key_env = "DG_KEY" }"#,
+                r#"{ provider = "openai" }"#,
+            ),
+            "channels[0].tts",
+            "OPENAI_API_KEY",
+        ),
+    ];
+    for (config, key, word) in cases {
+        let (code, err, path) = refused(&config);
+        assert_eq!(code, Some(2), "{config}\n{err}");
+        assert!(err.contains(&path), "{err}");
+        assert!(err.contains(key) && err.contains(word), "{config}\n{err}");
+        assert!(!err.contains("dg-test-key"), "the key leaked: {err}");
+    }
+}
