@@ -1,8 +1,8 @@
 //! A phone call through the real binary: a Twilio voice webhook, then the
 //! Twilio Media Streams socket, with the cloud speech vendors configured by
 //! name and pointed at their fakes on loopback (Deepgram hears the question,
-//! ElevenLabs speaks the answer) and an OpenAI-compatible fake answering as
-//! the AI channel. The caller's audio is espeak-ng speech sent as 20 ms
+//! ElevenLabs speaks the answer; or OpenAI audio does both) and an
+//! OpenAI-compatible fake answering as the AI channel. The caller's audio is espeak-ng speech sent as 20 ms
 //! mu-law frames in real time.
 //!
 //! Needs espeak-ng and sox (`.ci/run` installs them); without them the test
@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use futures::{SinkExt, StreamExt};
 use roomkit_channels::sms::twilio::signature;
 use roomkit_voice::Outbound;
-use roomkit_voice::fake::{FakeDeepgram, FakeElevenLabs};
+use roomkit_voice::fake::{FakeDeepgram, FakeElevenLabs, FakeOpenAiAudio};
 use roomkit_voice::twilio::{decode_payload, encode_outbound};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -151,17 +151,34 @@ async fn fake_chat() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 /// room socket watching it.
 struct Setup {
     s: Server,
-    _deepgram: FakeDeepgram,
-    _elevenlabs: FakeElevenLabs,
+    _fakes: Vec<Box<dyn std::any::Any + Send>>,
     _chat: tokio::task::JoinHandle<()>,
     room_ws: crate::Ws,
 }
 
-async fn setup() -> Setup {
+/// The Deepgram and ElevenLabs fakes, and the speech tables naming them.
+async fn deepgram_and_elevenlabs() -> (String, String, Vec<Box<dyn std::any::Any + Send>>) {
     let deepgram = FakeDeepgram::start("dg-test-key", ["what time is it", "stop please"])
         .await
         .unwrap();
     let elevenlabs = FakeElevenLabs::start("el-test-key").await.unwrap();
+    let stt = format!(
+        r#"{{ provider = "deepgram", base_url = "{}", api_key_env = "DG_KEY", sample_rate = 8000 }}"#,
+        deepgram.base_url()
+    );
+    let tts = format!(
+        r#"{{ provider = "elevenlabs", base_url = "{}", api_key_env = "EL_KEY", voice_id = "voice-1", sample_rate = 16000 }}"#,
+        elevenlabs.base_url()
+    );
+    (stt, tts, vec![Box::new(deepgram), Box::new(elevenlabs)])
+}
+
+async fn setup() -> Setup {
+    let (stt, tts, fakes) = deepgram_and_elevenlabs().await;
+    setup_with(&stt, &tts, fakes).await
+}
+
+async fn setup_with(stt: &str, tts: &str, fakes: Vec<Box<dyn std::any::Any + Send>>) -> Setup {
     let (chat, chat_task) = fake_chat().await;
     let config = format!(
         r#"
@@ -181,15 +198,13 @@ api_key_env = "FAKE_OPENAI_KEY"
 id = "phone"
 type = "voice"
 transport = "twilio"
-stt = {{ provider = "deepgram", base_url = "{dg}", api_key_env = "DG_KEY", sample_rate = 8000 }}
-tts = {{ provider = "elevenlabs", base_url = "{el}", api_key_env = "EL_KEY", voice_id = "voice-1", sample_rate = 16000 }}
+stt = {stt}
+tts = {tts}
 
 [channels.pipeline]
 vad = {{ provider = "webrtc" }}
 dtmf = {{}}
 "#,
-        dg = deepgram.base_url(),
-        el = elevenlabs.base_url(),
     );
     let path = crate::config_file(&config);
     let s = Server::start_with(
@@ -198,6 +213,7 @@ dtmf = {{}}
             ("TWILIO_AUTH_TOKEN", TOKEN),
             ("DG_KEY", "dg-test-key"),
             ("EL_KEY", "el-test-key"),
+            ("OA_KEY", "oa-test-key"),
             ("FAKE_OPENAI_KEY", "sk-fake"),
         ],
     )
@@ -214,8 +230,7 @@ dtmf = {{}}
     let room_ws = connect(&s.ws_url(&format!("/ws/{ROOM}?channel_id=web"))).await;
     Setup {
         s,
-        _deepgram: deepgram,
-        _elevenlabs: elevenlabs,
+        _fakes: fakes,
         _chat: chat_task,
         room_ws,
     }
@@ -566,4 +581,59 @@ fn a_cloud_provider_with_a_bad_option_or_no_key_exits_2_naming_it() {
         assert!(err.contains(key) && err.contains(word), "{config}\n{err}");
         assert!(!err.contains("dg-test-key"), "the key leaked: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_call_with_openai_speech_is_heard_and_answered() {
+    if !tools_present() {
+        return missing("espeak-ng and sox are needed to make the caller's speech");
+    }
+    let question = speech("what time is it");
+    let openai = FakeOpenAiAudio::start("oa-test-key", ["what time is it"])
+        .await
+        .unwrap();
+    let table = format!(
+        r#"{{ provider = "openai", base_url = "{}", api_key_env = "OA_KEY" }}"#,
+        openai.base_url()
+    );
+    let setup = setup_with(&table, &table, vec![Box::new(openai)]).await;
+    let s = &setup.s;
+    let mut caller = dial(s, TOKEN).await;
+    caller.say(&vec![0; 2400]);
+    caller.say(&question);
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answer.len() < 8000 {
+        let Some(v) = caller.next(deadline).await else {
+            break;
+        };
+        if v["event"] == "media" {
+            answer.extend(decode_payload(v["media"]["payload"].as_str().unwrap()).unwrap());
+        }
+    }
+    assert!(
+        answer.len() >= 8000,
+        "less than a second of answer audio ({} samples); log: {}",
+        answer.len(),
+        s.log()
+    );
+    let level = rms(&answer);
+    assert!(
+        level > 1000.0,
+        "the answer audio is near silence (rms {level})"
+    );
+    let timeline = s.timeline(ROOM).await;
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["source"]["channel_id"] == "phone" && text_of(e) == "what time is it"),
+        "the caller's question is not in the room: {timeline:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["source"]["channel_id"] == "bot" && text_of(e) == LONG_ANSWER),
+        "the agent's answer is not stored: {timeline:?}"
+    );
+    caller.player.abort();
 }
