@@ -80,7 +80,22 @@ pub fn main(args: ServeArgs) -> ExitCode {
     code
 }
 
+/// Raises the soft open-file limit to the hard one, so connections, not a
+/// default of 1,024 descriptors, are what the connection caps bound (the
+/// server's global cap still shrinks to fit whatever limit is in force).
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::debug!(target: "roomkit.server", limit, "open-file limit");
+        }
+        Err(e) => {
+            tracing::warn!(target: "roomkit.server", error = %e, "cannot raise the open-file limit");
+        }
+    }
+}
+
 fn run_server(settings: Settings) -> ExitCode {
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

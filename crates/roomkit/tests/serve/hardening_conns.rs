@@ -367,3 +367,48 @@ async fn sigterm_still_drains_with_open_idle_connections() {
     );
     assert_eq!(server.terminate().await, Some(0));
 }
+
+/// The soft open-file limit of a process, and its hard limit.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    let mut words = line.trim_start_matches("Max open files").split_whitespace();
+    (
+        words.next().unwrap().to_owned(),
+        words.next().unwrap().to_owned(),
+    )
+}
+
+/// The server raises its soft open-file limit to the hard one, so a default
+/// soft limit of 1,024 does not decide how many clients it can hold. The
+/// server is started under a shell that first lowers its soft limit to 256.
+#[tokio::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" serve --addr 127.0.0.1:0 --store memory://")
+        .arg(crate::binary())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    assert!(line.starts_with("roomkit listening on"), "{line}");
+    let pid = child.id().unwrap();
+    let (soft, hard) = open_file_limits(pid);
+    assert_ne!(soft, "256", "the soft limit was not raised");
+    assert_eq!(soft, hard, "soft {soft}, hard {hard}");
+    let _ = child.kill().await;
+}

@@ -23,6 +23,8 @@ mod store;
 mod telemetry;
 mod transports;
 mod voice_browser;
+mod voice_offline_example;
+mod voice_twilio;
 mod ws;
 
 use std::process::Stdio;

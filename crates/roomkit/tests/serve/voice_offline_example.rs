@@ -1,0 +1,98 @@
+//! `examples/voice-offline.toml`, the voice agent with no cloud key: the
+//! server starts on it and serves the web chat, and a Twilio call into a
+//! room with the echo agent gets a spoken answer (pocketsphinx hears the
+//! 8 kHz phone audio poorly, but whatever it hears is answered).
+//!
+//! Needs a build with the offline speech providers (`scripts/test` turns
+//! them on), and espeak-ng and sox for the caller's speech. Without them it
+//! says so and skips, except under CI (`CI` set), where it fails.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::Server;
+use crate::voice_twilio::{ROOM, dial, missing, rms, speech, tools_present};
+
+const TOKEN: &str = "offline-example-token";
+
+fn example() -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/voice-offline.toml");
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_voice_example_serves_the_chat_and_answers_a_call() {
+    let offline = roomkit_voice::registry::STT_PROVIDERS.contains(&"pocketsphinx")
+        && roomkit_voice::registry::TTS_PROVIDERS.contains(&"espeak");
+    if !offline {
+        return missing(
+            "this build has no offline speech providers (run with --features roomkit/espeak,roomkit/pocketsphinx or roomkit-voice's, as scripts/test does)",
+        );
+    }
+    if !tools_present() {
+        return missing("espeak-ng and sox are needed to make the caller's speech");
+    }
+    let config = example();
+    let s = Server::start_with(&["--config", &config], &[("TWILIO_AUTH_TOKEN", TOKEN)]).await;
+
+    let page = s.http.get(s.url("/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<html") || html.contains("<!doctype") || html.contains("<!DOCTYPE"),
+        "{html}"
+    );
+
+    s.ok("POST", "/rooms", Some(json!({"id": ROOM}))).await;
+    for ch in ["web", "phone", "bot"] {
+        s.ok(
+            "POST",
+            &format!("/rooms/{ROOM}/channels"),
+            Some(json!({"channel_id": ch})),
+        )
+        .await;
+    }
+    let mut caller = dial(&s, TOKEN).await;
+    caller.say(&vec![0; 2400]);
+    caller.say(&speech("hello robot"));
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answer.len() < 8000 {
+        let Some(v) = caller.next(deadline).await else {
+            break;
+        };
+        if v["event"] == "media" {
+            answer.extend(
+                roomkit_voice::twilio::decode_payload(v["media"]["payload"].as_str().unwrap())
+                    .unwrap(),
+            );
+        }
+    }
+    let timeline = s.timeline(ROOM).await;
+    let heard: Vec<&str> = timeline
+        .iter()
+        .filter(|e| e["source"]["channel_id"] == "phone")
+        .filter_map(|e| e["content"]["text"].as_str())
+        .collect();
+    println!("pocketsphinx heard the 8 kHz call as {heard:?}");
+    assert!(
+        answer.len() >= 8000,
+        "less than a second of spoken answer ({} samples); heard {heard:?}; log: {}",
+        answer.len(),
+        s.log()
+    );
+    let level = rms(&answer);
+    println!("answer rms {level:.0}");
+    assert!(
+        level > 500.0,
+        "the answer audio is near silence (rms {level})"
+    );
+    assert!(
+        timeline.iter().any(|e| e["source"]["channel_id"] == "bot"),
+        "the echo agent's answer is not stored: {timeline:?}"
+    );
+    caller.player.abort();
+}
