@@ -40,6 +40,7 @@ pub mod roark;
 pub mod rooms;
 pub mod secret;
 pub mod spool;
+pub mod spool_lock;
 pub mod tap;
 
 pub use audio_sink::CallRecordingSink;
@@ -56,4 +57,5 @@ pub use retry::RetryPolicy;
 pub use roark::{RoarkConfig, RoarkExporter, RoarkStats};
 pub use rooms::{DEFAULT_IDLE_TIMEOUT, ROOM_METADATA_KEY, RoomCallPolicy};
 pub use secret::ApiKey;
+pub use spool_lock::SpoolLock;
 pub use tap::{AudioTap, CallTap, Side};

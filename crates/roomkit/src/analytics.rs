@@ -10,7 +10,7 @@ use std::time::Duration;
 use roomkit_analytics::protocol::{BASE_URL_ENV, KILL_SWITCH_ENV, kill_switch_value_disables};
 use roomkit_analytics::{
     AnalyticsConfig, ApiKey, CallAnalytics, Exporter, LocalReportExporter, RoarkConfig,
-    RoarkExporter, RoomCallPolicy,
+    RoarkExporter, RoomCallPolicy, SpoolLock,
 };
 use roomkit_core::RoomKit;
 use serde::Deserialize;
@@ -246,9 +246,13 @@ pub fn validate(
 pub struct Running {
     analytics: CallAnalytics,
     grace: Duration,
+    /// Held while the server runs: one process per spool directory.
+    _lock: SpoolLock,
 }
 
-/// Builds the exporters and the service, finishes the exports an earlier
+/// Builds the exporters, locks the spool directory (a second process on
+/// the same spool is refused with [`roomkit_analytics::AnalyticsError::SpoolLocked`]),
+/// builds the service, finishes the exports an earlier
 /// run left in the spool (in the background), and follows every room of
 /// `kit` as a call. `None` when no exporter is configured.
 ///
@@ -271,6 +275,9 @@ pub async fn start(settings: &AnalyticsSettings, kit: &RoomKit) -> anyhow::Resul
     if exporters.is_empty() {
         return Ok(None);
     }
+    // Before anything is recovered: a second process on this spool would
+    // end and export the calls the running one is still writing.
+    let lock = SpoolLock::acquire(&settings.spool_dir)?;
     let analytics = CallAnalytics::new(AnalyticsConfig::new(&settings.spool_dir), exporters)?;
     let report = analytics.recover().await?;
     if report.resumed > 0 || report.quarantined > 0 {
@@ -280,6 +287,7 @@ pub async fn start(settings: &AnalyticsSettings, kit: &RoomKit) -> anyhow::Resul
     Ok(Some(Running {
         analytics,
         grace: settings.shutdown_grace,
+        _lock: lock,
     }))
 }
 

@@ -358,3 +358,89 @@ async fn the_kill_switch_runs_the_server_without_export() {
     assert_eq!(s.terminate().await, Some(0));
     assert!(fake.requests().is_empty(), "no traffic at all");
 }
+
+/// Runs a second `roomkit serve` on `config` at `addr` with the Roark
+/// environment; its exit code (`None` when it was still running after a
+/// generous wait, and was killed) and stderr.
+async fn second_instance(config: &Path, addr: &str, fake: &FakeRoark) -> (Option<i32>, String) {
+    let base = fake.base_url();
+    let mut child = tokio::process::Command::new(binary())
+        .args(["serve", "--addr", addr, "--store", "memory://"])
+        .args(["--config", config.to_str().unwrap()])
+        .env("ROARK_SERVE_TEST_KEY", KEY)
+        .env("ROARK_BASE_URL", base.as_str())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let read = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let code = match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(status) => status.unwrap().code(),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    (code, read.await.unwrap())
+}
+
+/// A second server started on the same spool, whether it then fails to
+/// bind the running one's address or listens elsewhere, refuses to start
+/// and leaves the running server's live call alone: the call is exported
+/// once, whole, when it really ends.
+#[tokio::test]
+async fn a_second_instance_on_the_same_spool_leaves_the_running_calls_alone() {
+    let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
+    let (spool, reports) = (tmp("spool"), tmp("reports"));
+    let config = analytics_config(&spool, &reports);
+    let s = start(&config, &fake).await;
+    s.room("live", true).await;
+    s.post_text("live", "ws", "first words").await;
+    wait_echo(&s, "live").await;
+
+    // Same address: the socket is taken, so it stops before the spool.
+    let (code, err) = second_instance(&config, &s.addr, &fake).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("address") || err.contains("Address"), "{err}");
+    // Another address: the spool is locked.
+    let (code, err) = second_instance(&config, "127.0.0.1:0", &fake).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains(&spool.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", s.child.id().unwrap())),
+        "{err}"
+    );
+    // Give anything a second process might have started time to show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        ended(&fake.accepted_events()).is_empty(),
+        "the live call was ended by another process: {:?}",
+        fake.accepted_events()
+    );
+
+    // The running server still records the call, and exports it once.
+    s.post_text("live", "ws", "last words").await;
+    s.ok("PATCH", "/rooms/live", Some(json!({"status": "closed"})))
+        .await;
+    let events = wait_events(&fake, "call-ended after the room closed", |e| {
+        !ended(e).is_empty()
+    })
+    .await;
+    let e = ended(&events);
+    assert_eq!(e.len(), 1, "{events:?}");
+    assert_eq!(e[0]["callEndedReason"], "room-closed");
+    let t = e[0]["transcript"].to_string();
+    assert!(t.contains("first words") && t.contains("last words"), "{t}");
+    assert!(!s.log().contains("ERROR"), "{}", s.log());
+    assert_eq!(s.terminate().await, Some(0));
+}
