@@ -33,6 +33,7 @@ pub mod export;
 pub mod fake;
 pub mod mixer;
 mod observer;
+pub mod ownership;
 pub mod protocol;
 pub mod report;
 pub mod retry;
@@ -51,6 +52,7 @@ pub use observer::{
     AnalyticsConfig, AnalyticsStats, CallAnalytics, CallHandle, ExportState, RecoveryReport, Role,
     SPEECH_END_MS, SPEECH_START_MS, StartCall, TranscriptInput,
 };
+pub use ownership::CallOwnership;
 pub use protocol::{MetricKind, MetricRecord};
 pub use report::{CallReport, LocalReportExporter, ReportSummary};
 pub use retry::RetryPolicy;

@@ -214,7 +214,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // here, before it locks or recovers the call spool.
     let server = server.bind().await.context("serving")?;
     // Call analytics: every room is observed as a call (see analytics.rs).
-    let analytics = crate::analytics::start(&settings.analytics, &analytics_kit)
+    // Several processes on one PostgreSQL store: one owner per call.
+    let leases = match (&sql, settings.analytics.is_enabled()) {
+        (Some(b), true) => b
+            .call_leases(settings.analytics.lease_time)
+            .await
+            .context("setting up call leases")?,
+        _ => None,
+    };
+    let analytics = crate::analytics::start(&settings.analytics, &analytics_kit, leases)
         .await
         .context("starting call analytics")?;
     drop(analytics_kit);

@@ -444,3 +444,131 @@ async fn a_second_instance_on_the_same_spool_leaves_the_running_calls_alone() {
     assert!(!s.log().contains("ERROR"), "{}", s.log());
     assert_eq!(s.terminate().await, Some(0));
 }
+
+/// Calls the fake received for `room` of `event` (`call-started`, `call-ended`).
+fn calls_of(fake: &FakeRoark, room: &str, event: &str) -> usize {
+    let events = fake.accepted_events();
+    let ids: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "call-started" && e["roomName"] == room)
+        .map(|e| &e["livekitCallId"])
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == event && ids.contains(&&e["livekitCallId"]))
+        .count()
+}
+
+/// Several processes on one PostgreSQL store: each call is exported by
+/// one of them only (the holder of its lease), and when the holder is
+/// killed another takes the room over once the lease expires.
+#[tokio::test]
+async fn processes_sharing_postgres_export_each_call_once_and_take_over_a_dead_owner() {
+    let url = match std::env::var("ROOMKIT_TEST_POSTGRES_URL") {
+        Ok(u) if !u.trim().is_empty() => u,
+        _ => {
+            if std::env::var_os("ROOMKIT_TEST_REQUIRE_ALL").is_some() {
+                panic!("ROOMKIT_TEST_POSTGRES_URL is not set (scripts/test sets it)");
+            }
+            eprintln!("skipped: ROOMKIT_TEST_POSTGRES_URL not set");
+            return;
+        }
+    };
+    let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
+    let config = |tag: &str| {
+        config_file(&format!(
+            r#"
+[analytics]
+spool_dir = "{}"
+lease_ms = 1500
+
+[analytics.roark]
+api_key_env = "ROARK_SERVE_TEST_KEY"
+agent_id = "support-bot"
+"#,
+            tmp(tag).display()
+        ))
+    };
+    let base = fake.base_url();
+    let env = [
+        ("ROARK_SERVE_TEST_KEY", KEY),
+        ("ROARK_BASE_URL", base.as_str()),
+    ];
+    let (ca, cb) = (config("pg-a"), config("pg-b"));
+    let start_on = |c: PathBuf| {
+        let url = url.clone();
+        async move {
+            Server::start_with(&["--config", c.to_str().unwrap(), "--store", &url], &env).await
+        }
+    };
+    let n = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let (taken, shared) = (format!("taken-{n}"), format!("shared-{n}"));
+
+    // A call that A holds before B exists.
+    let mut a = start_on(ca).await;
+    a.room(&taken, true).await;
+    a.post_text(&taken, "ws", "hello from the first process")
+        .await;
+    wait_echo(&a, &taken).await;
+    wait_events(&fake, "A starts its call", |_| {
+        calls_of(&fake, &taken, "call-started") == 1
+    })
+    .await;
+    let b = start_on(cb).await;
+
+    // A call both processes see: started and ended once.
+    a.room(&shared, true).await;
+    a.post_text(&shared, "ws", "one").await;
+    b.post_text(&shared, "ws", "two").await;
+    wait_echo(&b, &shared).await;
+    b.ok(
+        "PATCH",
+        &format!("/rooms/{shared}"),
+        Some(json!({"status": "closed"})),
+    )
+    .await;
+    wait_events(&fake, "the shared call ends", |_| {
+        calls_of(&fake, &shared, "call-ended") >= 1
+    })
+    .await;
+    // B, seeing a message of A's room, does not start a second call.
+    b.post_text(&taken, "ws", "B is here too").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(calls_of(&fake, &shared, "call-started"), 1);
+    assert_eq!(calls_of(&fake, &shared, "call-ended"), 1);
+    assert_eq!(calls_of(&fake, &taken, "call-started"), 1);
+
+    // A dies; after its lease expires, B takes the room over.
+    a.child.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    b.post_text(&taken, "ws", "after the first process died")
+        .await;
+    b.ok(
+        "PATCH",
+        &format!("/rooms/{taken}"),
+        Some(json!({"status": "closed"})),
+    )
+    .await;
+    let events = wait_events(&fake, "B exports the room it took over", |_| {
+        calls_of(&fake, &taken, "call-ended") == 1
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "call-ended")
+            .any(|e| e["transcript"]
+                .to_string()
+                .contains("after the first process died")),
+        "{events:?}"
+    );
+    assert_eq!(b.terminate().await, Some(0));
+    assert_eq!(calls_of(&fake, &taken, "call-ended"), 1);
+}
