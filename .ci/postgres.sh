@@ -12,8 +12,10 @@ PORT="${ROOMKIT_PG_PORT:-54329}"
 DATA="${ROOMKIT_PG_DATA:-/tmp/roomkit-pg-data}"
 DB="${ROOMKIT_PG_DB:-roomkit_test}"
 
+# As root the server runs as the `postgres` user; otherwise as the caller,
+# who then owns the data directory.
 as_postgres() {
-    if [ "$(id -un)" = postgres ]; then
+    if [ "$(id -u)" -ne 0 ]; then
         "$@"
     elif command -v runuser >/dev/null 2>&1; then
         runuser -u postgres -- "$@"
@@ -29,15 +31,17 @@ pg_bin() {
 }
 
 if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq postgresql >/dev/null
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq postgresql >/dev/null
 fi
 BIN="$(pg_bin)"
 
 if [ ! -s "$DATA/PG_VERSION" ]; then
     mkdir -p "$DATA"
-    chown postgres:postgres "$DATA"
+    [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$DATA"
     chmod 700 "$DATA"
     as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
 fi

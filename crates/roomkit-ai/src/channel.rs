@@ -273,7 +273,10 @@ struct TurnResult {
     tasks: Vec<Task>,
     observations: Vec<Observation>,
     first_text_at: Option<Instant>,
-    generation_started: Option<Instant>,
+    /// Time the provider spent generating, summed over the turn's calls:
+    /// from each call's first text (or its start, when not streamed) to its
+    /// answer. Tokens per second are measured over it.
+    generation_time: Duration,
 }
 
 /// Where streamed text goes, and what happens at the first piece of it.
@@ -657,14 +660,17 @@ impl AiChannel {
         sink: &mut Option<TextSink>,
         result: &mut TurnResult,
     ) -> Result<AIResponse, AiError> {
-        result.generation_started.get_or_insert_with(Instant::now);
+        let call_started = Instant::now();
         let Some(s) = sink.as_mut() else {
             let r = provider.generate(messages, ai).await?;
+            // The whole answer arrives at once: the call is the generation.
+            result.generation_time += call_started.elapsed();
             if !r.text.is_empty() {
                 result.first_text_at.get_or_insert_with(Instant::now);
             }
             return Ok(r);
         };
+        let mut first_in_call: Option<Instant> = None;
         let mut stream = provider.generate_stream(messages, ai).await?;
         let mut separator = !result.text.is_empty();
         while let Some(item) = stream.next().await {
@@ -679,6 +685,7 @@ impl AiChannel {
                         d
                     };
                     result.first_text_at.get_or_insert_with(Instant::now);
+                    first_in_call.get_or_insert_with(Instant::now);
                     if let Some(first) = s.first.take() {
                         let _ = first.send((
                             std::mem::take(&mut result.tasks),
@@ -689,7 +696,10 @@ impl AiChannel {
                     let _ = s.tx.send(chunk).await;
                 }
                 StreamEvent::ThinkingDelta(_) => {}
-                StreamEvent::Done(r) => return Ok(r),
+                StreamEvent::Done(r) => {
+                    result.generation_time += first_in_call.unwrap_or(call_started).elapsed();
+                    return Ok(r);
+                }
             }
         }
         Err(AiError::malformed(
@@ -889,11 +899,8 @@ impl AiChannel {
     ) {
         let duration = turn.started.elapsed();
         let ttft = r.first_text_at.map(|t| t.duration_since(turn.started));
-        let gen_secs = match (r.first_text_at, r.generation_started) {
-            (Some(first), _) => Instant::now().duration_since(first).as_secs_f64(),
-            (None, Some(g)) => Instant::now().duration_since(g).as_secs_f64(),
-            (None, None) => 0.0,
-        };
+        // Left out when the generation time cannot be measured.
+        let gen_secs = r.generation_time.as_secs_f64();
         let tps = (gen_secs > 0.0 && r.usage.completion_tokens > 0)
             .then(|| r.usage.completion_tokens as f64 / gen_secs);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;

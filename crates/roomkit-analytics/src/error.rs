@@ -95,6 +95,15 @@ pub enum AnalyticsError {
     /// The analytics service is shutting down.
     #[error("analytics is shutting down")]
     ShuttingDown,
+    /// Another process holds the spool directory's lock: it is running on
+    /// the same spool.
+    #[error("the call spool {} is in use by another process{}; stop it or give this one another spool directory", dir.display(), holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    SpoolLocked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The holder's process id, when it could be read.
+        holder: Option<u32>,
+    },
 }
 
 impl AnalyticsError {
@@ -111,7 +120,8 @@ impl AnalyticsError {
             | Self::Wav { .. }
             | Self::InvalidCallId(_)
             | Self::Config(_)
-            | Self::ShuttingDown => false,
+            | Self::ShuttingDown
+            | Self::SpoolLocked { .. } => false,
         }
     }
 

@@ -33,6 +33,7 @@ pub mod export;
 pub mod fake;
 pub mod mixer;
 mod observer;
+pub mod ownership;
 pub mod protocol;
 pub mod report;
 pub mod retry;
@@ -40,6 +41,7 @@ pub mod roark;
 pub mod rooms;
 pub mod secret;
 pub mod spool;
+pub mod spool_lock;
 pub mod tap;
 
 pub use audio_sink::CallRecordingSink;
@@ -50,10 +52,12 @@ pub use observer::{
     AnalyticsConfig, AnalyticsStats, CallAnalytics, CallHandle, ExportState, RecoveryReport, Role,
     SPEECH_END_MS, SPEECH_START_MS, StartCall, TranscriptInput,
 };
+pub use ownership::CallOwnership;
 pub use protocol::{MetricKind, MetricRecord};
 pub use report::{CallReport, LocalReportExporter, ReportSummary};
 pub use retry::RetryPolicy;
 pub use roark::{RoarkConfig, RoarkExporter, RoarkStats};
 pub use rooms::{DEFAULT_IDLE_TIMEOUT, ROOM_METADATA_KEY, RoomCallPolicy};
 pub use secret::ApiKey;
+pub use spool_lock::SpoolLock;
 pub use tap::{AudioTap, CallTap, Side};

@@ -269,6 +269,9 @@ struct Inner {
     spool: Option<Spool>,
     exporters: Vec<Arc<dyn Exporter>>,
     rooms: RwLock<HashMap<RoomId, CallHandle>>,
+    /// Set by [`CallAnalytics::observe_rooms_owned`]: who may start a
+    /// room's call.
+    ownership: std::sync::OnceLock<Arc<dyn crate::ownership::CallOwnership>>,
     exports: Mutex<HashMap<String, watch::Receiver<ExportState>>>,
     counters: Arc<Counters>,
     tracker: TaskTracker,
@@ -317,6 +320,7 @@ impl CallAnalytics {
                 spool,
                 exporters,
                 rooms: RwLock::new(HashMap::new()),
+                ownership: std::sync::OnceLock::new(),
                 exports: Mutex::new(HashMap::new()),
                 counters: Arc::new(Counters::default()),
                 tracker: TaskTracker::new(),
@@ -373,6 +377,21 @@ impl CallAnalytics {
     /// `attach`, not with it (each would route every event).
     pub fn observe_rooms(&self, kit: &RoomKit, policy: RoomCallPolicy) {
         self.spawn_dispatch(kit, Some((kit.clone(), policy)));
+    }
+
+    /// As [`CallAnalytics::observe_rooms`], for one of several processes
+    /// sharing a store: a room's call is started only by the process that
+    /// `ownership` says holds the room (asked at each message of a room
+    /// without a call here, so a process takes over the rooms of one that
+    /// died once their leases expire).
+    pub fn observe_rooms_owned(
+        &self,
+        kit: &RoomKit,
+        policy: RoomCallPolicy,
+        ownership: Arc<dyn crate::ownership::CallOwnership>,
+    ) {
+        let _ = self.inner.ownership.set(ownership);
+        self.observe_rooms(kit, policy);
     }
 
     fn spawn_dispatch(&self, kit: &RoomKit, rooms: Option<(RoomKit, RoomCallPolicy)>) {
@@ -489,6 +508,12 @@ impl CallAnalytics {
             || ev.source.channel_type == ChannelType::System
             || skipped.contains(&ev.room_id)
         {
+            return None;
+        }
+        if let Some(owners) = self.inner.ownership.get()
+            && !owners.claim(&ev.room_id).await
+        {
+            tracing::debug!(target: TARGET, room_id = %ev.room_id, "another process owns this room's call");
             return None;
         }
         let metadata = match kit.get_room(&ev.room_id).await {

@@ -106,6 +106,8 @@ pub struct Server {
     state: AppState,
     options: ServerOptions,
     call_reports: Option<std::path::PathBuf>,
+    /// The socket bound by [`Server::bind`], if it was called.
+    listener: Option<tokio::net::TcpListener>,
 }
 
 /// An HTTP client for hooks and the identity resolver, under the outbound
@@ -165,6 +167,7 @@ impl Server {
             state,
             options,
             call_reports: None,
+            listener: None,
         }
     }
 
@@ -218,23 +221,34 @@ impl Server {
         layered(app, self.state.clone())
     }
 
-    /// Listens, prints `roomkit listening on http://ADDR` on stdout once
+    /// Binds the listening socket now, before anything else is started, so
+    /// that a process that cannot serve (address in use) fails before it
+    /// touches shared state; [`Server::run`] then serves on it.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be used.
+    pub async fn bind(mut self) -> Result<Self, ServerError> {
+        if self.listener.is_none() {
+            self.listener = Some(bind_listener(self.options.addr).await?);
+        }
+        Ok(self)
+    }
+
+    /// Listens (on the socket of [`Server::bind`], or binds now), prints `roomkit listening on http://ADDR` on stdout once
     /// connections are accepted, serves until `shutdown` completes, then
     /// drains: stops accepting, finishes open requests, closes WebSocket
     /// connections (code 1001) and shuts the engine down.
     ///
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be used.
-    pub async fn run<F>(self, shutdown: F) -> Result<(), ServerError>
+    pub async fn run<F>(mut self, shutdown: F) -> Result<(), ServerError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let listener = tokio::net::TcpListener::bind(self.options.addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: self.options.addr.to_string(),
-                source,
-            })?;
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => bind_listener(self.options.addr).await?,
+        };
         let local = listener.local_addr()?;
         let state = self.state.clone();
         let hub = ws::spawn_hub(
@@ -286,6 +300,16 @@ impl Server {
         tracing::info!(target: "roomkit.server", "stopped");
         Ok(())
     }
+}
+
+/// Binds the server's listening socket.
+async fn bind_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {

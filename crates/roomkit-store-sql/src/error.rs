@@ -36,6 +36,9 @@ pub enum SqlStoreError {
     /// Starting the cross-process fan-out failed.
     #[error("cannot start event fan-out: {0}")]
     Fanout(String),
+    /// A call lease query failed.
+    #[error("call lease query failed: {0}")]
+    Lease(#[source] sqlx::Error),
 }
 
 impl SqlStoreError {

@@ -21,6 +21,7 @@
 mod codec;
 mod error;
 mod fanout;
+mod leases;
 mod lock;
 mod store;
 
@@ -38,6 +39,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use error::SqlStoreError;
 pub use fanout::FanoutHandle;
+pub use leases::CallLeases;
 pub use lock::PgLockManager;
 pub use store::{PostgresStore, SqliteStore};
 
@@ -142,6 +144,20 @@ impl SqlBackend {
             Kind::Postgres {
                 store, channels, ..
             } => fanout::start(store.clone(), channels.clone(), kit.clone()),
+        }
+    }
+
+    /// Call ownership leases for this database (see [`CallLeases`]):
+    /// `None` for SQLite, which one process uses alone.
+    ///
+    /// # Errors
+    /// When the lease table cannot be created.
+    pub async fn call_leases(&self, ttl: Duration) -> Result<Option<CallLeases>, SqlStoreError> {
+        match &self.kind {
+            Kind::Sqlite(_) => Ok(None),
+            Kind::Postgres { store, .. } => {
+                Ok(Some(CallLeases::new(store.pool.clone(), ttl).await?))
+            }
         }
     }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use roomkit_analytics::protocol::{BASE_URL_ENV, KILL_SWITCH_ENV, kill_switch_value_disables};
 use roomkit_analytics::{
-    AnalyticsConfig, ApiKey, CallAnalytics, Exporter, LocalReportExporter, RoarkConfig,
-    RoarkExporter, RoomCallPolicy,
+    AnalyticsConfig, ApiKey, CallAnalytics, CallOwnership, Exporter, LocalReportExporter,
+    RoarkConfig, RoarkExporter, RoomCallPolicy, SpoolLock,
 };
 use roomkit_core::RoomKit;
+use roomkit_store_sql::CallLeases;
 use serde::Deserialize;
 
 use crate::config::Env;
@@ -25,6 +26,8 @@ pub const DEFAULT_SPOOL_DIR: &str = "call-spool";
 pub const DEFAULT_REPORTS_DIR: &str = "call-reports";
 /// Default bound of the export drain at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Default lease time of a call's owner on a shared PostgreSQL store.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
 /// Agent id of calls when no Roark section names one.
 pub const DEFAULT_AGENT_ID: &str = "roomkit";
 
@@ -38,6 +41,8 @@ pub struct AnalyticsSection {
     shutdown_grace_ms: Option<i64>,
     /// A call with no message for this long ends; 0 never.
     idle_timeout_ms: Option<i64>,
+    /// How long a process's ownership of a call outlives it (PostgreSQL).
+    lease_ms: Option<i64>,
     /// `[analytics.roark]`.
     roark: Option<RoarkSection>,
     /// `[analytics.reports]`.
@@ -87,6 +92,9 @@ pub struct AnalyticsSettings {
     pub reports_dir: Option<PathBuf>,
     /// How rooms become calls.
     pub policy: RoomCallPolicy,
+    /// Lease time of a call's owner among processes sharing a PostgreSQL
+    /// store.
+    pub lease_time: Duration,
 }
 
 impl Default for AnalyticsSettings {
@@ -97,6 +105,7 @@ impl Default for AnalyticsSettings {
             roark: None,
             reports_dir: None,
             policy: RoomCallPolicy::new(DEFAULT_AGENT_ID),
+            lease_time: Duration::from_millis(DEFAULT_LEASE_MS),
         }
     }
 }
@@ -157,6 +166,16 @@ pub fn validate(
         Some(n) => {
             return Err(problem(
                 "analytics.shutdown_grace_ms",
+                format!("must be a positive number of milliseconds, got {n}"),
+            ));
+        }
+    }
+    match a.lease_ms {
+        None => {}
+        Some(n) if n > 0 => out.lease_time = Duration::from_millis(n as u64),
+        Some(n) => {
+            return Err(problem(
+                "analytics.lease_ms",
                 format!("must be a positive number of milliseconds, got {n}"),
             ));
         }
@@ -246,15 +265,41 @@ pub fn validate(
 pub struct Running {
     analytics: CallAnalytics,
     grace: Duration,
+    /// Held while the server runs: one process per spool directory.
+    _lock: SpoolLock,
+    /// Renews this process's call leases (shared PostgreSQL store).
+    renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Builds the exporters and the service, finishes the exports an earlier
+/// Call ownership by leases in the shared PostgreSQL store.
+struct Leases(CallLeases);
+
+#[async_trait::async_trait]
+impl CallOwnership for Leases {
+    async fn claim(&self, room_id: &roomkit_core::model::RoomId) -> bool {
+        match self.0.claim(room_id.as_str()).await {
+            Ok(ours) => ours,
+            Err(e) => {
+                tracing::warn!(target: TARGET, room_id = %room_id, error = %e, "cannot claim the call's lease; not observing it");
+                false
+            }
+        }
+    }
+}
+
+/// Builds the exporters, locks the spool directory (a second process on
+/// the same spool is refused with [`roomkit_analytics::AnalyticsError::SpoolLocked`]),
+/// builds the service, finishes the exports an earlier
 /// run left in the spool (in the background), and follows every room of
 /// `kit` as a call. `None` when no exporter is configured.
 ///
 /// # Errors
 /// An exporter or the spool directory that cannot be set up.
-pub async fn start(settings: &AnalyticsSettings, kit: &RoomKit) -> anyhow::Result<Option<Running>> {
+pub async fn start(
+    settings: &AnalyticsSettings,
+    kit: &RoomKit,
+    leases: Option<CallLeases>,
+) -> anyhow::Result<Option<Running>> {
     if !settings.is_enabled() {
         return Ok(None);
     }
@@ -271,15 +316,42 @@ pub async fn start(settings: &AnalyticsSettings, kit: &RoomKit) -> anyhow::Resul
     if exporters.is_empty() {
         return Ok(None);
     }
+    // Before anything is recovered: a second process on this spool would
+    // end and export the calls the running one is still writing.
+    let lock = SpoolLock::acquire(&settings.spool_dir)?;
     let analytics = CallAnalytics::new(AnalyticsConfig::new(&settings.spool_dir), exporters)?;
     let report = analytics.recover().await?;
     if report.resumed > 0 || report.quarantined > 0 {
         tracing::info!(target: TARGET, resumed = report.resumed, unfinished = report.unfinished, quarantined = report.quarantined, "finishing exports left by an earlier run");
     }
-    analytics.observe_rooms(kit, settings.policy.clone());
+    let renewer = match leases {
+        None => {
+            analytics.observe_rooms(kit, settings.policy.clone());
+            None
+        }
+        Some(leases) => {
+            tracing::info!(target: TARGET, owner = %leases.owner(), lease_ms = leases.ttl().as_millis() as u64, "calls are owned by leases in the shared store");
+            let renew = leases.clone();
+            let period = (leases.ttl() / 3).max(Duration::from_millis(50));
+            let renewer = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = renew.renew().await {
+                        tracing::warn!(target: TARGET, error = %e, "cannot renew the call leases");
+                    }
+                }
+            });
+            analytics.observe_rooms_owned(kit, settings.policy.clone(), Arc::new(Leases(leases)));
+            Some(renewer)
+        }
+    };
     Ok(Some(Running {
         analytics,
         grace: settings.shutdown_grace,
+        _lock: lock,
+        renewer,
     }))
 }
 
@@ -289,6 +361,9 @@ impl Running {
     pub async fn shutdown(self) {
         tracing::info!(target: TARGET, grace_ms = self.grace.as_millis() as u64, "flushing call analytics");
         self.analytics.shutdown(self.grace).await;
+        if let Some(r) = &self.renewer {
+            r.abort();
+        }
         let s = self.analytics.stats();
         tracing::info!(target: TARGET, calls = s.calls_started, flushed = s.calls_flushed, exported = s.exports_completed, parked = s.exports_parked, dropped_records = s.records_dropped, "call analytics stopped");
     }
@@ -450,6 +525,7 @@ mod tests {
                 "[analytics]\nidle_timeout_ms = -1\n",
                 "analytics.idle_timeout_ms",
             ),
+            ("[analytics]\nlease_ms = 0\n", "analytics.lease_ms"),
             ("[analytics]\nspool_dir = \"\"\n", "analytics.spool_dir"),
             ("[analytics.reports]\ndir = \"\"\n", "analytics.reports.dir"),
             (

@@ -238,10 +238,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         limits: settings.limits.clone(),
         ..ServerOptions::default()
     };
-    // Call analytics: every room is observed as a call (see analytics.rs).
-    let analytics = crate::analytics::start(&settings.analytics, &kit)
-        .await
-        .context("starting call analytics")?;
+    let analytics_kit = kit.clone();
     let mut server = Server::new(kit, registry, options);
     for (channel_id, receiver) in receivers {
         server = server.with_webhook_receiver(channel_id, receiver);
@@ -252,6 +249,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(dir) = &settings.analytics.reports_dir {
         server = server.with_call_reports(dir);
     }
+    // The socket first: a process that cannot serve (address in use) stops
+    // here, before it locks or recovers the call spool.
+    let server = server.bind().await.context("serving")?;
+    // Call analytics: every room is observed as a call (see analytics.rs).
+    // Several processes on one PostgreSQL store: one owner per call.
+    let leases = match (&sql, settings.analytics.is_enabled()) {
+        (Some(b), true) => b
+            .call_leases(settings.analytics.lease_time)
+            .await
+            .context("setting up call leases")?,
+        _ => None,
+    };
+    let analytics = crate::analytics::start(&settings.analytics, &analytics_kit, leases)
+        .await
+        .context("starting call analytics")?;
+    drop(analytics_kit);
     let served = server.run(shutdown_signal()).await.context("serving");
     // Open calls end with the server; their exports get a bounded drain.
     if let Some(a) = analytics {

@@ -770,3 +770,31 @@ async fn history_honours_visibility() {
     );
     assert!(texts.iter().any(|t| t == "question"));
 }
+
+/// A non-streamed answer: tokens per second are measured over the time
+/// the provider took, not over the moments after the whole text arrived.
+#[tokio::test]
+async fn tokens_per_second_of_a_non_streamed_turn_is_over_the_generation_time() {
+    let p = Scripted::slow(Duration::from_millis(400));
+    let mut r = text("a considered answer");
+    r.usage.completion_tokens = 40;
+    p.push(r);
+    let ai = AiChannel::builder("ai").provider(p.clone()).build();
+    let room = room_with(ai, RecordingChannel::websocket("user")).await;
+    let mut fw = room.kit.subscribe();
+    room.say("hello").await;
+    let mut tps = None;
+    while let Ok(e) = fw.try_recv() {
+        if let FrameworkEvent::AiTurnMetrics {
+            tokens_per_second, ..
+        } = &*e
+        {
+            tps = Some(*tokens_per_second);
+        }
+    }
+    let tps = tps
+        .expect("an ai_turn_metrics event")
+        .expect("a measured rate");
+    // 40 tokens in at least 0.4 s: at most 100 per second.
+    assert!(tps > 0.0 && tps <= 100.0, "tokens per second {tps}");
+}

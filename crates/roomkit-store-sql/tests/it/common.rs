@@ -15,6 +15,13 @@ pub fn pg_url(test: &str) -> Option<String> {
     match std::env::var("ROOMKIT_TEST_POSTGRES_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
+            // The README's test command sets this: there, a missing server
+            // is a failure, not a skip.
+            if std::env::var_os("ROOMKIT_TEST_REQUIRE_ALL").is_some() {
+                panic!(
+                    "{test}: ROOMKIT_TEST_POSTGRES_URL is not set (scripts/test starts a private PostgreSQL and sets it)"
+                );
+            }
             // Straight to stderr, past the test harness's output capture,
             // so a local run shows what it did not test.
             use std::io::Write;

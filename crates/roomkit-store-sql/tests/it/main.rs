@@ -4,7 +4,8 @@
 //! PostgreSQL database.
 //!
 //! PostgreSQL tests read `ROOMKIT_TEST_POSTGRES_URL` and say that they were
-//! skipped when it is not set. Tests that need another process re-run this
+//! skipped when it is not set (they fail instead under `ROOMKIT_TEST_REQUIRE_ALL`,
+//! which the README's test command sets). Tests that need another process re-run this
 //! test binary with `ROOMKIT_TEST_CHILD` set; see `child`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -358,3 +358,217 @@ async fn the_kill_switch_runs_the_server_without_export() {
     assert_eq!(s.terminate().await, Some(0));
     assert!(fake.requests().is_empty(), "no traffic at all");
 }
+
+/// Runs a second `roomkit serve` on `config` at `addr` with the Roark
+/// environment; its exit code (`None` when it was still running after a
+/// generous wait, and was killed) and stderr.
+async fn second_instance(config: &Path, addr: &str, fake: &FakeRoark) -> (Option<i32>, String) {
+    let base = fake.base_url();
+    let mut child = tokio::process::Command::new(binary())
+        .args(["serve", "--addr", addr, "--store", "memory://"])
+        .args(["--config", config.to_str().unwrap()])
+        .env("ROARK_SERVE_TEST_KEY", KEY)
+        .env("ROARK_BASE_URL", base.as_str())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let read = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let code = match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(status) => status.unwrap().code(),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    (code, read.await.unwrap())
+}
+
+/// A second server started on the same spool, whether it then fails to
+/// bind the running one's address or listens elsewhere, refuses to start
+/// and leaves the running server's live call alone: the call is exported
+/// once, whole, when it really ends.
+#[tokio::test]
+async fn a_second_instance_on_the_same_spool_leaves_the_running_calls_alone() {
+    let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
+    let (spool, reports) = (tmp("spool"), tmp("reports"));
+    let config = analytics_config(&spool, &reports);
+    let s = start(&config, &fake).await;
+    s.room("live", true).await;
+    s.post_text("live", "ws", "first words").await;
+    wait_echo(&s, "live").await;
+
+    // Same address: the socket is taken, so it stops before the spool.
+    let (code, err) = second_instance(&config, &s.addr, &fake).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("address") || err.contains("Address"), "{err}");
+    // Another address: the spool is locked.
+    let (code, err) = second_instance(&config, "127.0.0.1:0", &fake).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains(&spool.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", s.child.id().unwrap())),
+        "{err}"
+    );
+    // Give anything a second process might have started time to show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        ended(&fake.accepted_events()).is_empty(),
+        "the live call was ended by another process: {:?}",
+        fake.accepted_events()
+    );
+
+    // The running server still records the call, and exports it once.
+    s.post_text("live", "ws", "last words").await;
+    s.ok("PATCH", "/rooms/live", Some(json!({"status": "closed"})))
+        .await;
+    let events = wait_events(&fake, "call-ended after the room closed", |e| {
+        !ended(e).is_empty()
+    })
+    .await;
+    let e = ended(&events);
+    assert_eq!(e.len(), 1, "{events:?}");
+    assert_eq!(e[0]["callEndedReason"], "room-closed");
+    let t = e[0]["transcript"].to_string();
+    assert!(t.contains("first words") && t.contains("last words"), "{t}");
+    assert!(!s.log().contains("ERROR"), "{}", s.log());
+    assert_eq!(s.terminate().await, Some(0));
+}
+
+/// Calls the fake received for `room` of `event` (`call-started`, `call-ended`).
+fn calls_of(fake: &FakeRoark, room: &str, event: &str) -> usize {
+    let events = fake.accepted_events();
+    let ids: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "call-started" && e["roomName"] == room)
+        .map(|e| &e["livekitCallId"])
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == event && ids.contains(&&e["livekitCallId"]))
+        .count()
+}
+
+/// Several processes on one PostgreSQL store: each call is exported by
+/// one of them only (the holder of its lease), and when the holder is
+/// killed another takes the room over once the lease expires.
+#[tokio::test]
+async fn processes_sharing_postgres_export_each_call_once_and_take_over_a_dead_owner() {
+    let url = match std::env::var("ROOMKIT_TEST_POSTGRES_URL") {
+        Ok(u) if !u.trim().is_empty() => u,
+        _ => {
+            if std::env::var_os("ROOMKIT_TEST_REQUIRE_ALL").is_some() {
+                panic!("ROOMKIT_TEST_POSTGRES_URL is not set (scripts/test sets it)");
+            }
+            eprintln!("skipped: ROOMKIT_TEST_POSTGRES_URL not set");
+            return;
+        }
+    };
+    let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
+    let config = |tag: &str| {
+        config_file(&format!(
+            r#"
+[analytics]
+spool_dir = "{}"
+lease_ms = 1500
+
+[analytics.roark]
+api_key_env = "ROARK_SERVE_TEST_KEY"
+agent_id = "support-bot"
+"#,
+            tmp(tag).display()
+        ))
+    };
+    let base = fake.base_url();
+    let env = [
+        ("ROARK_SERVE_TEST_KEY", KEY),
+        ("ROARK_BASE_URL", base.as_str()),
+    ];
+    let (ca, cb) = (config("pg-a"), config("pg-b"));
+    let start_on = |c: PathBuf| {
+        let url = url.clone();
+        async move {
+            Server::start_with(&["--config", c.to_str().unwrap(), "--store", &url], &env).await
+        }
+    };
+    let n = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let (taken, shared) = (format!("taken-{n}"), format!("shared-{n}"));
+
+    // A call that A holds before B exists.
+    let mut a = start_on(ca).await;
+    a.room(&taken, true).await;
+    a.post_text(&taken, "ws", "hello from the first process")
+        .await;
+    wait_echo(&a, &taken).await;
+    wait_events(&fake, "A starts its call", |_| {
+        calls_of(&fake, &taken, "call-started") == 1
+    })
+    .await;
+    let b = start_on(cb).await;
+
+    // A call both processes see: started and ended once.
+    a.room(&shared, true).await;
+    a.post_text(&shared, "ws", "one").await;
+    b.post_text(&shared, "ws", "two").await;
+    wait_echo(&b, &shared).await;
+    b.ok(
+        "PATCH",
+        &format!("/rooms/{shared}"),
+        Some(json!({"status": "closed"})),
+    )
+    .await;
+    wait_events(&fake, "the shared call ends", |_| {
+        calls_of(&fake, &shared, "call-ended") >= 1
+    })
+    .await;
+    // B, seeing a message of A's room, does not start a second call.
+    b.post_text(&taken, "ws", "B is here too").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(calls_of(&fake, &shared, "call-started"), 1);
+    assert_eq!(calls_of(&fake, &shared, "call-ended"), 1);
+    assert_eq!(calls_of(&fake, &taken, "call-started"), 1);
+
+    // A dies; after its lease expires, B takes the room over.
+    a.child.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    b.post_text(&taken, "ws", "after the first process died")
+        .await;
+    b.ok(
+        "PATCH",
+        &format!("/rooms/{taken}"),
+        Some(json!({"status": "closed"})),
+    )
+    .await;
+    let events = wait_events(&fake, "B exports the room it took over", |_| {
+        calls_of(&fake, &taken, "call-ended") == 1
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "call-ended")
+            .any(|e| e["transcript"]
+                .to_string()
+                .contains("after the first process died")),
+        "{events:?}"
+    );
+    assert_eq!(b.terminate().await, Some(0));
+    assert_eq!(calls_of(&fake, &taken, "call-ended"), 1);
+}
