@@ -66,7 +66,7 @@ const CATCH_UP_FIRST_PAGE: usize = 8;
 /// follows the sizes seen in the previous one.
 const CATCH_UP_PAGE_BYTES: usize = 256 * 1024;
 /// Bytes a catch-up sends before it lets other tasks run.
-const CATCH_UP_YIELD_BYTES: usize = 1024 * 1024;
+const CATCH_UP_YIELD_BYTES: usize = 64 * 1024;
 /// How long the close frame to a slow client may take.
 const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -929,7 +929,7 @@ impl Session {
                     count += 1;
                     self.emit(sink, &event, frame).await?;
                     // A socket with room takes frame after frame without
-                    // waiting: after each MiB, let other connections
+                    // waiting: after every 64 KiB, let other connections
                     // (health checks included) run.
                     if bytes - yielded_at >= CATCH_UP_YIELD_BYTES {
                         yielded_at = bytes;
