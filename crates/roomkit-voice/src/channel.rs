@@ -15,120 +15,22 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use roomkit_audio::AudioPipelineConfig;
-use roomkit_audio::turn::{HeuristicTurnConfig, InterruptionConfig};
 use roomkit_core::hooks::HookPayload;
 use roomkit_core::model::{
     ChannelBinding, ChannelCapabilities, ChannelId, ChannelMediaType, ChannelType, EventId,
     HookTrigger, RoomEvent, RoomId,
 };
 use roomkit_core::{Channel, ChannelError, ChannelOutput, RoomContext, RoomKit, TextStream};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Call, MediaSocket, VoiceBackend};
+use crate::calls::{CallCommand, CallEntry, Shared};
+pub use crate::calls::{CallTap, VoiceSettings};
 use crate::error::VoiceError;
-use crate::session::{self, CallCommand};
-use crate::splitter::{DEFAULT_MIN_CHUNK_CHARS, SentenceSplitter};
+use crate::session;
+use crate::splitter::SentenceSplitter;
 use crate::stt::SttProvider;
 use crate::tts::TtsProvider;
-
-/// How a voice channel treats its calls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VoiceSettings {
-    /// The audio pipeline's stages (as in `roomkit audio process`).
-    pub pipeline: AudioPipelineConfig,
-    /// Barge-in; the pipeline's `interruption` when absent.
-    pub interruption: Option<InterruptionConfig>,
-    /// The heuristic turn detector; without it every final transcript is
-    /// a turn (VAD-only).
-    pub turn: Option<HeuristicTurnConfig>,
-    /// The TTS voice.
-    pub voice: Option<String>,
-    /// Shortest sentence handed to TTS.
-    pub min_chunk_chars: usize,
-    /// Outbound frame length in milliseconds.
-    pub frame_ms: u32,
-}
-
-impl Default for VoiceSettings {
-    fn default() -> Self {
-        Self {
-            pipeline: AudioPipelineConfig::default(),
-            interruption: None,
-            turn: None,
-            voice: None,
-            min_chunk_chars: DEFAULT_MIN_CHUNK_CHARS,
-            frame_ms: 20,
-        }
-    }
-}
-
-/// Sees every call a voice channel runs, to tap its audio (call analytics,
-/// recording): the sink gets the caller's frames after the resampler and
-/// the agent's frames as sent (so cut where a barge-in cut them), both on
-/// the call's media clock.
-pub trait CallTap: Send + Sync + 'static {
-    /// A call became active in `room_id`; return a sink for its audio, or
-    /// `None` to leave it alone.
-    fn call_started(
-        &self,
-        session_id: &str,
-        room_id: &RoomId,
-        info: &crate::backend::CallInfo,
-    ) -> Option<Arc<dyn roomkit_audio::RecordingSink>>;
-}
-
-pub(crate) struct CallEntry {
-    pub room_id: Option<RoomId>,
-    pub commands: mpsc::Sender<CallCommand>,
-}
-
-pub(crate) struct Shared {
-    pub id: ChannelId,
-    pub settings: VoiceSettings,
-    pub stt: Arc<dyn SttProvider>,
-    pub tts: Arc<dyn TtsProvider>,
-    kit: RwLock<Option<RoomKit>>,
-    pub taps: RwLock<Vec<Arc<dyn CallTap>>>,
-    calls: Mutex<HashMap<String, CallEntry>>,
-    next_reply: AtomicU64,
-    next_session: AtomicU64,
-}
-
-impl Shared {
-    pub fn kit(&self) -> Option<RoomKit> {
-        self.kit.read().ok().and_then(|k| k.clone())
-    }
-
-    pub fn set_room(&self, session_id: &str, room_id: RoomId) {
-        if let Ok(mut calls) = self.calls.lock()
-            && let Some(c) = calls.get_mut(session_id)
-        {
-            c.room_id = Some(room_id);
-        }
-    }
-
-    pub fn remove_call(&self, session_id: &str) {
-        if let Ok(mut calls) = self.calls.lock() {
-            calls.remove(session_id);
-        }
-    }
-
-    fn calls_in(&self, room_id: &RoomId) -> Vec<mpsc::Sender<CallCommand>> {
-        self.calls
-            .lock()
-            .map(|calls| {
-                calls
-                    .values()
-                    .filter(|c| c.room_id.as_ref() == Some(room_id))
-                    .map(|c| c.commands.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
 
 /// A call running on a voice channel.
 #[derive(Debug)]

@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod browser;
+mod calls;
 pub mod channel;
 pub mod endpoint;
 mod error;

@@ -35,25 +35,9 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backend::{BackendEvent, Call, Outbound, TransportStats};
-use crate::channel::Shared;
+use crate::calls::{CallCommand, Shared};
 use crate::stt::{SttAudio, SttSession, Transcript};
 use crate::tts::TtsChunk;
-
-/// What the channel asks of a running call.
-#[derive(Debug)]
-pub(crate) enum CallCommand {
-    /// Speak a reply: its sentences arrive on `sentences` in order.
-    Reply {
-        id: u64,
-        sentences: mpsc::Receiver<String>,
-        event_id: Option<EventId>,
-        streamed: bool,
-    },
-    /// The streamed reply `id` was stored as `event_id`.
-    ReplyStored { id: u64, event_id: EventId },
-    /// End the call.
-    HangUp,
-}
 
 /// Audio of replies, from their synthesis tasks.
 #[derive(Debug)]
