@@ -72,6 +72,39 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
+/// Starts `roomkit serve` on a free loopback port with `store` and the
+/// config file `config`, waits for its listening line and keeps draining
+/// its stdout; answers the child, its pid and its address.
+pub(crate) async fn start_server(
+    bin: &std::path::Path,
+    store: &str,
+    config: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Child, u32, String)> {
+    let mut child = tokio::process::Command::new(bin)
+        .args(["serve", "--addr", "127.0.0.1:0", "--store", store])
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id().context("server pid")?;
+    let mut lines = BufReader::new(child.stdout.take().context("server stdout")?).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .context("the server did not start in time")??
+        .context("the server exited before listening")?;
+    let addr = line
+        .strip_prefix("roomkit listening on http://")
+        .with_context(|| format!("unexpected first line {line:?}"))?
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, pid, addr))
+}
+
 pub(crate) fn rss_of(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -103,28 +136,7 @@ async fn ws_load(opts: &Options) -> anyhow::Result<()> {
             clients + 64
         ),
     )?;
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["serve", "--addr", "127.0.0.1:0", "--store", &store])
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id().context("server pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("server stdout")?).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .context("the server did not start in time")??
-        .context("the server exited before listening")?;
-    let addr = line
-        .strip_prefix("roomkit listening on http://")
-        .with_context(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut child, pid, addr) = start_server(&bin, &store, &config).await?;
     let _ = std::fs::remove_file(&config);
     let rss_idle = rss_of(pid);
 

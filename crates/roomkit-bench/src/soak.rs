@@ -15,17 +15,15 @@
 //! Options: `--half-open 500 --slow-readers 200 --random 10000
 //! --events 40 --event-bytes 200000 --seconds 60`, `--bin PATH`.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{Options, emit};
-use crate::server::{raise_fd_limit, rss_of, server_binary};
+use crate::server::{raise_fd_limit, rss_of, server_binary, start_server};
 
 /// Runs the workload if it is this module's.
 ///
@@ -76,28 +74,7 @@ async fn soak(opts: &Options) -> anyhow::Result<()> {
     // raised to let the whole load in; the other limits are the defaults.
     let config = std::env::temp_dir().join(format!("roomkit-soak-{}.toml", std::process::id()));
     std::fs::write(&config, "[server]\nmax_connections_per_ip = 5000\n")?;
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["serve", "--addr", "127.0.0.1:0", "--store", "memory://"])
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id().context("server pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("server stdout")?).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .context("the server did not start in time")??
-        .context("the server exited before listening")?;
-    let addr = line
-        .strip_prefix("roomkit listening on http://")
-        .with_context(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut child, pid, addr) = start_server(&bin, "memory://", &config).await?;
     let _ = std::fs::remove_file(&config);
     let rss_idle = rss_of(pid);
 
