@@ -255,6 +255,53 @@ pub enum FrameworkEvent {
         /// Length of the call on its media clock, in milliseconds.
         duration_ms: u64,
     },
+    /// Latency figures of one voice turn (RFC §15.4), measured on the
+    /// call's media clock: every duration counts caller audio received
+    /// between the two moments, so it is what the caller lived through.
+    /// Emitted when the turn's reply starts playing (or when the turn
+    /// ends without one, with the later figures `None`).
+    VoiceTurnMetrics {
+        /// Session.
+        session_id: String,
+        /// Room.
+        room_id: RoomId,
+        /// Voice channel.
+        channel_id: ChannelId,
+        /// Where the caller's utterance ended, in ms on the media clock.
+        speech_end_ms: f64,
+        /// From the end of speech to the end-of-utterance decision.
+        eou_delay_ms: f64,
+        /// From the end of speech to the final transcript.
+        stt_latency_ms: Option<f64>,
+        /// From the caller's message being committed to the first text
+        /// of the answer reaching the call.
+        llm_ttft_ms: Option<f64>,
+        /// From the first text handed to text-to-speech to its first audio.
+        tts_ttfb_ms: Option<f64>,
+        /// From the end of speech to the first agent audio frame sent.
+        voice_to_voice_ms: Option<f64>,
+    },
+    /// One side of a voice call said something (RFC §12.2): a caller's
+    /// final transcript, or the agent's text as actually played (cut at a
+    /// barge-in). Times are in ms on the call's media clock.
+    VoiceTranscript {
+        /// Session.
+        session_id: String,
+        /// Room.
+        room_id: RoomId,
+        /// Voice channel.
+        channel_id: ChannelId,
+        /// `"user"` or `"agent"`.
+        role: String,
+        /// What was said (for the agent: what the caller heard).
+        text: String,
+        /// Start of the speech on the media clock.
+        start_ms: f64,
+        /// End of the speech on the media clock.
+        end_ms: f64,
+        /// The agent was cut off by the caller.
+        interrupted: bool,
+    },
     /// A speech-to-text provider failed during a call (RFC §8.2).
     SttError {
         /// Session.
@@ -308,6 +355,8 @@ impl FrameworkEvent {
             Self::VoiceSessionStarted { .. } => "voice_session_started",
             Self::VoiceSessionReady { .. } => "voice_session_ready",
             Self::VoiceSessionEnded { .. } => "voice_session_ended",
+            Self::VoiceTurnMetrics { .. } => "voice_turn_metrics",
+            Self::VoiceTranscript { .. } => "voice_transcript",
             Self::SttError { .. } => "stt_error",
             Self::TtsError { .. } => "tts_error",
         }
