@@ -180,6 +180,12 @@ impl Reply {
     }
 }
 
+/// A media-clock reading: `received_ms` of caller audio, plus the time
+/// `since` the last frame arrived, at most that frame's length `frame_ms`.
+fn sub_frame_ms(received_ms: f64, since: Option<Duration>, frame_ms: f64) -> f64 {
+    received_ms + since.map_or(0.0, |d| (d.as_secs_f64() * 1000.0).min(frame_ms))
+}
+
 fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
@@ -540,10 +546,8 @@ impl CallTask {
     /// at most that frame's length (so it never runs ahead of the next
     /// frame, and stands still when the caller's audio stops).
     fn media_ms(&self) -> f64 {
-        let since = self.last_frame_at.map_or(0.0, |at| {
-            (at.elapsed().as_secs_f64() * 1000.0).min(self.last_frame_ms)
-        });
-        self.now_ms() + since
+        let since = self.last_frame_at.map(|at| at.elapsed());
+        sub_frame_ms(self.now_ms(), since, self.last_frame_ms)
     }
 
     /// Fires an async voice hook, if any is registered.
@@ -1477,5 +1481,25 @@ impl CallTask {
             dropped_outbound = TransportStats::get(&self.stats.dropped_outbound),
             sent_samples = self.sent,
             "call ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_between_frames_adds_the_time_since_the_last_one_up_to_a_frame() {
+        let ms = Duration::from_millis;
+        assert_eq!(sub_frame_ms(1000.0, None, 20.0), 1000.0);
+        assert_eq!(sub_frame_ms(1000.0, Some(ms(7)), 20.0), 1007.0);
+        // A late frame does not let the reading run past it.
+        assert_eq!(sub_frame_ms(1000.0, Some(ms(55)), 20.0), 1020.0);
+        // Monotonic across a frame's arrival: any reading before the frame
+        // is at most what the count says once it has arrived.
+        for before in [0, 5, 19, 20, 400] {
+            let earlier = sub_frame_ms(1000.0, Some(ms(before)), 20.0);
+            assert!(earlier <= sub_frame_ms(1020.0, Some(ms(0)), 20.0));
+        }
     }
 }
