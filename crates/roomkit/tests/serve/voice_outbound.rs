@@ -574,28 +574,69 @@ provider = "echo"
 }
 
 #[test]
-fn a_voice_agent_that_is_not_a_configured_channel_exits_2() {
-    let config = r#"
+fn bad_outbound_and_agent_keys_exit_2_naming_them() {
+    let voice = |transport: &str, extra: &str| {
+        format!(
+            r#"
 [[channels]]
 id = "phone"
 type = "voice"
-transport = "twilio"
-agents = ["ghost"]
-stt = { provider = "openai", api_key_env = "OA_KEY" }
-tts = { provider = "openai", api_key_env = "OA_KEY" }
-"#;
-    let path = crate::config_file(config);
-    let out = std::process::Command::new(crate::binary())
-        .args(["serve", "--addr", "127.0.0.1:0", "--store", "memory://"])
-        .arg("--config")
-        .arg(&path)
-        .env("OA_KEY", "k")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("channels[0].agents[0]") && err.contains("ghost"),
-        "{err}"
-    );
+transport = "{transport}"
+{extra}
+stt = {{ provider = "openai", api_key_env = "OA_KEY" }}
+tts = {{ provider = "openai", api_key_env = "OA_KEY" }}
+"#
+        )
+    };
+    let cases = [
+        (
+            voice("twilio", r#"agents = ["ghost"]"#),
+            "channels[0].agents[0]",
+            "ghost",
+        ),
+        (
+            voice("twilio", r#"agents = ["phone"]"#),
+            "channels[0].agents[0]",
+            "phone",
+        ),
+        (
+            voice("twilio", r#"from = "5550100""#),
+            "channels[0].from",
+            "E.164",
+        ),
+        (
+            voice("twilio", r#"api_base = "ftp://x""#),
+            "channels[0].api_base",
+            "http",
+        ),
+        (
+            voice("twilio", r#"account_sid_env = "BAD_SID""#),
+            "channels[0].account_sid_env",
+            "BAD_SID",
+        ),
+        (
+            voice("browser", r#"from = "+15550100200""#),
+            "channels[0].from",
+            "twilio",
+        ),
+        (
+            voice("twilio", r#"form = "+15550100200""#),
+            "channels[0]",
+            "form",
+        ),
+    ];
+    for (config, key, word) in cases {
+        let path = crate::config_file(&config);
+        let out = std::process::Command::new(crate::binary())
+            .args(["serve", "--addr", "127.0.0.1:0", "--store", "memory://"])
+            .arg("--config")
+            .arg(&path)
+            .env("OA_KEY", "k")
+            .env("BAD_SID", "AC12/../x")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}\n{err}");
+        assert!(err.contains(key) && err.contains(word), "{config}\n{err}");
+    }
 }
