@@ -378,18 +378,16 @@ async fn a_refused_outbound_call_is_a_502_and_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_outbound_call_requests_are_refused_before_twilio_is_asked() {
     // A second Twilio voice channel that lacks `from`.
-    let extra = format!(
-        r#"
+    let extra = r#"
 [[channels]]
 id = "phone2"
 type = "voice"
 transport = "twilio"
 api_base = "http://127.0.0.1:9"
-stt = {{ provider = "openai", base_url = "http://127.0.0.1:9/v1", api_key_env = "OA_KEY" }}
-tts = {{ provider = "openai", base_url = "http://127.0.0.1:9/v1", api_key_env = "OA_KEY" }}
-"#
-    );
-    let setup = setup(&extra).await;
+stt = { provider = "openai", base_url = "http://127.0.0.1:9/v1", api_key_env = "OA_KEY" }
+tts = { provider = "openai", base_url = "http://127.0.0.1:9/v1", api_key_env = "OA_KEY" }
+"#;
+    let setup = setup(extra).await;
     let s = &setup.s;
 
     // No key: 401, like every other REST endpoint.
