@@ -206,11 +206,13 @@ enum Prepared {
     Created,
 }
 
-/// Finds or creates the call's room and attaches the voice channel to it.
+/// Finds or creates the call's room and attaches the voice channel to it
+/// (and, to a room it creates, the dialer's agents).
 async fn prepare_room(
     state: &AppState,
     scope: &Scope,
     channel: &ChannelId,
+    agents: &[ChannelId],
     body: &mut CreateCallBody,
 ) -> Result<(RoomId, Prepared), ApiError> {
     let kit = &state.kit;
@@ -235,12 +237,17 @@ async fn prepare_room(
             ..CreateRoom::default()
         })
         .await?;
-    if let Err(e) = kit
-        .attach_channel(&room.id, channel, AttachOptions::default())
-        .await
-    {
-        let _ = kit.delete_room(&room.id).await;
-        return Err(e.into());
+    for id in std::iter::once(channel).chain(agents) {
+        match kit
+            .attach_channel(&room.id, id, AttachOptions::default())
+            .await
+        {
+            Ok(_) | Err(RoomKitError::ChannelAlreadyAttached { .. }) => {}
+            Err(e) => {
+                let _ = kit.delete_room(&room.id).await;
+                return Err(e.into());
+            }
+        }
     }
     Ok((room.id, Prepared::Created))
 }
@@ -299,7 +306,8 @@ pub async fn create_call(
         ));
     };
     dialer.ready().map_err(|e| dial_error(&channel, &e))?;
-    let (room, prepared) = prepare_room(&state, &scope, &channel, &mut body).await?;
+    let (room, prepared) =
+        prepare_room(&state, &scope, &channel, dialer.agents(), &mut body).await?;
     let request = DialRequest {
         to: body.to.clone(),
         from: body.from.clone(),

@@ -73,6 +73,12 @@ pub trait CallDialer: Send + Sync {
     /// The provider's name (`twilio`).
     fn provider(&self) -> &str;
 
+    /// Channels (agents) to attach, after the voice channel, to a room
+    /// created for an outbound call of this channel.
+    fn agents(&self) -> &[ChannelId] {
+        &[]
+    }
+
     /// `Err` naming what is missing when calls cannot be placed at all; a
     /// caller checks this before preparing a room for the call.
     ///

@@ -275,6 +275,8 @@ pub struct TwilioDialSettings {
     pub public_url: Option<String>,
     /// The API's base URL.
     pub api_base: String,
+    /// Channels to attach to a room created for a call.
+    pub agents: Vec<ChannelId>,
 }
 
 /// The [`CallDialer`] of a Twilio voice channel.
@@ -284,6 +286,7 @@ pub struct TwilioDialer {
     rest: Option<TwilioRest>,
     from: Option<String>,
     public_url: Option<String>,
+    agents: Vec<ChannelId>,
     missing: Vec<String>,
 }
 
@@ -331,6 +334,7 @@ impl TwilioDialer {
             rest,
             from: settings.from,
             public_url: settings.public_url,
+            agents: settings.agents,
             missing,
         })
     }
@@ -386,6 +390,10 @@ impl CallDialer for TwilioDialer {
 
     fn provider(&self) -> &str {
         PROVIDER
+    }
+
+    fn agents(&self) -> &[ChannelId] {
+        &self.agents
     }
 
     fn ready(&self) -> Result<(), DialError> {

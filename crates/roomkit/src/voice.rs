@@ -420,6 +420,11 @@ pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoi
                     from: o.from.clone(),
                     public_url: o.public_url.clone(),
                     api_base: o.api_base.clone(),
+                    agents: spec
+                        .agents
+                        .iter()
+                        .map(|a| ChannelId::from(a.as_str()))
+                        .collect(),
                 },
             )?);
             Some(dialer)

@@ -21,6 +21,14 @@ const TOKEN: &str = "twilio-outbound-token";
 const KEY: &str = "outbound-api-key";
 const OUR_NUMBER: &str = "+15550100200";
 const CALLEE: &str = "+15557654321";
+/// Config lines that give `phone` an agent (appended to its table).
+const AGENT: &str = r#"agents = ["bot"]
+
+[[channels]]
+id = "bot"
+type = "ai"
+provider = "echo"
+"#;
 
 /// A loopback port nobody listens on right now (the server is started on
 /// it, so the public URL given to Twilio can name it).
@@ -248,7 +256,7 @@ async fn an_outbound_call_rings_the_number_and_the_answered_call_joins_the_room(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_call_without_a_room_gets_a_new_room_that_the_call_joins() {
-    let setup = setup("").await;
+    let setup = setup(AGENT).await;
     let s = &setup.s;
     let (status, v) = s
         .call(
@@ -265,6 +273,15 @@ async fn an_outbound_call_without_a_room_gets_a_new_room_that_the_call_joins() {
     let call_sid = v["call_sid"].as_str().unwrap().to_owned();
     let stored = s.ok("GET", &format!("/rooms/{room}"), None).await;
     assert_eq!(stored["metadata"]["campaign"], "renewals", "{stored}");
+    // The channel's agents were attached after the voice channel.
+    let bindings = s.ok("GET", &format!("/rooms/{room}/channels"), None).await;
+    let ids: Vec<&str> = bindings["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["channel_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["phone", "bot"], "{bindings}");
 
     let answered = check_twilio_side(&setup, &room, &call_sid).await;
     let _media = open_stream(&answered).await;
@@ -273,7 +290,7 @@ async fn an_outbound_call_without_a_room_gets_a_new_room_that_the_call_joins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_outbound_call_is_a_502_and_leaves_nothing_behind() {
-    let setup = setup("").await;
+    let setup = setup(AGENT).await;
     let s = &setup.s;
     s.ok("POST", "/rooms", Some(json!({"id": "kept"}))).await;
     s.ok(
@@ -492,14 +509,7 @@ tts = { provider = "openai", base_url = "http://127.0.0.1:9/v1", api_key_env = "
 /// the channel's `agents` are attached to it, so someone answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbound_call_without_a_room_gets_a_new_room_with_the_agents() {
-    let extra = r#"agents = ["bot"]
-
-[[channels]]
-id = "bot"
-type = "ai"
-provider = "echo"
-"#;
-    let setup = setup(extra).await;
+    let setup = setup(AGENT).await;
     let s = &setup.s;
     // A room prepared with other channels is not touched.
     s.ok("POST", "/rooms", Some(json!({"id": "other"}))).await;
