@@ -223,9 +223,15 @@ async fn prepare_room(
         return match kit.get_binding(&room, channel).await {
             Ok(_) => Ok((room, Prepared::Ready)),
             Err(RoomKitError::ChannelNotAttached { .. }) => {
-                kit.attach_channel(&room, channel, AttachOptions::default())
-                    .await?;
-                Ok((room, Prepared::Attached))
+                match kit
+                    .attach_channel(&room, channel, AttachOptions::default())
+                    .await
+                {
+                    Ok(_) => Ok((room, Prepared::Attached)),
+                    // Another request attached it meanwhile: it is theirs.
+                    Err(RoomKitError::ChannelAlreadyAttached { .. }) => Ok((room, Prepared::Ready)),
+                    Err(e) => Err(e.into()),
+                }
             }
             Err(e) => Err(e.into()),
         };
