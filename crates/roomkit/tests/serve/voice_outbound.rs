@@ -21,6 +21,7 @@ const TOKEN: &str = "twilio-outbound-token";
 const KEY: &str = "outbound-api-key";
 const OUR_NUMBER: &str = "+15550100200";
 const CALLEE: &str = "+15557654321";
+const ACME_KEY: &str = "acme-tenant-key";
 /// Config lines that give `phone` an agent (appended to its table).
 const AGENT: &str = r#"agents = ["bot"]
 
@@ -92,6 +93,7 @@ tts = {speech_table}
             ("TWILIO_AUTH_TOKEN", TOKEN),
             ("TWILIO_ACCOUNT_SID", SID),
             ("OA_KEY", "oa-test-key"),
+            ("ACME_KEY", ACME_KEY),
         ],
     )
     .await;
@@ -647,4 +649,48 @@ tts = {{ provider = "openai", api_key_env = "OA_KEY" }}
         assert_eq!(out.status.code(), Some(2), "{config}\n{err}");
         assert!(err.contains(key) && err.contains(word), "{config}\n{err}");
     }
+}
+
+/// A tenant key places calls only into its organization's rooms, and a
+/// room created for its call belongs to its organization.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_key_calls_only_into_its_own_rooms() {
+    let extra = r#"
+[[server.tenant_keys]]
+organization_id = "acme"
+key_env = "ACME_KEY"
+"#;
+    let setup = setup(extra).await;
+    let s = &setup.s;
+    s.ok(
+        "POST",
+        "/rooms",
+        Some(json!({"id": "foreign", "organization_id": "globex"})),
+    )
+    .await;
+    let tenant = |body: Value| {
+        s.http
+            .post(s.url("/voice/calls"))
+            .bearer_auth(ACME_KEY)
+            .json(&body)
+            .send()
+    };
+    let resp = tenant(json!({"channel_id": "phone", "to": CALLEE, "room_id": "foreign"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "room_not_found", "{v}");
+    assert!(setup.twilio.requests().is_empty());
+    let bindings = s.ok("GET", "/rooms/foreign/channels", None).await;
+    assert_eq!(bindings["items"], json!([]), "{bindings}");
+
+    let resp = tenant(json!({"channel_id": "phone", "to": CALLEE}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let v: Value = resp.json().await.unwrap();
+    let room = v["room_id"].as_str().unwrap();
+    let stored = s.ok("GET", &format!("/rooms/{room}"), None).await;
+    assert_eq!(stored["organization_id"], "acme", "{stored}");
 }
