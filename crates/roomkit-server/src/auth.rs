@@ -2,8 +2,9 @@
 //! one middleware.
 //!
 //! `/healthz`, the web chat assets, `/openapi.json`, `/webhooks/*` and
-//! `/voice/*` never take the key (webhooks and media sockets are verified
-//! by their provider's signature, or by the endpoint's own key check).
+//! the media sockets `/voice/{provider}/media` never take the key (webhooks
+//! and media sockets are verified by their provider's signature, or by the
+//! endpoint's own key check); `POST /voice/calls` does.
 //! WebSocket upgrades also accept the key as `?token=`. A request is
 //! charged to the verified key's bucket, or on an open server to its
 //! client address; a tenant key confines the request to one organization
@@ -56,7 +57,16 @@ pub fn is_public(path: &str) -> bool {
         path,
         "/" | "/healthz" | "/openapi.json" | "/app.js" | "/style.css" | "/favicon.ico" | "/calls"
     ) || path.starts_with("/webhooks/")
-        || path.starts_with("/voice/")
+        || is_media_socket(path)
+}
+
+/// `/voice/{provider}/media`: media sockets check the provider's signature
+/// (or, for browser calls, the key) themselves. Other `/voice/` paths, such
+/// as `POST /voice/calls`, take the key like the rest of the API.
+fn is_media_socket(path: &str) -> bool {
+    path.strip_prefix("/voice/")
+        .and_then(|rest| rest.strip_suffix("/media"))
+        .is_some_and(|provider| !provider.is_empty() && !provider.contains('/'))
 }
 
 fn presented_key(req: &Request) -> Option<String> {
@@ -461,6 +471,26 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_media_sockets_under_voice_are_public() {
+        for open in [
+            "/voice/twilio/media",
+            "/voice/browser/media",
+            "/webhooks/voice/twilio",
+        ] {
+            assert!(is_public(open), "{open}");
+        }
+        for keyed in [
+            "/voice/calls",
+            "/voice/",
+            "/voice//media",
+            "/voice/a/b/media",
+            "/voice/twilio/media/x",
+        ] {
+            assert!(!is_public(keyed), "{keyed}");
+        }
+    }
 
     #[test]
     fn keys_compare_exactly() {

@@ -162,6 +162,7 @@ impl Server {
                 options.limits.ws_send_timeout,
             )),
             media: Arc::new(Vec::new()),
+            dialers: Arc::new(Vec::new()),
         };
         Self {
             state,
@@ -199,6 +200,17 @@ impl Server {
         tracing::info!(target: "roomkit.server.voice", channel_id = %endpoint.channel_id(), path = %format!("/voice/{}/media", endpoint.provider()), "media endpoint mounted");
         all.push(endpoint);
         self.state.media = Arc::new(all);
+        self
+    }
+
+    /// Lets `POST /voice/calls` place outbound calls through a voice
+    /// channel's dialer.
+    #[must_use]
+    pub fn with_call_dialer(mut self, dialer: Arc<dyn roomkit_voice::CallDialer>) -> Self {
+        let mut all = (*self.state.dialers).clone();
+        tracing::info!(target: "roomkit.server.voice", channel_id = %dialer.channel_id(), provider = %dialer.provider(), ready = dialer.ready().is_ok(), "outbound call dialer mounted");
+        all.push(dialer);
+        self.state.dialers = Arc::new(all);
         self
     }
 
@@ -389,6 +401,7 @@ fn routes() -> Router<AppState> {
         )
         .route("/ws/{room_id}", get(ws::upgrade))
         .route("/voice/{provider}/media", get(voice::media))
+        .route("/voice/calls", post(voice::create_call))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -144,6 +144,7 @@ pub const ROUTES: &[RouteDoc] = &[
         errors: &[400, 403, 404],
         authenticated: false,
     },
+    route!("post" "/voice/calls" "create_call" "Place an outbound call through a voice channel (Twilio: the Calls API). The answered call joins `room_id`, or a room created for it (with the voice channel attached); the provider is told to fetch the channel's voice webhook with the room in its URL. 404 for an unknown channel or room, 422 for a channel that cannot place calls or lacks the settings (`outbound_not_configured`), 502 `provider_error` when the provider refuses or cannot be reached (the room created for the call is removed again).", body: Some("CreateCall"), ok: 201 Some("CallCreated"), query: &[], errors: &[400, 403, 404, 413, 422, 502, 503]),
     route!("get" "/ws/{room_id}" "websocket" "WebSocket connection to a room (HTTP 101 upgrade). See the WebSocket protocol in the API guide.", body: None, ok: 101 None,
         query: &[("channel_id", "The attached websocket channel (required)."), ("participant_id", "Participant the connection sends as."), ("after_index", "Replay what came after this index, then go live."), ("token", "The API key, for clients that cannot set headers.")], errors: &[400]),
 ];
@@ -266,6 +267,11 @@ fn schemas() -> Value {
         "CreateIdentity": object(json!({"id": s("string"), "organization_id": s("string"), "display_name": s("string"),
             "channel_addresses": {"type": "object"}, "external_id": s("string"), "metadata": r("Map")}), &[], true),
         "UpdateIdentity": object(json!({"display_name": nullable("string"), "channel_addresses": {"type": "object"}, "external_id": nullable("string"), "metadata": r("Map")}), &[], true),
+        "CreateCall": object(json!({"channel_id": s("string"), "to": {"type": "string", "description": "E.164 number, or a sip: or client: address"},
+            "room_id": s("string"), "from": s("string"), "metadata": r("Map")}), &["channel_id", "to"], true),
+        "CallCreated": object(json!({"call_sid": s("string"), "status": s("string"), "room_id": s("string"), "room_created": s("boolean"),
+            "channel_id": s("string"), "to": s("string"), "from": s("string")}),
+            &["call_sid", "status", "room_id", "room_created", "channel_id", "to", "from"], false),
         "ChannelPage": page("Channel"),
         "RoomPage": page("Room"),
         "BindingPage": page("ChannelBinding"),
@@ -290,8 +296,11 @@ fn reason(status: u16) -> &'static str {
         404 => "Unknown room, channel, event or other resource",
         409 => "Conflict: duplicate id or illegal status move",
         413 => "Body over the size limit",
-        422 => "Well-formed but refused (unregistered or unattached channel)",
+        422 => {
+            "Well-formed but refused (unregistered or unattached channel, a channel that cannot do this)"
+        }
         429 => "Rate limited",
+        502 => "The provider refused the request or could not be reached",
         503 => "Store unavailable",
         _ => "Error",
     }

@@ -49,4 +49,6 @@ pub struct AppState {
     pub ws_limits: Arc<crate::ws::WsLimits>,
     /// Media socket endpoints of the configured voice channels.
     pub media: Arc<Vec<Arc<dyn roomkit_voice::MediaEndpoint>>>,
+    /// Outbound call dialers of the configured voice channels.
+    pub dialers: Arc<Vec<Arc<dyn roomkit_voice::CallDialer>>>,
 }

@@ -3,19 +3,33 @@
 //! mounted [`roomkit_voice::MediaEndpoint`] of that provider. The server
 //! knows no codec and no vendor: the endpoint checks the upgrade (the
 //! provider's signature) and runs the call.
+//!
+//! Outbound calls: `POST /voice/calls` (with the API key) finds or creates
+//! the room, attaches the voice channel, and asks the channel's
+//! [`roomkit_voice::CallDialer`] to ring the number; the answered call
+//! comes back through the voice webhook and the media socket into that
+//! room. A failed dial undoes what the request prepared.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use roomkit_core::model::{ChannelId, RoomId};
+use roomkit_core::{AttachOptions, CreateRoom, RoomKitError};
 use roomkit_voice::backend::MediaSink;
-use roomkit_voice::{MediaEndpoint, MediaMessage, MediaSocket, VoiceError};
+use roomkit_voice::{DialError, DialRequest, MediaEndpoint, MediaMessage, MediaSocket, VoiceError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::extract::StrictJson;
+use crate::ids;
 use crate::state::AppState;
 
 /// Largest message on a media socket (Twilio frames are well under 1 KiB).
@@ -130,4 +144,215 @@ fn media_socket(socket: WebSocket) -> MediaSocket {
         .sink_map_err(|e| VoiceError::Transport(e.to_string())),
     );
     MediaSocket::new(incoming, outgoing)
+}
+
+/// Body of `POST /voice/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCallBody {
+    /// The voice channel that places the call.
+    pub channel_id: String,
+    /// The number to ring.
+    pub to: String,
+    /// The room the answered call joins; a new room when absent.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// The caller id; the channel's `from` when absent.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Metadata of the room created for the call (only without `room_id`).
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Answer of `POST /voice/calls`.
+#[derive(Debug, Serialize)]
+pub struct CreatedCall {
+    /// The provider's call id (Twilio: the call SID).
+    pub call_sid: String,
+    /// The provider's word for the call's state (`queued`, ...).
+    pub status: String,
+    /// The room the answered call joins.
+    pub room_id: String,
+    /// Whether the room was created for this call.
+    pub room_created: bool,
+    /// The voice channel.
+    pub channel_id: String,
+    /// The number rung.
+    pub to: String,
+    /// The caller id used.
+    pub from: String,
+}
+
+fn address(field: &str, value: &str) -> Result<(), ApiError> {
+    if roomkit_voice::dial::dialable(value) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_field",
+        format!(
+            "invalid field `{field}`: must be an E.164 number (+ and 8 to 15 digits) or a sip: or client: address"
+        ),
+    ))
+}
+
+/// What the endpoint changed before dialing, undone when the call fails.
+enum Prepared {
+    /// The room existed with the channel attached.
+    Ready,
+    /// The channel was attached to an existing room.
+    Attached,
+    /// The room was created (and the channel attached).
+    Created,
+}
+
+/// Finds or creates the call's room and attaches the voice channel to it
+/// (and, to a room it creates, the dialer's agents).
+async fn prepare_room(
+    state: &AppState,
+    scope: &Scope,
+    channel: &ChannelId,
+    agents: &[ChannelId],
+    body: &mut CreateCallBody,
+) -> Result<(RoomId, Prepared), ApiError> {
+    let kit = &state.kit;
+    if let Some(id) = &body.room_id {
+        let room = RoomId::from(id.as_str());
+        scope.check_room(kit, &room).await?;
+        kit.get_room(&room).await?;
+        return match kit.get_binding(&room, channel).await {
+            Ok(_) => Ok((room, Prepared::Ready)),
+            Err(RoomKitError::ChannelNotAttached { .. }) => {
+                match kit
+                    .attach_channel(&room, channel, AttachOptions::default())
+                    .await
+                {
+                    Ok(_) => Ok((room, Prepared::Attached)),
+                    // Another request attached it meanwhile: it is theirs.
+                    Err(RoomKitError::ChannelAlreadyAttached { .. }) => Ok((room, Prepared::Ready)),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let room = kit
+        .create_room(CreateRoom {
+            organization_id: scope.owner(None)?,
+            metadata: body.metadata.take().unwrap_or_default(),
+            ..CreateRoom::default()
+        })
+        .await?;
+    for id in std::iter::once(channel).chain(agents) {
+        match kit
+            .attach_channel(&room.id, id, AttachOptions::default())
+            .await
+        {
+            Ok(_) | Err(RoomKitError::ChannelAlreadyAttached { .. }) => {}
+            Err(e) => {
+                let _ = kit.delete_room(&room.id).await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok((room.id, Prepared::Created))
+}
+
+/// Undoes [`prepare_room`] after a failed dial, so a refused call leaves
+/// nothing behind.
+async fn unprepare(state: &AppState, room: &RoomId, channel: &ChannelId, prepared: Prepared) {
+    let undone = match prepared {
+        Prepared::Ready => return,
+        Prepared::Attached => state.kit.detach_channel(room, channel).await,
+        Prepared::Created => state.kit.delete_room(room).await,
+    };
+    if let Err(e) = undone {
+        tracing::warn!(target: "roomkit.server.voice", room_id = %room, error = %e, "could not undo the room preparation of a failed call");
+    }
+}
+
+/// `POST /voice/calls`: places an outbound call through a voice channel;
+/// the answered call joins `room_id`, or a room created for it.
+pub async fn create_call(
+    State(state): State<AppState>,
+    scope: Scope,
+    StrictJson(mut body): StrictJson<CreateCallBody>,
+) -> Result<Response, ApiError> {
+    ids::check("channel_id", &body.channel_id)?;
+    ids::check_opt("room_id", body.room_id.as_deref())?;
+    address("to", &body.to)?;
+    if let Some(from) = &body.from {
+        address("from", from)?;
+    }
+    if body.room_id.is_some() && body.metadata.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "invalid field `metadata`: it is the metadata of a room created for the call, and `room_id` names an existing room",
+        ));
+    }
+    let channel = ChannelId::from(body.channel_id.as_str());
+    let Some(dialer) = state
+        .dialers
+        .iter()
+        .find(|d| *d.channel_id() == channel)
+        .cloned()
+    else {
+        if state.kit.channel(&channel).is_some() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "channel_rejected",
+                format!(
+                    "channel {channel} cannot place calls (only voice channels with transport twilio can)"
+                ),
+            ));
+        }
+        return Err(ApiError::not_found(
+            "channel_not_found",
+            format!("no channel {channel} is configured on this server"),
+        ));
+    };
+    dialer.ready().map_err(|e| dial_error(&channel, &e))?;
+    let (room, prepared) =
+        prepare_room(&state, &scope, &channel, dialer.agents(), &mut body).await?;
+    let request = DialRequest {
+        to: body.to.clone(),
+        from: body.from.clone(),
+        room_id: room.clone(),
+    };
+    match dialer.dial(&request).await {
+        Ok(call) => {
+            tracing::info!(target: "roomkit.server.voice", channel_id = %channel, room_id = %room, call_sid = %call.call_id, "outbound call placed");
+            let answer = CreatedCall {
+                call_sid: call.call_id,
+                status: call.status,
+                room_id: room.to_string(),
+                room_created: matches!(prepared, Prepared::Created),
+                channel_id: channel.to_string(),
+                to: body.to,
+                from: call.from,
+            };
+            Ok((StatusCode::CREATED, Json(answer)).into_response())
+        }
+        Err(e) => {
+            unprepare(&state, &room, &channel, prepared).await;
+            Err(dial_error(&channel, &e))
+        }
+    }
+}
+
+fn dial_error(channel: &ChannelId, e: &DialError) -> ApiError {
+    match e {
+        DialError::NotConfigured(_) => {
+            tracing::warn!(target: "roomkit.server.voice", channel_id = %channel, error = %e, "outbound call refused: not configured");
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "outbound_not_configured",
+                e.to_string(),
+            )
+        }
+        _ => {
+            tracing::warn!(target: "roomkit.server.voice", channel_id = %channel, error = %e, "outbound call failed at the provider");
+            ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", e.to_string())
+        }
+    }
 }

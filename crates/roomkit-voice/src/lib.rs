@@ -12,6 +12,7 @@ pub mod backend;
 pub mod browser;
 mod calls;
 pub mod channel;
+pub mod dial;
 pub mod endpoint;
 mod error;
 #[cfg(feature = "fake-servers")]
@@ -24,6 +25,7 @@ pub mod splitter;
 pub mod stt;
 pub mod tts;
 pub mod twilio;
+pub mod twilio_rest;
 pub mod vendors;
 
 pub use error::{ProviderFailure, VoiceError};
@@ -35,4 +37,5 @@ pub use backend::{
     VoiceBackend, VoiceCapabilities,
 };
 pub use channel::{CallHandle, CallTap, VoiceChannel, VoiceSettings};
+pub use dial::{CallDialer, DialError, DialRequest, DialedCall};
 pub use endpoint::{MediaEndpoint, VoiceMediaEndpoint};

@@ -490,8 +490,10 @@ pub fn media_url_for(webhook_url: &str) -> String {
 /// The voice webhook (`POST /webhooks/voice/twilio`) as a
 /// [`roomkit_channels::WebhookReceiver`]: checks `X-Twilio-Signature` and
 /// answers TwiML that connects the call to the media socket, passing the
-/// caller (`from`), the callee (`to`) and, when the request names one
-/// (`?room_id=`), the room.
+/// remote party (`from`: the caller, or the callee of a call we placed),
+/// our number (`to`), `direction = outbound` for a call we placed and,
+/// when the request names one (`?room_id=`), the room. A `?channel_id=`
+/// of the webhook is repeated on the media socket's URL.
 pub struct TwilioVoiceWebhook {
     auth_token: roomkit_channels::Secret,
 }
@@ -544,24 +546,45 @@ impl roomkit_channels::WebhookReceiver for TwilioVoiceWebhook {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let room = req.url.split_once('?').and_then(|(_, q)| {
-            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-                .ok()?
-                .into_iter()
-                .find(|(k, _)| k == "room_id")
-                .map(|(_, v)| v)
-        });
+        let query: Vec<(String, String)> = req
+            .url
+            .split_once('?')
+            .and_then(|(_, q)| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let in_query = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        // `from` is the remote party, whose speech becomes the messages: on
+        // a call we placed (`Direction=outbound-api`) that is Twilio's `To`.
+        let outbound = field("Direction").is_some_and(|d| d.starts_with("outbound"));
+        let (remote, ours) = if outbound {
+            (field("To"), field("From"))
+        } else {
+            (field("From"), field("To"))
+        };
         let mut params: Vec<(&str, &str)> = Vec::new();
-        if let Some(f) = field("From") {
+        if let Some(f) = remote {
             params.push(("from", f));
         }
-        if let Some(t) = field("To") {
+        if let Some(t) = ours {
             params.push(("to", t));
         }
-        if let Some(r) = room.as_deref() {
+        if outbound {
+            params.push(("direction", "outbound"));
+        }
+        if let Some(r) = in_query("room_id") {
             params.push(("room_id", r));
         }
-        let xml = twiml_connect_stream(&media_url_for(&req.url), &params);
+        // The media socket names the same channel as the webhook did.
+        let mut stream = media_url_for(&req.url);
+        if let Some(c) = in_query("channel_id") {
+            stream.push('?');
+            stream.push_str(&serde_urlencoded::to_string([("channel_id", c)]).unwrap_or_default());
+        }
+        let xml = twiml_connect_stream(&stream, &params);
         Ok(WebhookOutcome::messages(Vec::new()).reply(WebhookReply::with_body("text/xml", xml)))
     }
 }

@@ -679,6 +679,11 @@ fn validate(
         }
         channels.push(spec);
     }
+    for (i, spec) in channels.iter().enumerate() {
+        if let ChannelSpec::Voice(v) = spec {
+            crate::voice::check_agents(ctx, &format!("channels[{i}]"), v, &ids)?;
+        }
+    }
     if channels.is_empty() {
         channels = default_channels(env, &mut warnings);
     }
@@ -1027,7 +1032,7 @@ fn channel(
             }
         }
         "voice" => Ok(ChannelSpec::Voice(Box::new(crate::voice::parse(
-            ctx, key, table, env, warnings,
+            ctx, key, table, env, public_url, warnings,
         )?))),
         "sms" | "email" | "webhook" | "telegram" => Ok(ChannelSpec::Transport(
             crate::transport::parse(ctx, key, &ty, table, env, public_url)?,

@@ -159,6 +159,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut ai_channels = Vec::new();
     let mut receivers = Vec::new();
     let mut voice_channels = Vec::new();
+    let mut dialers = Vec::new();
     for spec in &settings.channels {
         builder = match spec {
             ChannelSpec::WebSocket { id } => builder.channel(Arc::new(WebSocketChannel::new(
@@ -189,9 +190,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 };
                 let built = crate::voice::build(spec, &browser)
                     .with_context(|| format!("building voice channel {}", spec.id))?;
+                if let Some(hook) = crate::voice::agents_hook(spec) {
+                    builder = builder.hook(hook);
+                }
                 tracing::info!(target: "roomkit.config", channel_id = %spec.id, stt = %spec.stt.provider, tts = %spec.tts.provider, "voice channel registered");
                 if let Some(webhook) = built.webhook {
                     receivers.push((spec.id.clone(), webhook));
+                }
+                if let Some(dialer) = built.dialer {
+                    dialers.push(dialer);
                 }
                 let channel = built.channel.clone();
                 voice_channels.push((built.channel, built.media));
@@ -245,6 +252,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     for (_, media) in voice_channels {
         server = server.with_media_endpoint(media);
+    }
+    for dialer in dialers {
+        server = server.with_call_dialer(dialer);
     }
     if let Some(dir) = &settings.analytics.reports_dir {
         server = server.with_call_reports(dir);

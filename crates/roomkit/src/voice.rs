@@ -1,21 +1,31 @@
 //! `[[channels]] type = "voice"`: a voice channel, its transport, its speech
-//! providers (by name, through `roomkit_voice::registry`) and its audio
-//! pipeline, validated at load; and the parts `serve` mounts.
+//! providers (by name, through `roomkit_voice::registry`), its audio
+//! pipeline and (Twilio) its outbound calls, validated at load; and the
+//! parts `serve` mounts.
 
 use std::sync::Arc;
 
 use roomkit_audio::AudioPipelineConfig;
 use roomkit_audio::turn::{HeuristicTurnConfig, InterruptionConfig};
 use roomkit_channels::Secret;
+use roomkit_core::model::{ChannelId, HookTrigger};
+use roomkit_core::{
+    AttachOptions, HookError, HookInput, HookRegistration, RoomKitError, SideEffects,
+};
 use roomkit_voice::registry::{self, ProviderSpec};
 use roomkit_voice::twilio::{TwilioMediaStreams, TwilioVoiceWebhook, verify_upgrade};
-use roomkit_voice::{VoiceChannel, VoiceMediaEndpoint, VoiceSettings};
+use roomkit_voice::twilio_rest::{DEFAULT_API_BASE, TwilioDialSettings, TwilioDialer};
+use roomkit_voice::{CallDialer, VoiceChannel, VoiceMediaEndpoint, VoiceSettings};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Ctx, Env};
 
 /// The env var holding the Twilio auth token when `auth_token_env` is not set.
 pub const DEFAULT_TOKEN_ENV: &str = "TWILIO_AUTH_TOKEN";
+
+/// The env var holding the Twilio account SID when `account_sid_env` is not
+/// set.
+pub const DEFAULT_ACCOUNT_SID_ENV: &str = "TWILIO_ACCOUNT_SID";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +35,10 @@ struct VoiceSection {
     _type: String,
     transport: String,
     auth_token_env: Option<String>,
+    // Outbound calls (Twilio).
+    account_sid_env: Option<String>,
+    from: Option<String>,
+    api_base: Option<String>,
     stt: serde_json::Map<String, serde_json::Value>,
     tts: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
@@ -33,6 +47,7 @@ struct VoiceSection {
     turn: Option<HeuristicTurnConfig>,
     voice: Option<String>,
     min_chunk_chars: Option<usize>,
+    agents: Option<Vec<String>>,
 }
 
 /// A voice channel, as validated.
@@ -50,6 +65,28 @@ pub struct VoiceSpec {
     pub tts: ProviderSpec,
     /// Pipeline, barge-in, turn detection.
     pub settings: VoiceSettings,
+    /// Outbound calls (`twilio` only).
+    pub outbound: Option<OutboundSpec>,
+    /// Channels attached to a room the router creates for a call.
+    pub agents: Vec<String>,
+}
+
+/// What a Twilio voice channel places outbound calls with; missing pieces
+/// are reported when a call is asked for.
+#[derive(Debug, Clone)]
+pub struct OutboundSpec {
+    /// The account SID, when its variable is set.
+    pub account_sid: Option<String>,
+    /// The variable it is read from.
+    pub account_sid_env: String,
+    /// The variable the auth token is read from.
+    pub auth_token_env: String,
+    /// The number calls come from.
+    pub from: Option<String>,
+    /// Twilio's API base URL.
+    pub api_base: String,
+    /// `[server] public_url`: where Twilio reaches the voice webhook.
+    pub public_url: Option<String>,
 }
 
 // Specs compare by their printed form (the token prints redacted).
@@ -67,6 +104,7 @@ pub(crate) fn parse(
     key: &str,
     table: toml::Table,
     env: &dyn Env,
+    public_url: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<VoiceSpec, ConfigError> {
     let s: VoiceSection = ctx.section(key, table)?;
@@ -86,6 +124,15 @@ pub(crate) fn parse(
             "{key}: {token_env} is not set; Twilio voice webhooks and media sockets will be refused"
         ));
     }
+    let outbound = outbound(
+        ctx,
+        key,
+        &s,
+        env,
+        auth_token.is_some(),
+        public_url,
+        warnings,
+    )?;
     let lookup = |name: &str| env.var(name);
     let stt = ProviderSpec::from_table(s.stt)
         .map_err(|e| ctx.err(format!("{key}.stt"), config_problem(&e)))?;
@@ -112,7 +159,180 @@ pub(crate) fn parse(
         stt,
         tts,
         settings,
+        outbound,
+        agents: s.agents.unwrap_or_default(),
     })
+}
+
+/// Checks a voice channel's `agents` against the configured channel ids.
+pub(crate) fn check_agents(
+    ctx: &Ctx<'_>,
+    key: &str,
+    spec: &VoiceSpec,
+    ids: &std::collections::HashSet<String>,
+) -> Result<(), ConfigError> {
+    for (i, agent) in spec.agents.iter().enumerate() {
+        if *agent == spec.id || !ids.contains(agent) {
+            return Err(ctx.err(
+                format!("{key}.agents[{i}]"),
+                format!("{agent:?} is not another configured channel"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The hook that gives a call's new room its agents: when the router
+/// creates a room for a call of this channel (the room's only binding is
+/// this voice channel), the `agents` channels are attached before the
+/// call's first message is committed, as an integrator's room would have
+/// them. Rooms created any other way are left alone.
+pub fn agents_hook(spec: &VoiceSpec) -> Option<HookRegistration> {
+    if spec.agents.is_empty() {
+        return None;
+    }
+    let voice = ChannelId::from(spec.id.as_str());
+    let agents: Arc<Vec<ChannelId>> = Arc::new(
+        spec.agents
+            .iter()
+            .map(|a| ChannelId::from(a.as_str()))
+            .collect(),
+    );
+    Some(HookRegistration::asynchronous(
+        HookTrigger::OnRoomCreated,
+        format!("voice-agents:{}", spec.id),
+        move |input: HookInput| {
+            let (voice, agents) = (voice.clone(), agents.clone());
+            async move {
+                let Some(room) = input.room_id else {
+                    return Ok(SideEffects::default());
+                };
+                let bindings = input
+                    .kit
+                    .list_bindings(&room)
+                    .await
+                    .map_err(|e| HookError::new(e.to_string()))?;
+                if !(bindings.len() == 1 && bindings[0].channel_id == voice) {
+                    return Ok(SideEffects::default());
+                }
+                for agent in agents.iter() {
+                    match input
+                        .kit
+                        .attach_channel(&room, agent, AttachOptions::default())
+                        .await
+                    {
+                        Ok(_) | Err(RoomKitError::ChannelAlreadyAttached { .. }) => {
+                            tracing::info!(target: "roomkit.voice.call", room_id = %room, channel_id = %agent, "agent attached to the call's new room");
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "roomkit.voice.call", room_id = %room, channel_id = %agent, error = %e, "could not attach an agent to the call's new room");
+                        }
+                    }
+                }
+                Ok(SideEffects::default())
+            }
+        },
+    ))
+}
+
+/// The outbound-call keys of a voice table: refused on a browser channel;
+/// on a Twilio channel checked, with a warning naming what is missing when
+/// some of them are set but calls still cannot be placed.
+fn outbound(
+    ctx: &Ctx<'_>,
+    key: &str,
+    s: &VoiceSection,
+    env: &dyn Env,
+    has_token: bool,
+    public_url: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<OutboundSpec>, ConfigError> {
+    let set = [
+        ("account_sid_env", s.account_sid_env.is_some()),
+        ("from", s.from.is_some()),
+        ("api_base", s.api_base.is_some()),
+    ];
+    if s.transport != "twilio" {
+        if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
+            return Err(ctx.err(
+                format!("{key}.{name}"),
+                "is a setting of transport \"twilio\" only",
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(from) = &s.from
+        && !roomkit_voice::dial::dialable(from)
+    {
+        return Err(ctx.err(
+            format!("{key}.from"),
+            format!("{from:?} must be an E.164 number (+ and 8 to 15 digits) or a sip: or client: address"),
+        ));
+    }
+    let api_base = match &s.api_base {
+        Some(u) => {
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            if !rest.is_some_and(|r| {
+                !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)
+            }) {
+                return Err(ctx.err(
+                    format!("{key}.api_base"),
+                    format!("{u:?} must be an http:// or https:// URL with a host"),
+                ));
+            }
+            u.trim_end_matches('/').to_owned()
+        }
+        None => DEFAULT_API_BASE.to_owned(),
+    };
+    let sid_env = s
+        .account_sid_env
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ACCOUNT_SID_ENV.to_owned());
+    if sid_env.trim().is_empty() {
+        return Err(ctx.err(
+            format!("{key}.account_sid_env"),
+            "must name an environment variable",
+        ));
+    }
+    let account_sid = env.var(&sid_env);
+    if let Some(sid) = &account_sid
+        && !sid.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(ctx.err(
+            format!("{key}.account_sid_env"),
+            format!("{sid_env} does not hold an account SID (letters and digits only)"),
+        ));
+    }
+    let token_env = s.auth_token_env.as_deref().unwrap_or(DEFAULT_TOKEN_ENV);
+    let mut missing = Vec::new();
+    if s.from.is_none() {
+        missing.push("from".to_owned());
+    }
+    if account_sid.is_none() {
+        missing.push(sid_env.clone());
+    }
+    if !has_token {
+        missing.push(token_env.to_owned());
+    }
+    if public_url.is_none() {
+        missing.push("[server] public_url".to_owned());
+    }
+    if set.iter().any(|(_, on)| *on) && !missing.is_empty() {
+        warnings.push(format!(
+            "{key}: outbound calls (POST /voice/calls) will be refused until these are set: {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(Some(OutboundSpec {
+        account_sid,
+        account_sid_env: sid_env,
+        auth_token_env: token_env.to_owned(),
+        from: s.from.clone(),
+        api_base,
+        public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+    }))
 }
 
 fn config_problem(e: &roomkit_voice::VoiceError) -> String {
@@ -150,6 +370,8 @@ pub struct BuiltVoice {
     pub webhook: Option<Arc<dyn roomkit_channels::WebhookReceiver>>,
     /// The media socket endpoint.
     pub media: Arc<dyn roomkit_voice::MediaEndpoint>,
+    /// The outbound call dialer (Twilio only).
+    pub dialer: Option<Arc<dyn CallDialer>>,
 }
 
 /// Builds a validated voice channel.
@@ -176,6 +398,7 @@ pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoi
             channel,
             webhook: None,
             media,
+            dialer: None,
         });
     }
     let token = spec.auth_token.clone().unwrap_or_else(|| Secret::new(""));
@@ -185,9 +408,33 @@ pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoi
         Arc::new(TwilioMediaStreams::new()),
         move |url, headers| verify_upgrade(token.expose(), url, headers),
     ));
+    let dialer = match &spec.outbound {
+        Some(o) => {
+            let dialer: Arc<dyn CallDialer> = Arc::new(TwilioDialer::new(
+                spec.id.as_str(),
+                TwilioDialSettings {
+                    account_sid: o.account_sid.clone(),
+                    account_sid_env: o.account_sid_env.clone(),
+                    auth_token: spec.auth_token.clone(),
+                    auth_token_env: o.auth_token_env.clone(),
+                    from: o.from.clone(),
+                    public_url: o.public_url.clone(),
+                    api_base: o.api_base.clone(),
+                    agents: spec
+                        .agents
+                        .iter()
+                        .map(|a| ChannelId::from(a.as_str()))
+                        .collect(),
+                },
+            )?);
+            Some(dialer)
+        }
+        None => None,
+    };
     Ok(BuiltVoice {
         channel,
         webhook: Some(webhook),
         media,
+        dialer,
     })
 }

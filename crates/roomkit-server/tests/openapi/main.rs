@@ -101,6 +101,7 @@ fn document_is_complete() {
         "/webhooks/{channel_type}/{provider}",
         "/webhooks/{channel_type}/{provider}/status",
         "/ws/{room_id}",
+        "/voice/calls",
         "/healthz",
         "/metrics",
     ] {

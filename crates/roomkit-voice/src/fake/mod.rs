@@ -2,7 +2,9 @@
 //! crate's tests and the server's black-box tests: [`FakeDeepgram`] (live
 //! WebSocket and pre-recorded REST), [`FakeOpenAiAudio`] (transcriptions and
 //! speech) and [`FakeElevenLabs`] (streamed PCM, with or without
-//! timestamps).
+//! timestamps); and [`FakeTwilio`], Twilio's Calls API, which also plays
+//! the callee answering (it posts the signed voice webhook and reports the
+//! media stream the TwiML names).
 //!
 //! Each speaks the vendor's documented wire format, checks the key and the
 //! parameters as the vendor does and refuses malformed requests with the
@@ -26,10 +28,12 @@ use axum::response::{IntoResponse, Response};
 mod deepgram;
 mod elevenlabs;
 mod openai;
+mod twilio;
 
 pub use deepgram::{DeepgramConnection, FakeDeepgram};
 pub use elevenlabs::FakeElevenLabs;
 pub use openai::FakeOpenAiAudio;
+pub use twilio::{AnsweredCall, FakeTwilio, TwilioRefusal};
 
 /// Faults a fake injects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -24,6 +24,7 @@ mod telemetry;
 mod transports;
 mod voice_browser;
 mod voice_offline_example;
+mod voice_outbound;
 mod voice_twilio;
 mod ws;
 
@@ -84,7 +85,10 @@ impl Server {
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = std::env::temp_dir().join(format!("roomkit-serve-{}.log", unique()));
         let mut cmd = Command::new(binary());
-        cmd.arg("serve").args(["--addr", "127.0.0.1:0"]);
+        cmd.arg("serve");
+        if !args.contains(&"--addr") {
+            cmd.args(["--addr", "127.0.0.1:0"]);
+        }
         if !args.contains(&"--store") {
             cmd.args(["--store", "memory://"]);
         }
