@@ -288,6 +288,10 @@ struct Inner {
     exports: Mutex<HashMap<String, watch::Receiver<ExportState>>>,
     counters: Arc<Counters>,
     tracker: TaskTracker,
+    /// The runtime the service was built on: calls started from another
+    /// one (a voice session's own thread) still run their tasks here, so
+    /// they outlive the caller's runtime.
+    runtime: Option<tokio::runtime::Handle>,
     cancel: CancellationToken,
 }
 
@@ -338,9 +342,25 @@ impl CallAnalytics {
                 exports: Mutex::new(HashMap::new()),
                 counters: Arc::new(Counters::default()),
                 tracker: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
                 cancel: CancellationToken::new(),
             }),
         })
+    }
+
+    /// Spawns a task of the service on its runtime.
+    fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.inner.runtime {
+            Some(rt) => {
+                self.inner.tracker.spawn_on(task, rt);
+            }
+            None => {
+                self.inner.tracker.spawn(task);
+            }
+        }
     }
 
     /// Whether any exporter is configured.
@@ -415,9 +435,7 @@ impl CallAnalytics {
         let timeline = kit.subscribe_timeline();
         let framework = kit.subscribe();
         let this = self.clone();
-        self.inner
-            .tracker
-            .spawn(async move { this.dispatch(timeline, framework, rooms).await });
+        self.spawn(async move { this.dispatch(timeline, framework, rooms).await });
     }
 
     async fn dispatch(
@@ -476,6 +494,7 @@ impl CallAnalytics {
                 },
                 r = framework.recv() => match r {
                     Ok(ev) => {
+                        tracing::trace!(target: TARGET, event = ev.name(), "framework event");
                         if let Some(room) = room_ended(&ev) {
                             skipped.remove(room);
                             last.remove(room);
@@ -505,7 +524,7 @@ impl CallAnalytics {
         for room in stale {
             last.remove(&room);
             if let Some(call) = self.call_in_room(&room) {
-                self.inner.tracker.spawn(async move {
+                self.spawn(async move {
                     call.flush("idle-timeout").await;
                 });
             }
@@ -645,9 +664,10 @@ impl CallAnalytics {
             }
             FrameworkEvent::VoiceSessionEnded { session_id, .. } => {
                 let call = self.inner.voice.lock().remove(session_id.as_str());
+                tracing::debug!(target: TARGET, session_id, found = call.is_some(), "voice session ended");
                 if let Some(v) = call {
                     let call = v.call;
-                    self.inner.tracker.spawn(async move {
+                    self.spawn(async move {
                         call.flush(VOICE_END_REASON).await;
                     });
                 }
@@ -656,7 +676,7 @@ impl CallAnalytics {
                 if let Some((room_id, reason)) = room_ended(ev).zip(end_reason(ev))
                     && let Some(call) = self.call_in_room(room_id)
                 {
-                    self.inner.tracker.spawn(async move {
+                    self.spawn(async move {
                         call.flush(reason).await;
                     });
                 }
@@ -701,6 +721,10 @@ impl CallAnalytics {
     /// kept as user entries at the moment they were committed. A second
     /// voice session in a room that already has one is a call of its own,
     /// which gets only its session's records.
+    ///
+    /// It may be called from any thread, including a voice session's own
+    /// runtime: the call's tasks run on the runtime the service was built
+    /// on, so they outlive the session's.
     pub fn start_voice_call(
         &self,
         session_id: &str,
@@ -721,7 +745,7 @@ impl CallAnalytics {
         };
         if claim_room && let Some(text) = current {
             tracing::info!(target: TARGET, room_id = %room_id, call_id = text.call_id(), "a voice session started: the room's text call ends");
-            self.inner.tracker.spawn(async move {
+            self.spawn(async move {
                 text.flush(VOICE_TAKEOVER_REASON).await;
             });
         }
@@ -851,9 +875,7 @@ impl CallAnalytics {
             tools: 0,
             metrics: 0,
         };
-        self.inner
-            .tracker
-            .spawn(worker.run(cmd_rx, audio_rx, shared.clone()));
+        self.spawn(worker.run(cmd_rx, audio_rx, shared.clone()));
         if claim_room {
             self.inner
                 .rooms
@@ -886,7 +908,7 @@ impl CallAnalytics {
             cancel: self.inner.cancel.child_token(),
         };
         let this = self.clone();
-        self.inner.tracker.spawn(async move {
+        self.spawn(async move {
             let call_id = feed.meta.call_id.clone();
             let mut tasks = tokio::task::JoinSet::new();
             for exp in &this.inner.exporters {

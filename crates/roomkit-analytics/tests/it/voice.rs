@@ -330,3 +330,46 @@ async fn the_ai_channels_llm_metrics_replace_the_voice_measured_ones() {
         .count();
     assert_eq!(started, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_started_on_a_sessions_own_runtime_outlives_it() {
+    let r = rig("voice-rt").await;
+    // A voice session runs on a thread with a runtime of its own, which
+    // is gone once the session ends.
+    let (a, room) = (r.a.clone(), r.room.clone());
+    let sink = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sink = rt.block_on(async move {
+            let sink = a.start_voice_call("vs-MZ3-0", voice_start(&room, "vs-MZ3-0"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sink
+        });
+        drop(rt);
+        sink
+    })
+    .join()
+    .unwrap()
+    .expect("a voice call");
+    feed(&sink);
+    r.kit
+        .emit_framework_event(transcript("vs-MZ3-0", "user", "hello", 40.0, 1000.0));
+    settled(&r).await;
+    let call = r.a.call_of_session("vs-MZ3-0").unwrap();
+    r.kit
+        .emit_framework_event(FrameworkEvent::VoiceSessionEnded {
+            session_id: "vs-MZ3-0".into(),
+            room_id: r.room.clone(),
+            duration_ms: 3000,
+        });
+    let state = tokio::time::timeout(Duration::from_secs(20), call.exported())
+        .await
+        .expect("the export finishes");
+    assert_eq!(state, ExportState::Completed);
+    let e = ended(&r.fake, "vs-MZ3-0");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["transcript"][0]["content"], "hello");
+    assert!(!r.fake.stitched("vs-MZ3-0").is_empty());
+}

@@ -87,6 +87,10 @@ dir = "{}"
         &[
             ("ROARK_VOICE_TEST_KEY", KEY),
             ("ROARK_BASE_URL", base.as_str()),
+            (
+                "RUST_LOG",
+                "info,roomkit.core.framework=debug,roomkit.analytics=trace",
+            ),
         ],
     )
     .await;
@@ -145,6 +149,27 @@ dir = "{}"
     assert_eq!(e["recordingNumChannels"], 2);
     assert_eq!(e["recordingSampleRate"], RATE);
 
+    // The recording: the caller's speech on the left while the agent is
+    // silent, the answer on the right while the caller is silent.
+    let (left, right) = split_stereo(&fake.stitched(&call_id));
+    let total_ms = (left.len() * 1000 / RATE) as u64;
+    println!("recording {total_ms} ms");
+    let asked = (400, 300 + question_ms - 100);
+    let l = rms(window(&left, asked.0, asked.1));
+    let r = rms(window(&right, asked.0, asked.1));
+    println!("question: left rms {l:.0}, right rms {r:.0}");
+    assert!(l > 500.0, "no caller speech on the left (rms {l})");
+    assert!(
+        r < 50.0,
+        "the agent side is not silent during the question (rms {r})"
+    );
+    let r = rms(window(&right, 300 + question_ms, total_ms));
+    println!("after the question: right rms {r:.0}");
+    assert!(
+        r > 300.0,
+        "no answer on the right after the question (rms {r})"
+    );
+
     // The transcript: the caller's final transcript and the answer as heard.
     let t = e["transcript"].as_array().expect("a transcript");
     let user = t
@@ -192,20 +217,7 @@ dir = "{}"
     let tts = m.iter().find(|x| x["kind"] == "tts").unwrap();
     assert!(tts["ttfb"].as_f64().unwrap() >= 0.0, "{tts}");
 
-    // The recording: the caller's speech on the left while the agent is
-    // silent, the answer on the right while the caller is silent.
-    let (left, right) = split_stereo(&fake.stitched(&call_id));
-    let total_ms = (left.len() * 1000 / RATE) as u64;
-    println!("recording {total_ms} ms");
-    let asked = (400, 300 + question_ms - 100);
-    let l = rms(window(&left, asked.0, asked.1));
-    let r = rms(window(&right, asked.0, asked.1));
-    println!("question: left rms {l:.0}, right rms {r:.0}");
-    assert!(l > 500.0, "no caller speech on the left (rms {l})");
-    assert!(
-        r < 50.0,
-        "the agent side is not silent during the question (rms {r})"
-    );
+    // The answer on the right while the caller is silent.
     let answered = (a0 + 200, a1.saturating_sub(200));
     assert!(answered.1 > answered.0 + 1000, "answer span {a0}..{a1}");
     let l = rms(window(&left, answered.0, answered.1));
