@@ -494,7 +494,6 @@ impl CallAnalytics {
                 },
                 r = framework.recv() => match r {
                     Ok(ev) => {
-                        tracing::trace!(target: TARGET, event = ev.name(), "framework event");
                         if let Some(room) = room_ended(&ev) {
                             skipped.remove(room);
                             last.remove(room);

@@ -87,10 +87,6 @@ dir = "{}"
         &[
             ("ROARK_VOICE_TEST_KEY", KEY),
             ("ROARK_BASE_URL", base.as_str()),
-            (
-                "RUST_LOG",
-                "info,roomkit.core.framework=debug,roomkit.analytics=trace",
-            ),
         ],
     )
     .await;
