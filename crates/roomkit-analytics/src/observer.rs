@@ -522,7 +522,10 @@ impl CallAnalytics {
             .collect();
         for room in stale {
             last.remove(&room);
-            if let Some(call) = self.call_in_room(&room) {
+            // A voice call that took the room over ends with its session.
+            if let Some(call) = self.call_in_room(&room)
+                && !call.is_voice()
+            {
                 self.spawn(async move {
                     call.flush("idle-timeout").await;
                 });

@@ -28,6 +28,10 @@ struct Rig {
 }
 
 async fn rig(tag: &str) -> Rig {
+    rig_with(tag, RoomCallPolicy::new("agent-7")).await
+}
+
+async fn rig_with(tag: &str, policy: RoomCallPolicy) -> Rig {
     let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
     let spool = tmp_dir(tag);
     let a = analytics(
@@ -42,7 +46,7 @@ async fn rig(tag: &str) -> Rig {
         .channel(ai.arc())
         .build()
         .unwrap();
-    a.observe_rooms(&kit, RoomCallPolicy::new("agent-7"));
+    a.observe_rooms(&kit, policy);
     let room = kit
         .create_room(CreateRoom::with_id("room-v"))
         .await
@@ -372,4 +376,36 @@ async fn a_call_started_on_a_sessions_own_runtime_outlives_it() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["transcript"][0]["content"], "hello");
     assert!(!r.fake.stitched("vs-MZ3-0").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_timeout_of_a_text_call_does_not_end_the_voice_call_that_took_over() {
+    let mut policy = RoomCallPolicy::new("agent-7");
+    policy.idle_timeout = Some(Duration::from_millis(600));
+    let r = rig_with("voice-idle", policy).await;
+    say(&r.kit, "Hello by text", None).await;
+    settled(&r).await;
+    let text_call = r.a.call_in_room(&r.room).expect("a text call");
+    let _sink =
+        r.a.start_voice_call("vs-MZ4-0", voice_start(&r.room, "vs-MZ4-0"))
+            .expect("a voice call");
+    assert_eq!(text_call.exported().await, ExportState::Completed);
+    // Well past the idle timeout of the text call's last message.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let call = r.a.call_of_session("vs-MZ4-0").expect("still running");
+    assert!(
+        ended(&r.fake, "vs-MZ4-0").is_empty(),
+        "ended by the idle timeout"
+    );
+    r.kit
+        .emit_framework_event(FrameworkEvent::VoiceSessionEnded {
+            session_id: "vs-MZ4-0".into(),
+            room_id: r.room.clone(),
+            duration_ms: 1500,
+        });
+    assert_eq!(call.exported().await, ExportState::Completed);
+    assert_eq!(
+        ended(&r.fake, "vs-MZ4-0")[0]["callEndedReason"],
+        VOICE_END_REASON
+    );
 }

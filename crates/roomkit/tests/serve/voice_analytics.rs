@@ -120,10 +120,8 @@ dir = "{}"
     caller.hang_up().await;
 
     // One call, started and ended once.
-    let mut events = Vec::new();
     for _ in 0..600 {
-        events = fake.accepted_events();
-        if !of_kind(&events, "call-ended").is_empty() {
+        if !of_kind(&fake.accepted_events(), "call-ended").is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
