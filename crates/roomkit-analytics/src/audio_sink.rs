@@ -32,6 +32,11 @@ impl CallRecordingSink {
         &self.call
     }
 
+    /// Where the stream's media clock starts on the call's.
+    pub fn origin(&self) -> Duration {
+        self.origin
+    }
+
     fn push(&self, side: Side, frame: &AudioFrame) {
         if !self.call.is_enabled() || frame.samples.is_empty() || frame.channels == 0 {
             return;

@@ -21,7 +21,10 @@
 //!   `llm` metrics.
 //! - Voice audio comes from the audio pipeline: register a
 //!   [`CallRecordingSink`] (from [`CallHandle::recording_sink`]) with
-//!   `AudioPipeline::add_recording_sink` for the call's stream.
+//!   `AudioPipeline::add_recording_sink` for the call's stream; for a voice
+//!   session, [`CallAnalytics::start_voice_call`] starts the call and
+//!   returns the sink, and the session's `voice_transcript`,
+//!   `voice_turn_metrics` and `voice_session_ended` events fill and end it.
 
 #![warn(missing_docs)]
 
@@ -50,7 +53,8 @@ pub use error::{AnalyticsError, Result};
 pub use export::{CallContent, CallFeed, Exporter, Progress};
 pub use observer::{
     AnalyticsConfig, AnalyticsStats, CallAnalytics, CallHandle, ExportState, RecoveryReport, Role,
-    SPEECH_END_MS, SPEECH_START_MS, StartCall, TranscriptInput,
+    SPEECH_END_MS, SPEECH_START_MS, StartCall, TranscriptInput, VOICE_END_REASON, VOICE_SESSION_ID,
+    VOICE_TAKEOVER_REASON,
 };
 pub use ownership::CallOwnership;
 pub use protocol::{MetricKind, MetricRecord};

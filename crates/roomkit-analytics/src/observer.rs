@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audio_sink::CallRecordingSink;
 use crate::clock::{MediaClock, offset_ms};
 use crate::error::{AnalyticsError, Result};
 use crate::export::{CallFeed, Exporter, Progress};
@@ -42,6 +43,15 @@ pub const SPEECH_START_MS: &str = "speech_start_ms";
 /// Metadata key of a message event: end of the utterance in ms on the
 /// call's media clock.
 pub const SPEECH_END_MS: &str = "speech_end_ms";
+/// Metadata key a voice session puts on the messages it commits (the
+/// caller's utterances, a reply cut at a barge-in).
+pub const VOICE_SESSION_ID: &str = "voice_session_id";
+/// `callEndedReason` of a voice call whose session ended (the media stream
+/// closed, whoever hung up).
+pub const VOICE_END_REASON: &str = "client-disconnected";
+/// `callEndedReason` of a room's text call ended because a voice session
+/// started in the room (the voice session is a call of its own).
+pub const VOICE_TAKEOVER_REASON: &str = "voice-call-started";
 
 /// Settings of the analytics service.
 #[derive(Debug, Clone)]
@@ -269,12 +279,19 @@ struct Inner {
     spool: Option<Spool>,
     exporters: Vec<Arc<dyn Exporter>>,
     rooms: RwLock<HashMap<RoomId, CallHandle>>,
+    /// Voice calls by session id, with where the session's media clock
+    /// starts on the call's.
+    voice: Mutex<HashMap<String, VoiceCall>>,
     /// Set by [`CallAnalytics::observe_rooms_owned`]: who may start a
     /// room's call.
     ownership: std::sync::OnceLock<Arc<dyn crate::ownership::CallOwnership>>,
     exports: Mutex<HashMap<String, watch::Receiver<ExportState>>>,
     counters: Arc<Counters>,
     tracker: TaskTracker,
+    /// The runtime the service was built on: calls started from another
+    /// one (a voice session's own thread) still run their tasks here, so
+    /// they outlive the caller's runtime.
+    runtime: Option<tokio::runtime::Handle>,
     cancel: CancellationToken,
 }
 
@@ -320,13 +337,30 @@ impl CallAnalytics {
                 spool,
                 exporters,
                 rooms: RwLock::new(HashMap::new()),
+                voice: Mutex::new(HashMap::new()),
                 ownership: std::sync::OnceLock::new(),
                 exports: Mutex::new(HashMap::new()),
                 counters: Arc::new(Counters::default()),
                 tracker: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
                 cancel: CancellationToken::new(),
             }),
         })
+    }
+
+    /// Spawns a task of the service on its runtime.
+    fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.inner.runtime {
+            Some(rt) => {
+                self.inner.tracker.spawn_on(task, rt);
+            }
+            None => {
+                self.inner.tracker.spawn(task);
+            }
+        }
     }
 
     /// Whether any exporter is configured.
@@ -401,9 +435,7 @@ impl CallAnalytics {
         let timeline = kit.subscribe_timeline();
         let framework = kit.subscribe();
         let this = self.clone();
-        self.inner
-            .tracker
-            .spawn(async move { this.dispatch(timeline, framework, rooms).await });
+        self.spawn(async move { this.dispatch(timeline, framework, rooms).await });
     }
 
     async fn dispatch(
@@ -447,7 +479,11 @@ impl CallAnalytics {
                             },
                         };
                         if let Some(call) = call {
-                            if idle.is_some() && ev.event_type == EventType::Message {
+                            // A voice call ends with its session, never idle.
+                            if idle.is_some()
+                                && ev.event_type == EventType::Message
+                                && !call.is_voice()
+                            {
                                 last.insert(ev.room_id.clone(), Instant::now());
                             }
                             call.room_event(ev);
@@ -486,8 +522,11 @@ impl CallAnalytics {
             .collect();
         for room in stale {
             last.remove(&room);
-            if let Some(call) = self.call_in_room(&room) {
-                self.inner.tracker.spawn(async move {
+            // A voice call that took the room over ends with its session.
+            if let Some(call) = self.call_in_room(&room)
+                && !call.is_voice()
+            {
+                self.spawn(async move {
                     call.flush("idle-timeout").await;
                 });
             }
@@ -506,6 +545,8 @@ impl CallAnalytics {
         if ev.event_type != EventType::Message
             || ev.status == EventStatus::Blocked
             || ev.source.channel_type == ChannelType::System
+            || matches!(ev.content, EventContent::System(_))
+            || from_voice_session(ev)
             || skipped.contains(&ev.room_id)
         {
             return None;
@@ -591,11 +632,53 @@ impl CallAnalytics {
                     call.tool_exchange(call_id, name, arguments, result, took);
                 }
             }
+            FrameworkEvent::VoiceTranscript {
+                session_id,
+                role,
+                text,
+                start_ms,
+                end_ms,
+                ..
+            } => {
+                let role = match role.as_str() {
+                    "user" => Role::User,
+                    "agent" | "assistant" => Role::Assistant,
+                    other => {
+                        tracing::debug!(target: TARGET, session_id, role = other, "voice transcript of an unknown role ignored");
+                        return;
+                    }
+                };
+                if let Some((call, origin)) = self.voice_call(session_id) {
+                    let (start, end) = (origin + media_ms(*start_ms), origin + media_ms(*end_ms));
+                    call.transcript(TranscriptInput::new(role, text.clone()).span(start, end));
+                }
+            }
+            FrameworkEvent::VoiceTurnMetrics { session_id, .. } => {
+                if let Some((call, origin)) = self.voice_call(session_id) {
+                    for (m, at, from_voice_llm) in voice_turn_records(ev, origin) {
+                        if from_voice_llm {
+                            call.send(Cmd::VoiceLlm(Box::new(m), at));
+                        } else {
+                            call.send(Cmd::Metric(Box::new(m), at));
+                        }
+                    }
+                }
+            }
+            FrameworkEvent::VoiceSessionEnded { session_id, .. } => {
+                let call = self.inner.voice.lock().remove(session_id.as_str());
+                tracing::debug!(target: TARGET, session_id, found = call.is_some(), "voice session ended");
+                if let Some(v) = call {
+                    let call = v.call;
+                    self.spawn(async move {
+                        call.flush(VOICE_END_REASON).await;
+                    });
+                }
+            }
             ev => {
                 if let Some((room_id, reason)) = room_ended(ev).zip(end_reason(ev))
                     && let Some(call) = self.call_in_room(room_id)
                 {
-                    self.inner.tracker.spawn(async move {
+                    self.spawn(async move {
                         call.flush(reason).await;
                     });
                 }
@@ -608,30 +691,110 @@ impl CallAnalytics {
         self.inner.rooms.read().get(room_id).cloned()
     }
 
+    /// The call of a running voice session, if any.
+    pub fn call_of_session(&self, session_id: &str) -> Option<CallHandle> {
+        self.voice_call(session_id).map(|(c, _)| c)
+    }
+
+    fn voice_call(&self, session_id: &str) -> Option<(CallHandle, Duration)> {
+        self.inner
+            .voice
+            .lock()
+            .get(session_id)
+            .map(|v| (v.call.clone(), v.origin))
+    }
+
+    /// Starts the call of a voice session and returns the recording sink
+    /// to register with the session's audio pipeline (`None` when the
+    /// call cannot be observed; logged and counted as by
+    /// [`CallAnalytics::start_call`]).
+    ///
+    /// The session's media clock starts now: the `VoiceTranscript` and
+    /// `VoiceTurnMetrics` events of `session_id` (routed by
+    /// [`CallAnalytics::attach`] or [`CallAnalytics::observe_rooms`]) are
+    /// placed on the recording by their media-clock times, and its
+    /// `VoiceSessionEnded` ends the call ([`VOICE_END_REASON`]).
+    ///
+    /// The voice call becomes the room's call: a text call running in the
+    /// room ends first ([`VOICE_TAKEOVER_REASON`]). While it runs, the
+    /// room's messages from the voice session and from AI channels are
+    /// left out of the transcript (the session's transcript events carry
+    /// what was said and heard); messages typed by other participants are
+    /// kept as user entries at the moment they were committed. A second
+    /// voice session in a room that already has one is a call of its own,
+    /// which gets only its session's records.
+    ///
+    /// It may be called from any thread, including a voice session's own
+    /// runtime: the call's tasks run on the runtime the service was built
+    /// on, so they outlive the session's.
+    pub fn start_voice_call(
+        &self,
+        session_id: &str,
+        start: StartCall,
+    ) -> Option<CallRecordingSink> {
+        if !self.is_enabled() {
+            return None;
+        }
+        let room_id = start.room_id.clone();
+        let current = self.call_in_room(&room_id);
+        let claim_room = !current.as_ref().is_some_and(CallHandle::is_voice);
+        let call = match self.try_start_call(start, Some(session_id), claim_room) {
+            Ok(h) => h,
+            Err(e) => {
+                self.call_not_started(&e);
+                return None;
+            }
+        };
+        if claim_room && let Some(text) = current {
+            tracing::info!(target: TARGET, room_id = %room_id, call_id = text.call_id(), "a voice session started: the room's text call ends");
+            self.spawn(async move {
+                text.flush(VOICE_TAKEOVER_REASON).await;
+            });
+        }
+        let sink = call.recording_sink();
+        self.inner.voice.lock().insert(
+            session_id.to_owned(),
+            VoiceCall {
+                call,
+                origin: sink.origin(),
+            },
+        );
+        Some(sink)
+    }
+
+    fn call_not_started(&self, e: &AnalyticsError) {
+        self.inner
+            .counters
+            .calls_disabled
+            .fetch_add(1, Ordering::Relaxed);
+        if self.is_enabled() {
+            self.inner
+                .counters
+                .spool_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(target: TARGET, error = %e, "call analytics off for this call");
+        }
+    }
+
     /// Starts observing a call. Never fails the caller: when the call
     /// cannot be spooled (bad id, disk error) or no exporter is configured,
     /// the handle is a no-op and the problem is logged and counted.
     pub fn start_call(&self, start: StartCall) -> CallHandle {
-        match self.try_start_call(start) {
+        match self.try_start_call(start, None, true) {
             Ok(h) => h,
             Err(e) => {
-                self.inner
-                    .counters
-                    .calls_disabled
-                    .fetch_add(1, Ordering::Relaxed);
-                if self.is_enabled() {
-                    self.inner
-                        .counters
-                        .spool_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(target: TARGET, error = %e, "call analytics off for this call");
-                }
+                self.call_not_started(&e);
                 CallHandle::disabled()
             }
         }
     }
 
-    fn try_start_call(&self, start: StartCall) -> Result<CallHandle> {
+    fn try_start_call(
+        &self,
+        start: StartCall,
+        voice_session: Option<&str>,
+        claim_room: bool,
+    ) -> Result<CallHandle> {
         let Some(spool) = &self.inner.spool else {
             return Err(AnalyticsError::Config("no exporter configured".into()));
         };
@@ -681,6 +844,7 @@ impl CallAnalytics {
                 global_dropped: self.inner.counters.audio_frames_dropped.clone(),
             },
             flushed: AtomicBool::new(false),
+            voice_session: voice_session.map(str::to_owned),
             closed,
             counters: self.inner.counters.clone(),
             export,
@@ -701,6 +865,9 @@ impl CallAnalytics {
             cancel: self.inner.cancel.child_token(),
             clock,
             capture_audio: start.capture_audio,
+            voice: voice_session.is_some(),
+            voice_llm: Vec::new(),
+            llm_seen: false,
             first_speaker: false,
             published: 0,
             progress: progress_tx,
@@ -710,18 +877,18 @@ impl CallAnalytics {
             tools: 0,
             metrics: 0,
         };
-        self.inner
-            .tracker
-            .spawn(worker.run(cmd_rx, audio_rx, shared.clone()));
-        self.inner
-            .rooms
-            .write()
-            .insert(start.room_id.clone(), handle.clone());
+        self.spawn(worker.run(cmd_rx, audio_rx, shared.clone()));
+        if claim_room {
+            self.inner
+                .rooms
+                .write()
+                .insert(start.room_id.clone(), handle.clone());
+        }
         self.inner
             .counters
             .calls_started
             .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(target: TARGET, call_id, room_id = %start.room_id, "call started");
+        tracing::info!(target: TARGET, call_id, room_id = %start.room_id, voice_session, "call started");
         Ok(handle)
     }
 
@@ -743,7 +910,7 @@ impl CallAnalytics {
             cancel: self.inner.cancel.child_token(),
         };
         let this = self.clone();
-        self.inner.tracker.spawn(async move {
+        self.spawn(async move {
             let call_id = feed.meta.call_id.clone();
             let mut tasks = tokio::task::JoinSet::new();
             for exp in &this.inner.exporters {
@@ -905,7 +1072,8 @@ impl CallAnalytics {
     /// exports, then stops. Exports still running stay in the spool and
     /// resume on the next start.
     pub async fn shutdown(&self, grace: Duration) {
-        let calls: Vec<CallHandle> = self.inner.rooms.read().values().cloned().collect();
+        let mut calls: Vec<CallHandle> = self.inner.rooms.read().values().cloned().collect();
+        calls.extend(self.inner.voice.lock().values().map(|v| v.call.clone()));
         for c in calls {
             c.flush("shutdown").await;
         }
@@ -938,11 +1106,148 @@ fn end_reason(ev: &FrameworkEvent) -> Option<&'static str> {
     }
 }
 
-fn forget_room(inner: &Inner, room_id: &RoomId, call_id: &str) {
-    let mut rooms = inner.rooms.write();
-    if rooms.get(room_id).is_some_and(|h| h.call_id() == call_id) {
-        rooms.remove(room_id);
+fn forget_room(inner: &Inner, room_id: &RoomId, call_id: &str, session: Option<&str>) {
+    {
+        let mut rooms = inner.rooms.write();
+        if rooms.get(room_id).is_some_and(|h| h.call_id() == call_id) {
+            rooms.remove(room_id);
+        }
     }
+    if let Some(session) = session {
+        let mut voice = inner.voice.lock();
+        if voice
+            .get(session)
+            .is_some_and(|v| v.call.call_id() == call_id)
+        {
+            voice.remove(session);
+        }
+    }
+}
+
+/// A voice session's call and where the session's media clock starts on
+/// the call's.
+struct VoiceCall {
+    call: CallHandle,
+    origin: Duration,
+}
+
+/// A media-clock time in ms from an event (maybe from another process):
+/// negative, NaN or absurd values become zero instead of a panic.
+fn media_ms(ms: f64) -> Duration {
+    if ms.is_finite() && ms > 0.0 {
+        Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::ZERO)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Seconds of a duration in ms, when it is a sane one.
+fn secs(ms: f64) -> Option<f64> {
+    (ms.is_finite() && ms >= 0.0).then_some(ms / 1000.0)
+}
+
+/// The metric records of a `VoiceTurnMetrics` event, each with where it
+/// sits on the call's media clock (`origin` is the session's zero) and
+/// whether it is the voice-measured `llm` record (kept only when nothing
+/// else reported the call's language model, see [`CallWorker`]).
+///
+/// - `eou`: `endOfUtteranceDelay`, `transcriptionDelay` (and the
+///   voice-to-voice delay in `extra`), at the end-of-utterance decision;
+/// - `stt`: `duration` = end of speech to final transcript, at the final;
+/// - `llm`: `ttft`, at the first text of the answer;
+/// - `tts`: `ttfb`, where the answer's first audio went out.
+fn voice_turn_records(
+    ev: &FrameworkEvent,
+    origin: Duration,
+) -> Vec<(MetricRecord, Duration, bool)> {
+    let FrameworkEvent::VoiceTurnMetrics {
+        speech_end_ms,
+        eou_delay_ms,
+        stt_latency_ms,
+        llm_ttft_ms,
+        tts_ttfb_ms,
+        voice_to_voice_ms,
+        ..
+    } = ev
+    else {
+        return Vec::new();
+    };
+    let end = origin + media_ms(*speech_end_ms);
+    let eou_at = end + media_ms(*eou_delay_ms);
+    let typed = |t: &str| {
+        let mut extra = serde_json::Map::new();
+        extra.insert("type".into(), t.into());
+        extra
+    };
+    let mut out = Vec::with_capacity(4);
+    let mut eou_extra = typed("eou_metrics");
+    if let Some(v) = voice_to_voice_ms.and_then(secs) {
+        eou_extra.insert("voice_to_voice_delay".into(), v.into());
+    }
+    out.push((
+        MetricRecord {
+            kind: MetricKind::Eou,
+            end_of_utterance_delay: secs(*eou_delay_ms),
+            transcription_delay: stt_latency_ms.and_then(secs),
+            extra: eou_extra,
+            ..MetricRecord::default()
+        },
+        eou_at,
+        false,
+    ));
+    if let Some(stt) = stt_latency_ms.and_then(secs) {
+        out.push((
+            MetricRecord {
+                kind: MetricKind::Stt,
+                duration: Some(stt),
+                extra: typed("stt_metrics"),
+                ..MetricRecord::default()
+            },
+            end + media_ms(stt * 1000.0),
+            false,
+        ));
+    }
+    let first_text = llm_ttft_ms.map(|t| eou_at + media_ms(t));
+    if let (Some(ttft), Some(at)) = (llm_ttft_ms.and_then(secs), first_text) {
+        let mut extra = typed("llm_metrics");
+        extra.insert("source".into(), "voice".into());
+        out.push((
+            MetricRecord {
+                kind: MetricKind::Llm,
+                ttft: Some(ttft),
+                extra,
+                ..MetricRecord::default()
+            },
+            at,
+            true,
+        ));
+    }
+    if let Some(ttfb) = tts_ttfb_ms.and_then(secs) {
+        let at = match voice_to_voice_ms {
+            Some(v) => end + media_ms(*v),
+            None => first_text.unwrap_or(eou_at) + media_ms(ttfb * 1000.0),
+        };
+        out.push((
+            MetricRecord {
+                kind: MetricKind::Tts,
+                ttfb: Some(ttfb),
+                extra: typed("tts_metrics"),
+                ..MetricRecord::default()
+            },
+            at,
+            false,
+        ));
+    }
+    out
+}
+
+/// Whether a room event was committed by a voice session (a caller's
+/// utterance, a reply rewritten as heard) or by a voice channel.
+fn from_voice_session(ev: &RoomEvent) -> bool {
+    matches!(
+        ev.source.channel_type,
+        ChannelType::Voice | ChannelType::RealtimeVoice
+    ) || ev.metadata.contains_key(VOICE_SESSION_ID)
 }
 
 /// Shared state of one call.
@@ -953,6 +1258,8 @@ struct CallShared {
     cmd: mpsc::Sender<Cmd>,
     tap: CallTap,
     flushed: AtomicBool,
+    /// The voice session whose call this is.
+    voice_session: Option<String>,
     closed: Arc<AtomicBool>,
     counters: Arc<Counters>,
     export: watch::Receiver<ExportState>,
@@ -974,6 +1281,9 @@ enum Cmd {
         at: Duration,
     },
     Metric(Box<MetricRecord>, Duration),
+    /// An `llm` record measured by a voice session: kept back until the
+    /// end, and dropped if another source reported the call's model.
+    VoiceLlm(Box<MetricRecord>, Duration),
     Speaking(Role),
     Flush {
         reason: String,
@@ -1022,6 +1332,13 @@ impl CallHandle {
         self.shared
             .as_ref()
             .map_or_else(MediaClock::start, |s| s.clock)
+    }
+
+    /// Whether this is the call of a voice session.
+    pub fn is_voice(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.voice_session.is_some())
     }
 
     /// The audio tap to hand to the recorder.
@@ -1152,7 +1469,7 @@ impl CallHandle {
             let _ = rx.await;
         }
         if let Some(inner) = s.analytics.upgrade() {
-            forget_room(&inner, &s.room_id, &s.call_id);
+            forget_room(&inner, &s.room_id, &s.call_id, s.voice_session.as_deref());
         }
     }
 
@@ -1202,6 +1519,14 @@ struct CallWorker {
     cancel: CancellationToken,
     clock: MediaClock,
     capture_audio: bool,
+    /// The call of a voice session: its transcript comes from the
+    /// session's transcript events, not from the room's messages.
+    voice: bool,
+    /// `llm` records measured by the voice session, written at the end
+    /// unless another source (`ai_turn_metrics`) reported the model.
+    voice_llm: Vec<MetricRecord>,
+    /// An `llm` record came from elsewhere than the voice session.
+    llm_seen: bool,
     first_speaker: bool,
     published: u64,
     progress: watch::Sender<Progress>,
@@ -1249,6 +1574,12 @@ impl CallWorker {
             }
         }
         let (reason, done) = reason.unwrap_or_else(|| ("handle-dropped".to_owned(), None));
+        if !self.llm_seen {
+            for m in std::mem::take(&mut self.voice_llm) {
+                self.metrics += 1;
+                self.write_record(&SpoolRecord::Metric(m));
+            }
+        }
         self.finish(&reason, done).await;
     }
 
@@ -1309,6 +1640,13 @@ impl CallWorker {
         match cmd {
             Cmd::Transcript(t, at) => self.transcript(t, at),
             Cmd::RoomEvent(ev) => {
+                // In a voice call, what the caller said and heard comes
+                // from the session; AI text would double the agent's side.
+                if self.voice
+                    && (from_voice_session(&ev) || ev.source.channel_type == ChannelType::Ai)
+                {
+                    return;
+                }
                 if let Some(t) = transcript_of(&ev, &self.clock) {
                     let at = self.clock.media_of(ev.created_at);
                     self.transcript(t, at);
@@ -1341,18 +1679,31 @@ impl CallWorker {
             }
             Cmd::Metric(mut m, at) => {
                 self.metrics += 1;
-                if m.timestamp.is_empty() {
-                    m.timestamp = format_timestamp(self.clock.wall_at(at));
+                self.place(&mut m, at);
+                if m.kind == MetricKind::Llm {
+                    self.llm_seen = true;
                 }
-                if m.audio_offset_ms.is_none() {
-                    m.audio_offset_ms = self.offset(at);
-                }
-                m.sanitize();
                 self.write_record(&SpoolRecord::Metric(*m));
+            }
+            Cmd::VoiceLlm(mut m, at) => {
+                self.place(&mut m, at);
+                self.voice_llm.push(*m);
             }
             Cmd::Speaking(role) => self.speaker(role),
             Cmd::Flush { .. } => {}
         }
+    }
+
+    /// Fills a metric's empty timestamp and missing offset with `at`;
+    /// drops non-finite numbers.
+    fn place(&self, m: &mut MetricRecord, at: Duration) {
+        if m.timestamp.is_empty() {
+            m.timestamp = format_timestamp(self.clock.wall_at(at));
+        }
+        if m.audio_offset_ms.is_none() {
+            m.audio_offset_ms = self.offset(at);
+        }
+        m.sanitize();
     }
 
     fn transcript(&mut self, t: TranscriptInput, at: Duration) {

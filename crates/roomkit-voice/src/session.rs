@@ -225,6 +225,8 @@ struct CallTask {
     clock: u64,
     /// Agent samples sent, at the transport rate.
     sent: u64,
+    /// End of the last agent frame sent, in ms on the media clock.
+    agent_end_ms: f64,
     /// When the last caller frame arrived and its length in ms.
     last_frame_at: Option<Instant>,
     last_frame_ms: f64,
@@ -427,6 +429,7 @@ pub(crate) async fn run_call(
         frame_len: (internal.sample_rate * settings.frame_ms / 1000) as usize,
         clock: 0,
         sent: 0,
+        agent_end_ms: 0.0,
         last_frame_at: None,
         last_frame_ms: 0.0,
         events: Vec::with_capacity(8),
@@ -1312,11 +1315,17 @@ impl CallTask {
 
     /// Sends one frame; `false` when the pipeline dropped it.
     fn send_frame(&mut self, samples: Vec<i16>) -> bool {
+        // Agent frames sit on the caller's media clock where they are sent
+        // (after the previous one when a burst catches up), so recordings
+        // put the answer where the caller heard it.
+        let at = self.media_ms().max(self.agent_end_ms);
+        self.agent_end_ms =
+            at + samples.len() as f64 * 1000.0 / f64::from(self.internal_rate.max(1));
         let mut frame = AudioFrame {
             samples,
             sample_rate: self.internal_rate,
             channels: 1,
-            timestamp_ms: None,
+            timestamp_ms: Some(at),
             metadata: Default::default(),
         };
         if let Err(e) = self.pipeline.process_outbound(&self.session_id, &mut frame) {

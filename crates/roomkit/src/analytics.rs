@@ -1,7 +1,9 @@
 //! Call analytics in `roomkit serve`: the `[analytics]` section of the
 //! config file (Roark export and local call reports), validated into
 //! [`AnalyticsSettings`], and the running service: built and recovered at
-//! start, following every room as a call, flushed and drained at shutdown.
+//! start, following every room as a call, making every voice session a
+//! call of its own (a tap on each voice channel), flushed and drained at
+//! shutdown.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -264,6 +266,7 @@ pub fn validate(
 #[derive(Debug)]
 pub struct Running {
     analytics: CallAnalytics,
+    voice_tap: Arc<VoiceCalls>,
     grace: Duration,
     /// Held while the server runs: one process per spool directory.
     _lock: SpoolLock,
@@ -347,15 +350,130 @@ pub async fn start(
             Some(renewer)
         }
     };
+    let voice_tap = Arc::new(VoiceCalls {
+        analytics: analytics.clone(),
+        policy: RoomCallPolicy {
+            capture_audio: true,
+            ..settings.policy.clone()
+        },
+        kit: kit.clone(),
+        main: tokio::runtime::Handle::current(),
+    });
     Ok(Some(Running {
         analytics,
+        voice_tap,
         grace: settings.shutdown_grace,
         _lock: lock,
         renewer,
     }))
 }
 
+/// Longest wait for a room's metadata when a voice call starts; after it
+/// the call uses the configured defaults.
+const ROOM_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The tap that makes every voice session a call: registered on each voice
+/// channel, it starts the session's call (under the same policy as text
+/// rooms, so room metadata can opt out or rename the agent) and hands the
+/// session the call's recording sink. The session's transcript and turn
+/// metrics events fill the call and its end ends it (see
+/// [`CallAnalytics::start_voice_call`]).
+pub struct VoiceCalls {
+    analytics: CallAnalytics,
+    policy: RoomCallPolicy,
+    kit: RoomKit,
+    main: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for VoiceCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceCalls")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The call id of a voice session: its session id, with any character the
+/// spool does not take replaced by `-` and cut to 128 characters; `None`
+/// (a random id) when nothing usable is left.
+pub fn voice_call_id(session_id: &str) -> Option<String> {
+    let id: String = session_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    let id = id.trim_start_matches('.').to_owned();
+    roomkit_analytics::spool::validate_call_id(&id)
+        .is_ok()
+        .then_some(id)
+}
+
+impl VoiceCalls {
+    /// The room's metadata, read on the server's runtime; empty when it
+    /// cannot be read in time (the call then uses the defaults).
+    fn room_metadata(&self, room_id: &roomkit_core::model::RoomId) -> roomkit_core::model::Map {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (kit, room) = (self.kit.clone(), room_id.clone());
+        self.main.spawn(async move {
+            let _ = tx.send(kit.get_room(&room).await);
+        });
+        // The session's own thread waits, once, before its audio flows.
+        match rx.recv_timeout(ROOM_LOOKUP_TIMEOUT) {
+            Ok(Ok(room)) => room.metadata,
+            Ok(Err(e)) => {
+                tracing::warn!(target: TARGET, room_id = %room_id, error = %e, "cannot read the room; its voice call uses the defaults");
+                roomkit_core::model::Map::new()
+            }
+            Err(_) => {
+                tracing::warn!(target: TARGET, room_id = %room_id, "the room could not be read in time; its voice call uses the defaults");
+                roomkit_core::model::Map::new()
+            }
+        }
+    }
+}
+
+impl roomkit_voice::CallTap for VoiceCalls {
+    fn call_started(
+        &self,
+        session_id: &str,
+        room_id: &roomkit_core::model::RoomId,
+        info: &roomkit_voice::CallInfo,
+    ) -> Option<Arc<dyn roomkit_audio::RecordingSink>> {
+        let metadata = self.room_metadata(room_id);
+        let Some(mut start) = self.policy.start_for(room_id, &metadata) else {
+            tracing::debug!(target: TARGET, session_id, room_id = %room_id, "room opted out of call analytics; voice call not observed");
+            return None;
+        };
+        start.call_id = voice_call_id(session_id);
+        start
+            .metadata
+            .entry("voice_session_id")
+            .or_insert_with(|| session_id.into());
+        start
+            .metadata
+            .entry("transport")
+            .or_insert_with(|| info.transport.clone().into());
+        let capture = start.capture_audio;
+        let sink = self.analytics.start_voice_call(session_id, start)?;
+        // A room that turned audio capture off gets its call without the
+        // recording.
+        capture.then(|| Arc::new(sink) as Arc<dyn roomkit_audio::RecordingSink>)
+    }
+}
+
 impl Running {
+    /// The tap to register on every voice channel
+    /// (`VoiceChannel::add_call_tap`).
+    pub fn voice_tap(&self) -> Arc<dyn roomkit_voice::CallTap> {
+        self.voice_tap.clone()
+    }
+
     /// Ends every open call (`shutdown`) and waits for the exports, at most
     /// the grace period; what is left stays in the spool for the next start.
     pub async fn shutdown(self) {
@@ -538,6 +656,19 @@ mod tests {
             let e = load_text(text, &env(&[("RK", "k")])).unwrap_err();
             assert!(e.key.starts_with(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_voice_calls_id_is_its_session_id_made_spool_safe() {
+        assert_eq!(voice_call_id("vs-MZ0001-0").as_deref(), Some("vs-MZ0001-0"));
+        assert_eq!(
+            voice_call_id("vs-a/b c:d-1").as_deref(),
+            Some("vs-a-b-c-d-1")
+        );
+        assert_eq!(voice_call_id("..vs").as_deref(), Some("vs"));
+        assert_eq!(voice_call_id(&"x".repeat(300)).map(|s| s.len()), Some(128));
+        assert_eq!(voice_call_id(""), None);
+        assert_eq!(voice_call_id("..."), None);
     }
 
     #[test]

@@ -246,6 +246,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ..ServerOptions::default()
     };
     let analytics_kit = kit.clone();
+    let voices: Vec<roomkit_voice::VoiceChannel> =
+        voice_channels.iter().map(|(v, _)| v.clone()).collect();
     let mut server = Server::new(kit, registry, options);
     for (channel_id, receiver) in receivers {
         server = server.with_webhook_receiver(channel_id, receiver);
@@ -275,6 +277,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("starting call analytics")?;
     drop(analytics_kit);
+    // Every voice session is a call: the tap starts it and records it.
+    if let Some(a) = &analytics {
+        for voice in &voices {
+            voice.add_call_tap(a.voice_tap());
+        }
+    }
+    drop(voices);
     let served = server.run(shutdown_signal()).await.context("serving");
     // Open calls end with the server; their exports get a bounded drain.
     if let Some(a) = analytics {

@@ -11,3 +11,4 @@ mod report;
 mod roark;
 mod rooms;
 mod util;
+mod voice;

@@ -204,6 +204,14 @@ async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() 
     assert_eq!(calls, 1);
     assert!(caller as f64 / 8000.0 > spoken_s, "{caller} caller samples");
     assert_eq!(agent, audio.len(), "the tap's agent audio is what was sent");
+    // The answer sits on the media clock where it was sent: after the
+    // question, not at the start of the call.
+    let first_out = tap.sink.first_outbound_ms.lock().unwrap().expect("stamped");
+    assert!(
+        first_out >= 400.0 + spoken_s * 1000.0,
+        "first agent frame at {first_out} ms, the question ends at {} ms",
+        400.0 + spoken_s * 1000.0
+    );
 
     // Hang up: the session ends with its framework events.
     rig.client.stop();
@@ -698,6 +706,8 @@ struct CountingTap {
 struct CountingSink {
     inbound: std::sync::atomic::AtomicUsize,
     outbound: std::sync::atomic::AtomicUsize,
+    /// Media-clock timestamp of the first agent frame.
+    first_outbound_ms: std::sync::Mutex<Option<f64>>,
 }
 
 impl roomkit_audio::RecordingSink for CountingSink {
@@ -708,6 +718,10 @@ impl roomkit_audio::RecordingSink for CountingSink {
     fn on_outbound(&self, _stream: &str, frame: &roomkit_audio::AudioFrame) {
         self.outbound
             .fetch_add(frame.samples.len(), std::sync::atomic::Ordering::SeqCst);
+        let mut first = self.first_outbound_ms.lock().unwrap();
+        if first.is_none() {
+            *first = frame.timestamp_ms;
+        }
     }
 }
 

@@ -22,6 +22,7 @@ mod sms;
 mod store;
 mod telemetry;
 mod transports;
+mod voice_analytics;
 mod voice_browser;
 mod voice_offline_example;
 mod voice_outbound;

@@ -28,10 +28,10 @@ use crate::{Server, connect, next_frame};
 
 const TOKEN: &str = "twilio-test-token";
 pub(crate) const ROOM: &str = "call-room";
-const SID: &str = "MZ0001";
+pub(crate) const SID: &str = "MZ0001";
 /// The agent's first answer: long enough (60 ms a character at the fake
 /// ElevenLabs) to be interrupted while it plays.
-const LONG_ANSWER: &str = "It is half past ten in the morning. The sun is out and the wind is light. \
+pub(crate) const LONG_ANSWER: &str = "It is half past ten in the morning. The sun is out and the wind is light. \
      You will not need an umbrella today, and the evening should stay dry as well.";
 const SHORT_ANSWER: &str = "Okay, I will stop.";
 
@@ -149,15 +149,16 @@ async fn fake_chat() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 /// The fakes, the server, a room with the phone and the agent, and a
 /// room socket watching it.
-struct Setup {
-    s: Server,
+pub(crate) struct Setup {
+    pub(crate) s: Server,
     _fakes: Vec<Box<dyn std::any::Any + Send>>,
     _chat: tokio::task::JoinHandle<()>,
     room_ws: crate::Ws,
 }
 
 /// The Deepgram and ElevenLabs fakes, and the speech tables naming them.
-async fn deepgram_and_elevenlabs() -> (String, String, Vec<Box<dyn std::any::Any + Send>>) {
+pub(crate) async fn deepgram_and_elevenlabs() -> (String, String, Vec<Box<dyn std::any::Any + Send>>)
+{
     let deepgram = FakeDeepgram::start("dg-test-key", ["what time is it", "stop please"])
         .await
         .unwrap();
@@ -179,6 +180,17 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(stt: &str, tts: &str, fakes: Vec<Box<dyn std::any::Any + Send>>) -> Setup {
+    setup_full(stt, tts, fakes, "", &[]).await
+}
+
+/// As `setup_with`, with more config text appended and more variables set.
+pub(crate) async fn setup_full(
+    stt: &str,
+    tts: &str,
+    fakes: Vec<Box<dyn std::any::Any + Send>>,
+    extra_config: &str,
+    extra_env: &[(&str, &str)],
+) -> Setup {
     let (chat, chat_task) = fake_chat().await;
     let config = format!(
         r#"
@@ -204,20 +216,19 @@ tts = {tts}
 [channels.pipeline]
 vad = {{ provider = "webrtc" }}
 dtmf = {{}}
+{extra_config}
 "#,
     );
     let path = crate::config_file(&config);
-    let s = Server::start_with(
-        &["--config", path.to_str().unwrap()],
-        &[
-            ("TWILIO_AUTH_TOKEN", TOKEN),
-            ("DG_KEY", "dg-test-key"),
-            ("EL_KEY", "el-test-key"),
-            ("OA_KEY", "oa-test-key"),
-            ("FAKE_OPENAI_KEY", "sk-fake"),
-        ],
-    )
-    .await;
+    let mut env = vec![
+        ("TWILIO_AUTH_TOKEN", TOKEN),
+        ("DG_KEY", "dg-test-key"),
+        ("EL_KEY", "el-test-key"),
+        ("OA_KEY", "oa-test-key"),
+        ("FAKE_OPENAI_KEY", "sk-fake"),
+    ];
+    env.extend_from_slice(extra_env);
+    let s = Server::start_with(&["--config", path.to_str().unwrap()], &env).await;
     s.ok("POST", "/rooms", Some(json!({"id": ROOM}))).await;
     for ch in ["web", "phone", "bot"] {
         s.ok(
@@ -240,6 +251,7 @@ dtmf = {{}}
 /// sends queued audio, or silence when the queue is empty.
 pub(crate) struct Caller {
     queue: Arc<Mutex<VecDeque<i16>>>,
+    hang_up: Arc<std::sync::atomic::AtomicBool>,
     rx: futures::stream::SplitStream<crate::Ws>,
     pub(crate) player: tokio::task::JoinHandle<()>,
 }
@@ -249,8 +261,16 @@ impl Caller {
         self.queue.lock().unwrap().extend(samples.iter().copied());
     }
 
-    fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queue.lock().unwrap().len()
+    }
+
+    /// Ends the stream as Twilio does when the caller hangs up: a `stop`
+    /// message, then the socket closes.
+    pub(crate) async fn hang_up(self) {
+        self.hang_up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.player).await;
     }
 
     /// The next Twilio message from the server, or `None` at the deadline
@@ -321,12 +341,20 @@ pub(crate) async fn dial(s: &Server, token: &str) -> Caller {
             .unwrap();
     }
     let queue = Arc::new(Mutex::new(VecDeque::<i16>::new()));
-    let q = queue.clone();
+    let hang_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (q, stop) = (queue.clone(), hang_up.clone());
     let player = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let bye = json!({"event": "stop", "sequenceNumber": "2", "streamSid": SID,
+                    "stop": {"accountSid": "AC0001", "callSid": "CA0001"}});
+                let _ = tx.send(Message::Text(bye.to_string().into())).await;
+                let _ = tx.close().await;
+                return;
+            }
             let frame: Vec<i16> = {
                 let mut q = q.lock().unwrap();
                 let n = q.len().min(160);
@@ -340,7 +368,12 @@ pub(crate) async fn dial(s: &Server, token: &str) -> Caller {
             }
         }
     });
-    Caller { queue, rx, player }
+    Caller {
+        queue,
+        hang_up,
+        rx,
+        player,
+    }
 }
 
 fn text_of(e: &Value) -> &str {
