@@ -330,6 +330,7 @@ impl SttProvider for DeepgramStt {
             write_timeout: self.request_timeout,
             turn: Turn::default(),
             finalize_deadline: None,
+            unanswered: 0,
             heard_since_finalize: false,
             audio_since_finalize: false,
             last_send: Instant::now(),
@@ -574,6 +575,8 @@ struct Live {
     write_timeout: Duration,
     turn: Turn,
     finalize_deadline: Option<Instant>,
+    /// Finalize messages not answered yet.
+    unanswered: usize,
     heard_since_finalize: bool,
     audio_since_finalize: bool,
     last_send: Instant,
@@ -658,6 +661,7 @@ impl Live {
     where
         S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
     {
+        self.unanswered += 1;
         if !self.audio_since_finalize {
             // Nothing new went up: Deepgram may not answer; settle now.
             return self.deliver_final().await;
@@ -669,12 +673,23 @@ impl Live {
             .await
     }
 
+    /// Answers the oldest unanswered Finalize with the turn's one final
+    /// result (empty text when nothing was heard: every Finalize gets its
+    /// answer). An answer nobody asked for (a late one, after the timer
+    /// settled the turn) is ignored; what it settled goes to the next turn.
     async fn deliver_final(&mut self) -> Step {
-        self.finalize_deadline = None;
+        if self.unanswered == 0 {
+            return Step::Continue;
+        }
+        self.unanswered -= 1;
+        self.finalize_deadline =
+            (self.unanswered > 0).then(|| Instant::now() + self.finalize_timeout);
         self.last_preview.clear();
-        if let Some(t) = self.turn.take_final()
-            && self.results.send(Ok(t)).await.is_err()
-        {
+        let t = self
+            .turn
+            .take_final()
+            .unwrap_or_else(|| Transcript::final_text(""));
+        if self.results.send(Ok(t)).await.is_err() {
             return Step::Stop;
         }
         Step::Continue

@@ -6,5 +6,6 @@
 
 mod browser;
 mod call;
+mod streaming;
 mod support;
 mod twilio;
