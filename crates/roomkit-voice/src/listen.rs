@@ -361,7 +361,7 @@ mod tests {
         feed.speech_ended(Some(&s), None, false);
         let (samples, finalizes) = drain(&mut rx);
         assert_eq!(finalizes, 1);
-        let input = 160 + 50 * 100;
+        let input: usize = 160 + 50 * 100;
         let expected = input.div_ceil(160) * 320;
         assert_eq!(samples, expected);
     }

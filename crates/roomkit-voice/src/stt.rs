@@ -86,7 +86,11 @@ pub trait SttProvider: Send + Sync + 'static {
     }
 
     /// Whether it gives results while audio streams in (interim results);
-    /// `false` for providers that only transcribe whole utterances.
+    /// `false` for providers that only transcribe whole utterances. A call
+    /// streams the caller's audio to a streaming provider's session while
+    /// they speak (from the voice activity detector's speech start, with
+    /// the audio just before it, to `Finalize` at speech end); others get
+    /// each utterance whole at speech end.
     fn supports_streaming(&self) -> bool {
         false
     }

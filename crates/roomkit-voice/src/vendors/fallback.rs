@@ -317,3 +317,58 @@ impl TtsProvider for FallbackTts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each unanswered turn is replayed with its own Finalize, so the
+    /// secondary answers each one, and an answer settles only the oldest.
+    #[test]
+    fn a_replay_keeps_one_finalize_per_unanswered_turn() {
+        let mut r = Replay::new(8_000);
+        r.push(&[1; 10]);
+        r.finalize();
+        r.push(&[2; 20]);
+        r.finalize();
+        r.push(&[3; 30]);
+        r.finalize();
+        r.answered();
+        r.push(&[4; 5]);
+        let shape: Vec<(bool, usize)> = r
+            .take()
+            .into_iter()
+            .map(|m| match m {
+                SttAudio::Samples(s) => (false, s.len()),
+                SttAudio::Finalize => (true, 0),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(false, 20), (true, 0), (false, 30), (true, 0), (false, 5)]
+        );
+        assert!(r.take().is_empty());
+    }
+
+    #[test]
+    fn a_replay_drops_the_oldest_audio_but_keeps_every_finalize() {
+        let mut r = Replay {
+            cap: 25,
+            ..Replay::default()
+        };
+        for n in [10, 20, 30] {
+            r.push(&vec![1; n]);
+            r.finalize();
+        }
+        let out = r.take();
+        let finalizes = out.iter().filter(|m| **m == SttAudio::Finalize).count();
+        let samples: usize = out
+            .iter()
+            .map(|m| match m {
+                SttAudio::Samples(s) => s.len(),
+                SttAudio::Finalize => 0,
+            })
+            .sum();
+        assert_eq!((finalizes, samples), (3, 25));
+    }
+}

@@ -222,13 +222,20 @@ async fn a_streaming_stt_hears_the_caller_live_and_commits_one_message_per_turn(
     let spoken_samples = question.len() * 2;
     let mut audio = silence(300);
     audio.extend(question);
+    // Where the speech ends (16 kHz frames), and when it was sent.
+    let speech_frames = audio.len() * 2 / 320;
+    let speech_sent_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     audio.extend(silence(1500));
     let audio = wideband(&audio);
     let (mut tx, mut rx) = ws.split();
+    let sent_at = speech_sent_at.clone();
     let sender = tokio::spawn(async move {
-        for frame in audio.chunks(320) {
+        for (i, frame) in audio.chunks(320).enumerate() {
             if tx.send(Message::binary(encode_frame(frame))).await.is_err() {
                 return;
+            }
+            if i + 1 == speech_frames {
+                *sent_at.lock().unwrap() = Some(Instant::now());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -238,12 +245,16 @@ async fn a_streaming_stt_hears_the_caller_live_and_commits_one_message_per_turn(
 
     // The transcripts the page is shown, in order, until the final one.
     let mut transcripts: Vec<Value> = Vec::new();
+    let mut first_interim_at = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, rx.next()).await {
         if let Message::Text(t) = message {
             let v: Value = serde_json::from_str(t.as_str()).unwrap();
             if v["type"] == "transcript" {
                 let last = v["final"] == true;
+                if !last {
+                    first_interim_at.get_or_insert_with(Instant::now);
+                }
                 transcripts.push(v);
                 if last {
                     break;
@@ -263,6 +274,16 @@ async fn a_streaming_stt_hears_the_caller_live_and_commits_one_message_per_turn(
         let text = i["text"].as_str().unwrap();
         assert!(QUESTION.starts_with(text), "{text:?}");
     }
+    // They came while the caller spoke, word by word, not after the
+    // utterance (the VAD reports its end half a second after the speech).
+    assert!(interims.len() >= 2, "{transcripts:?}");
+    let spoke_until = speech_sent_at.lock().unwrap().expect("the speech was sent");
+    let first = first_interim_at.unwrap();
+    assert!(
+        first < spoke_until,
+        "the first interim came {:?} after the speech ended",
+        first - spoke_until
+    );
 
     // One message for the turn, and only one.
     wait_for_event(&kit, Duration::from_secs(10), |e| {
@@ -510,13 +531,14 @@ async fn a_deepgram_socket_dropped_mid_call_is_reopened_and_the_next_utterance_h
     let kit = room(&voice, vec![Arc::new(EchoAgent::new("echo"))]).await;
     let mut framework = kit.subscribe();
     let (client, _call) = twilio_call(&voice).await;
-    // The socket breaks (no close) at its first interim result.
+    // The socket breaks (no close) at its first interim result, in the
+    // middle of a short word (over before the session is back).
     fake.set_faults(Faults {
         close_after: Some(0),
         ..Faults::default()
     });
     client.say(silence(300));
-    client.say(speech("hello there"));
+    client.say(speech("hello"));
     let mut seen = Vec::new();
     assert!(
         wait_for_name(
@@ -528,6 +550,10 @@ async fn a_deepgram_socket_dropped_mid_call_is_reopened_and_the_next_utterance_h
         .await,
         "{seen:?}"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.connections().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     fake.set_faults(Faults::default());
     client.say(silence(1500));
     client.say(speech(QUESTION));
