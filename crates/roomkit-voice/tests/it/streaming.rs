@@ -837,3 +837,38 @@ async fn without_a_fallback_a_failing_or_stalling_tts_skips_the_sentence_and_the
     .unwrap();
     assert_eq!(stored.content.plain_text(), reply);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_ignored_during_playback_is_heard_live_but_never_committed() {
+    let fake = FakeDeepgram::start(DG_KEY, [QUESTION, "yes yes yes"])
+        .await
+        .unwrap();
+    let mut confirmed = settings(InterruptionStrategy::Confirmed);
+    if let Some(i) = confirmed.interruption.as_mut() {
+        i.min_speech_ms = 800;
+    }
+    let voice =
+        VoiceChannel::new("voice", confirmed, deepgram(&fake, 8_000), ToneTts::new(80)).unwrap();
+    let kit = room(&voice, vec![Arc::new(EchoAgent::new("echo"))]).await;
+    let (mut client, _call) = twilio_call(&voice).await;
+    client.say(silence(300));
+    client.say(speech(QUESTION));
+    client.say(silence(800));
+    client
+        .next_of("media", Duration::from_secs(15))
+        .await
+        .expect("the answer starts");
+    // A 450 ms sound: too short for CONFIRMED's 800 ms, so ignored.
+    let blip: Vec<i16> = speech("yes yes yes").into_iter().take(8 * 450).collect();
+    client.say(blip);
+    let got = client.collect(Duration::from_secs(3)).await;
+    assert!(
+        got.iter().all(|r| r.json["event"] != "clear"),
+        "a short sound is not a barge-in"
+    );
+    // Deepgram heard it and was asked for its final, which was dropped.
+    let conns = fake.connections();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert_eq!(conns[0].finalizes, 2, "{conns:?}");
+    assert_eq!(caller_messages(&kit).await, vec![QUESTION.to_owned()]);
+}
