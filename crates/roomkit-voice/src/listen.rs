@@ -43,6 +43,12 @@ const RING_MS: usize = 3_000;
 /// delay out, in milliseconds.
 const SEGMENT_TAIL_MS: usize = 100;
 
+/// The wait before reopening an STT session after `failures` failures in
+/// a row: half a second, doubling, at most 30 s.
+pub(crate) fn stt_backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)).min(30_000))
+}
+
 /// A `Finalize` sent and not yet answered.
 #[derive(Debug, Clone, Copy)]
 struct Awaited {
@@ -382,6 +388,18 @@ mod tests {
             SendOutcome::Dropped
         );
         assert!(feed.deadline().is_none(), "no final is awaited");
+    }
+
+    #[test]
+    fn reopening_backs_off_up_to_half_a_minute() {
+        let waits: Vec<u64> = (0..9).map(|n| stt_backoff(n).as_millis() as u64).collect();
+        assert_eq!(
+            waits,
+            vec![
+                500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000
+            ]
+        );
+        assert_eq!(stt_backoff(u32::MAX), Duration::from_secs(30));
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backend::{BackendEvent, Call, Outbound, TransportStats};
 use crate::calls::{CallCommand, Shared};
-use crate::listen::{SendOutcome, SttFeed};
+use crate::listen::{SendOutcome, SttFeed, stt_backoff};
 use crate::stt::{SttSession, Transcript};
 use crate::tts::TtsChunk;
 
@@ -473,12 +473,6 @@ pub(crate) async fn run_call(
         }
     };
     task.finish(&reason);
-}
-
-/// The wait before reopening an STT session after `failures` failures in
-/// a row: half a second, doubling, at most 30 s.
-fn stt_backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)).min(30_000))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
