@@ -11,6 +11,9 @@
 //! - **Per-utterance** providers get the VAD's whole segment at speech end,
 //!   with `Finalize`.
 //!
+//! A session reopened in the middle of a streamed utterance is sent the
+//! utterance so far, so a broken connection loses no speech.
+//!
 //! Audio is resampled to the provider's rate in whole 20 ms steps by one
 //! resampler whose filter state carries over from frame to frame (it is
 //! only reset between utterances, whose audio is not continuous). Every
@@ -39,6 +42,8 @@ use crate::stt::{SttAudio, SttSession};
 const STREAM: &str = "stt";
 /// Audio kept for the start of a streamed utterance, in milliseconds.
 const RING_MS: usize = 3_000;
+/// Longest stretch of an utterance replayed to a reopened session, in seconds.
+const UTTERANCE_SECONDS: usize = 60;
 /// Silence added after a per-utterance segment to push the resampler's
 /// delay out, in milliseconds.
 const SEGMENT_TAIL_MS: usize = 100;
@@ -86,6 +91,10 @@ pub(crate) struct SttFeed {
     pad_ms: f64,
     /// An utterance is being streamed.
     active: bool,
+    /// Its audio so far, at the provider's rate, for a session reopened
+    /// in the middle of it (bounded by `utterance_cap`).
+    utterance: Vec<i16>,
+    utterance_cap: usize,
     awaited: VecDeque<Awaited>,
     timeout: Duration,
     /// Audio messages the session's full queue refused.
@@ -119,6 +128,12 @@ impl SttFeed {
             recent_cap,
             pad_ms,
             active: false,
+            utterance: Vec::new(),
+            utterance_cap: if streaming {
+                stt_rate as usize * UTTERANCE_SECONDS
+            } else {
+                0
+            },
             awaited: VecDeque::new(),
             timeout,
             dropped: 0,
@@ -159,7 +174,25 @@ impl SttFeed {
             return SendOutcome::Sent;
         }
         let audio = self.convert(samples.to_vec(), false);
+        self.keep(&audio);
         self.send_samples(stt, audio)
+    }
+
+    /// A new session while an utterance is streamed: it hears the
+    /// utterance so far (audio the failed session may have lost, and what
+    /// came while there was none).
+    pub(crate) fn resume(&mut self, stt: Option<&SttSession>) -> SendOutcome {
+        if !self.active || self.utterance.is_empty() {
+            return SendOutcome::Sent;
+        }
+        let audio = self.utterance.clone();
+        self.send_samples(stt, audio)
+    }
+
+    fn keep(&mut self, audio: &[i16]) {
+        let room = self.utterance_cap.saturating_sub(self.utterance.len());
+        self.utterance
+            .extend_from_slice(&audio[..audio.len().min(room)]);
     }
 
     /// Speech started `back_ms` ago: a streaming provider gets the audio
@@ -176,6 +209,8 @@ impl SttFeed {
         let start = self.recent.len() - n;
         let audio: Vec<i16> = self.recent.range(start..).copied().collect();
         let audio = self.convert(audio, false);
+        self.utterance.clear();
+        self.keep(&audio);
         self.send_samples(stt, audio)
     }
 
@@ -193,6 +228,7 @@ impl SttFeed {
                 return SendOutcome::Sent;
             }
             self.active = false;
+            self.utterance.clear();
             let tail = self.convert(Vec::new(), true);
             if !tail.is_empty() && self.send_samples(stt, tail) == SendOutcome::NoSession {
                 return SendOutcome::NoSession;
@@ -388,6 +424,31 @@ mod tests {
             SendOutcome::Dropped
         );
         assert!(feed.deadline().is_none(), "no final is awaited");
+    }
+
+    #[tokio::test]
+    async fn a_reopened_session_hears_the_utterance_so_far() {
+        let (s, mut rx) = session();
+        let mut feed = SttFeed::new(true, 16_000, 16_000, 0.0, Duration::from_secs(5));
+        feed.remember(&[1; 320]);
+        feed.speech_started(Some(&s), 20.0);
+        // The session is lost for two frames.
+        feed.session_lost();
+        feed.stream(None, &[1; 320]);
+        feed.stream(None, &[1; 320]);
+        let (s2, mut rx2) = session();
+        feed.resume(Some(&s2));
+        assert_eq!(drain(&mut rx2), (960, 0), "the whole utterance so far");
+        feed.stream(Some(&s2), &[1; 320]);
+        feed.speech_ended(Some(&s2), None, false);
+        assert_eq!(drain(&mut rx2), (320, 1));
+        assert_eq!(drain(&mut rx), (320, 0));
+        feed.resume(Some(&s2));
+        assert_eq!(
+            drain(&mut rx2),
+            (0, 0),
+            "nothing to replay between utterances"
+        );
     }
 
     #[test]

@@ -832,6 +832,8 @@ impl CallTask {
                 self.stt_reopening = false;
                 tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, "speech-to-text session reopened");
                 self.stt = Some(s);
+                let outcome = self.stt_feed.resume(self.stt.as_ref());
+                self.stt_sent(outcome, "the utterance in progress");
             }
             Internal::SttReopenFailed(f) => {
                 self.stt_reopening = false;

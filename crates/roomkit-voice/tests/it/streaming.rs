@@ -519,8 +519,11 @@ async fn without_flush_a_barge_in_lets_the_replies_play_and_keep_their_text() {
 // ------------------------------------------------------------ STT faults
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deepgram_socket_dropped_mid_call_is_reopened_and_the_next_utterance_heard() {
-    let fake = FakeDeepgram::start(DG_KEY, [QUESTION]).await.unwrap();
+async fn a_deepgram_socket_broken_mid_utterance_is_reopened_and_nothing_said_is_lost() {
+    const FIRST_WORDS: &str = "hello there how are you doing today";
+    let fake = FakeDeepgram::start(DG_KEY, [FIRST_WORDS, QUESTION])
+        .await
+        .unwrap();
     let voice = VoiceChannel::new(
         "voice",
         settings(InterruptionStrategy::Immediate),
@@ -528,37 +531,47 @@ async fn a_deepgram_socket_dropped_mid_call_is_reopened_and_the_next_utterance_h
         ToneTts::new(10),
     )
     .unwrap();
-    let kit = room(&voice, vec![Arc::new(EchoAgent::new("echo"))]).await;
+    let kit = room(
+        &voice,
+        vec![Arc::new(FixedAgent {
+            id: "a1".into(),
+            text: "Okay.".into(),
+        })],
+    )
+    .await;
     let mut framework = kit.subscribe();
     let (client, _call) = twilio_call(&voice).await;
-    // The socket breaks (no close) at its first interim result, in the
-    // middle of a short word (over before the session is back).
-    fake.set_faults(Faults {
-        close_after: Some(0),
-        ..Faults::default()
-    });
+    let first = speech(FIRST_WORDS);
+    let question = speech(QUESTION);
+    let spoken = first.len() + question.len();
     client.say(silence(300));
-    client.say(speech("hello"));
+    client.say(first);
+    // Once Deepgram is hearing the utterance, the network breaks.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake
+        .connections()
+        .first()
+        .is_none_or(|c| c.messages_sent == 0)
+    {
+        assert!(Instant::now() < deadline, "{:?}", fake.connections());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.break_connections();
     let mut seen = Vec::new();
     assert!(
         wait_for_name(
             &mut framework,
             &mut seen,
-            "stt_error",
+            "stt_error: deepgram",
             Duration::from_secs(10)
         )
         .await,
         "{seen:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.connections().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    fake.set_faults(Faults::default());
     client.say(silence(1500));
-    client.say(speech(QUESTION));
+    client.say(question);
     client.say(silence(800));
-    wait_for_event(&kit, Duration::from_secs(15), |e| {
+    wait_for_event(&kit, Duration::from_secs(20), |e| {
         e.source.channel_id.as_str() == "voice" && e.content.plain_text() == QUESTION
     })
     .await
@@ -568,7 +581,19 @@ async fn a_deepgram_socket_dropped_mid_call_is_reopened_and_the_next_utterance_h
             fake.connections()
         )
     });
-    assert!(fake.connections().len() >= 2, "{:?}", fake.connections());
+    // The broken utterance was replayed to the new session, whole.
+    assert_eq!(
+        caller_messages(&kit).await,
+        vec![FIRST_WORDS.to_owned(), QUESTION.to_owned()]
+    );
+    let conns = fake.connections();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert_eq!(conns[1].finalizes, 2, "{conns:?}");
+    let heard = conns[1].audio_bytes / 2;
+    assert!(
+        heard as f64 > spoken as f64 * 0.95,
+        "the new session heard {heard} samples of the {spoken} spoken"
+    );
     seen.extend(names(&mut framework));
     assert!(!seen.iter().any(|n| n == "voice_session_ended"), "{seen:?}");
 }
