@@ -51,6 +51,9 @@ pub struct DeepgramConnection {
     pub close_streams: usize,
     /// Messages sent back.
     pub messages_sent: usize,
+    /// Seconds of audio, from its first speech sample, of each utterance
+    /// given a final result.
+    pub utterances: Vec<f64>,
     /// Whether the connection has ended.
     pub ended: bool,
 }
@@ -509,6 +512,10 @@ impl Live {
             },
         });
         if is_final {
+            if self.utterance.speaking {
+                let seconds = self.seconds(self.total - self.utterance.start);
+                lock(&self.conn).utterances.push(seconds);
+            }
             self.utterance = Utterance::default();
         }
         self.send(socket, message.to_string()).await
