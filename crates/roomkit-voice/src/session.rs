@@ -1360,6 +1360,7 @@ impl CallTask {
             frames_in = TransportStats::get(&self.stats.frames_in),
             bad_messages = TransportStats::get(&self.stats.bad_messages),
             dropped_outbound = TransportStats::get(&self.stats.dropped_outbound),
+            dropped_stt = self.stt_feed.dropped(),
             sent_samples = self.sent,
             "call ended");
     }

@@ -21,7 +21,7 @@ use roomkit_core::{
     RoomContext, RoomKit, SideEffects, TimelineQuery,
 };
 use roomkit_voice::browser::{BrowserBackend, encode_frame};
-use roomkit_voice::fake::{FakeDeepgram, FakeOpenAiAudio, Faults};
+use roomkit_voice::fake::{FakeDeepgram, FakeOpenAiAudio};
 use roomkit_voice::tts::TtsStream;
 use roomkit_voice::twilio::TwilioMediaStreams;
 use roomkit_voice::vendors::Secret;

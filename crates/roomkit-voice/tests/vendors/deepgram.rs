@@ -486,3 +486,35 @@ async fn a_failed_tls_handshake_is_a_retryable_failure() {
         "{err}"
     );
 }
+
+/// Two turns finalized back to back get one final each, in order, and an
+/// empty turn in between gets an empty one: the call pairs each final with
+/// its utterance.
+#[tokio::test]
+async fn every_finalize_gets_its_own_final_in_order() {
+    let fake = FakeDeepgram::start(KEY, ["first turn", "second turn"])
+        .await
+        .expect("fake");
+    let dg = provider(&fake.base_url(), |_| {});
+    let mut session = dg.open_session(16_000).await.expect("open");
+    send_speech(&session, 400).await;
+    session.audio.send(SttAudio::Finalize).await.expect("open");
+    session.audio.send(SttAudio::Finalize).await.expect("open");
+    send_speech(&session, 400).await;
+    session.audio.send(SttAudio::Finalize).await.expect("open");
+    let mut finals = Vec::new();
+    let _ = tokio::time::timeout(NO_HANG, async {
+        while finals.len() < 3 {
+            match session.results.recv().await {
+                Some(Ok(t)) if t.is_final => finals.push(t.text),
+                Some(Ok(_)) => {}
+                other => {
+                    finals.push(format!("{other:?}"));
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(finals, vec!["first turn", "", "second turn"]);
+}
