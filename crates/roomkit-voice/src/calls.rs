@@ -18,6 +18,11 @@ use crate::splitter::DEFAULT_MIN_CHUNK_CHARS;
 use crate::stt::SttProvider;
 use crate::tts::TtsProvider;
 
+/// Default of [`VoiceSettings::stt_timeout_ms`].
+pub const DEFAULT_STT_TIMEOUT_MS: u64 = 20_000;
+/// Default of [`VoiceSettings::tts_timeout_ms`].
+pub const DEFAULT_TTS_TIMEOUT_MS: u64 = 20_000;
+
 /// How a voice channel treats its calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +40,14 @@ pub struct VoiceSettings {
     pub min_chunk_chars: usize,
     /// Outbound frame length in milliseconds.
     pub frame_ms: u32,
+    /// Longest wait for the final result of an utterance after the call
+    /// asked for it, in milliseconds: a session that lets it pass is
+    /// treated as failed (an `stt_error` event) and reopened.
+    pub stt_timeout_ms: u64,
+    /// Longest wait for a sentence's synthesis to start, and between two
+    /// pieces of its audio, in milliseconds: the sentence is then skipped
+    /// (a `tts_error` event).
+    pub tts_timeout_ms: u64,
 }
 
 impl Default for VoiceSettings {
@@ -46,6 +59,8 @@ impl Default for VoiceSettings {
             voice: None,
             min_chunk_chars: DEFAULT_MIN_CHUNK_CHARS,
             frame_ms: 20,
+            stt_timeout_ms: DEFAULT_STT_TIMEOUT_MS,
+            tts_timeout_ms: DEFAULT_TTS_TIMEOUT_MS,
         }
     }
 }

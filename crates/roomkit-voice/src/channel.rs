@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Call, MediaSocket, VoiceBackend};
 use crate::calls::{CallCommand, CallEntry, Shared};
-pub use crate::calls::{CallTap, VoiceSettings};
+pub use crate::calls::{CallTap, DEFAULT_STT_TIMEOUT_MS, DEFAULT_TTS_TIMEOUT_MS, VoiceSettings};
 use crate::error::VoiceError;
 use crate::session;
 use crate::splitter::SentenceSplitter;
@@ -80,6 +80,18 @@ impl VoiceChannel {
                 settings.frame_ms
             )));
         }
+        for (key, ms) in [
+            ("stt_timeout_ms", settings.stt_timeout_ms),
+            ("tts_timeout_ms", settings.tts_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(VoiceError::Config(format!("{key} must be more than 0")));
+            }
+        }
+        let tts: Arc<dyn TtsProvider> = Arc::new(crate::guard::GuardedTts::new(
+            tts,
+            std::time::Duration::from_millis(settings.tts_timeout_ms),
+        ));
         Ok(Self {
             shared: Arc::new(Shared {
                 id: id.into(),

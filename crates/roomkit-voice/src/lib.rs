@@ -17,6 +17,8 @@ pub mod endpoint;
 mod error;
 #[cfg(feature = "fake-servers")]
 pub mod fake;
+mod guard;
+mod listen;
 #[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
 pub mod offline;
 pub mod registry;

@@ -47,7 +47,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backend::{BackendEvent, Call, Outbound, TransportStats};
 use crate::calls::{CallCommand, Shared};
-use crate::stt::{SttAudio, SttSession, Transcript};
+use crate::listen::{SendOutcome, SttFeed, stt_backoff};
+use crate::stt::{SttSession, Transcript};
 use crate::tts::TtsChunk;
 
 /// Audio of replies, from their synthesis tasks.
@@ -67,6 +68,8 @@ enum Internal {
     Transcribed(Option<String>),
     /// A new STT session after a failure.
     SttReopened(SttSession),
+    /// Reopening the STT session failed.
+    SttReopenFailed(crate::error::ProviderFailure),
 }
 
 #[derive(Debug, Default)]
@@ -234,7 +237,11 @@ struct CallTask {
     // Listening.
     stt: Option<SttSession>,
     stt_rate: u32,
-    stt_resampler: Option<RubatoResampler>,
+    /// What goes to the STT session and which finals are awaited.
+    stt_feed: SttFeed,
+    /// Failed (re)opening attempts in a row, for the backoff.
+    stt_failures: u32,
+    stt_reopening: bool,
     user_speaking: bool,
     /// Start of the current speech segment and how much of it since then
     /// was voiced (frames near the segment's level, not its trailing
@@ -395,6 +402,7 @@ pub(crate) async fn run_call(
     // The speech-to-text session.
     let stt_rate = shared.stt.sample_rate();
     let provider = shared.stt.clone();
+    let mut stt_retry = false;
     let stt = match main
         .spawn(async move { provider.open_session(stt_rate).await })
         .await
@@ -406,6 +414,7 @@ pub(crate) async fn run_call(
                 provider: shared.stt.name().to_owned(),
                 error: f.to_string(),
             });
+            stt_retry = f.retryable;
             None
         }
         Err(_) => None,
@@ -433,8 +442,22 @@ pub(crate) async fn run_call(
         last_frame_at: None,
         last_frame_ms: 0.0,
         events: Vec::with_capacity(8),
-        stt_resampler: (stt_rate != internal.sample_rate)
-            .then(|| RubatoResampler::new(AudioFormat::pcm_mono(stt_rate))),
+        stt_feed: SttFeed::new(
+            shared.stt.supports_streaming(),
+            internal.sample_rate,
+            stt_rate,
+            f64::from(
+                settings
+                    .pipeline
+                    .vad_config
+                    .clone()
+                    .unwrap_or_default()
+                    .speech_pad_ms,
+            ),
+            Duration::from_millis(settings.stt_timeout_ms),
+        ),
+        stt_failures: 0,
+        stt_reopening: false,
         stt,
         stt_rate,
         user_speaking: false,
@@ -469,6 +492,10 @@ pub(crate) async fn run_call(
         shared: shared.clone(),
     };
 
+    if stt_retry {
+        task.reopen_stt();
+    }
+
     // ACTIVE, and the audio path is live.
     kit.emit_framework_event(FrameworkEvent::VoiceSessionStarted {
         session_id: session_id.clone(),
@@ -490,6 +517,7 @@ pub(crate) async fn run_call(
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let reason = loop {
         let deadline = task.turn_deadline;
+        let stt_deadline = task.stt_feed.deadline();
         tokio::select! {
             event = call.events.recv() => match event {
                 Some(BackendEvent::Audio(samples)) => task.on_audio(samples),
@@ -510,7 +538,8 @@ pub(crate) async fn run_call(
             },
             Some(msg) = reply_rx.recv() => task.on_reply_msg(msg),
             Some(msg) = internal_rx.recv() => task.on_internal(msg),
-            result = recv_stt(&mut task.stt) => task.on_stt(result),
+            result = recv_stt(&mut task.stt) => task.on_stt_result(result),
+            () = sleep_until(stt_deadline), if stt_deadline.is_some() => task.on_stt_timeout(),
             _ = tick.tick() => task.on_tick(),
             () = sleep_until(deadline), if deadline.is_some() => {
                 task.turn_deadline = None;
@@ -601,12 +630,24 @@ impl CallTask {
         };
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        if let Err(e) = self
-            .pipeline
-            .process_inbound(&self.session_id, &mut frame, &mut events)
-        {
-            TransportStats::bump(&self.stats.bad_messages);
-            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "inbound frame rejected by the pipeline");
+        let processed = match self.pipeline.process_inbound(
+            &self.session_id,
+            &mut frame,
+            &mut events,
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                TransportStats::bump(&self.stats.bad_messages);
+                tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "inbound frame rejected by the pipeline");
+                false
+            }
+        };
+        // A streaming STT hears the frame unless speech starts or ends on it
+        // (a start sends it with the audio before it).
+        let was_streaming = self.stt_feed.active();
+        let listened = processed && frame.sample_rate == self.internal_rate;
+        if listened {
+            self.stt_feed.remember(&frame.samples);
         }
         for event in events.drain(..) {
             match event {
@@ -619,6 +660,9 @@ impl CallTask {
             }
         }
         self.events = events;
+        if listened && was_streaming && self.stt_feed.active() {
+            self.stream_frame(&frame.samples);
+        }
         if self.user_speaking {
             let level = rms(&frame.samples);
             self.segment_peak = self.segment_peak.max(level);
@@ -656,6 +700,7 @@ impl CallTask {
                 self.segment_peak = 0.0;
                 self.discard_segment = false;
                 self.turn_deadline = None;
+                self.stt_speech_started(v.t_ms);
                 self.fire(HookTrigger::OnSpeechStart, json!({"t_ms": v.t_ms}));
                 let action = self.controller.on_speech_start(v.t_ms);
                 self.act(action);
@@ -675,18 +720,17 @@ impl CallTask {
                     HookTrigger::OnSpeechEnd,
                     json!({"t_ms": v.t_ms, "duration_ms": v.duration_ms}),
                 );
-                if std::mem::take(&mut self.discard_segment) {
+                let discard = std::mem::take(&mut self.discard_segment);
+                if discard {
                     tracing::debug!(target: "roomkit.voice.call", session_id = %self.session_id, "speech during playback discarded");
-                    return;
-                }
-                if let Some(audio) = v.audio {
+                } else {
                     self.segment = Some(Heard {
                         start_ms: self.speech_start_ms,
                         end_ms: end,
                         stt_ms: None,
                     });
-                    self.transcribe(audio);
                 }
+                self.stt_speech_ended(v.audio, discard);
             }
             VadEventType::Silence => {
                 self.fire(
@@ -723,34 +767,75 @@ impl CallTask {
         }
     }
 
-    /// Sends one utterance's audio to the STT session and asks for its result.
-    fn transcribe(&mut self, mut audio: Vec<i16>) {
-        let Some(stt) = &self.stt else {
-            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, "no speech-to-text session: utterance dropped");
+    /// Speech started at `t_ms`: a streaming STT starts hearing it.
+    fn stt_speech_started(&mut self, t_ms: f64) {
+        if !self.stt_feed.streaming() {
             return;
-        };
-        if let Some(r) = self.stt_resampler.as_mut() {
-            // A little silence pushes the resampler's delay out.
-            audio.extend(std::iter::repeat_n(0, self.internal_rate as usize / 10));
-            let mut frame = AudioFrame {
-                samples: audio,
-                sample_rate: self.internal_rate,
-                channels: 1,
-                timestamp_ms: None,
-                metadata: Default::default(),
-            };
-            if let Err(e) = r.process(&mut frame, "stt") {
-                tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "resampling for speech-to-text failed");
+        }
+        self.partial = None;
+        let back_ms = (self.now_ms() - t_ms).max(0.0);
+        let outcome = self.stt_feed.speech_started(self.stt.as_ref(), back_ms);
+        self.stt_sent(outcome, "the start of an utterance");
+    }
+
+    /// One caller frame of a streamed utterance.
+    fn stream_frame(&mut self, samples: &[i16]) {
+        let outcome = self.stt_feed.stream(self.stt.as_ref(), samples);
+        if outcome == SendOutcome::Dropped {
+            self.stt_sent(outcome, "caller audio");
+        }
+    }
+
+    /// Speech ended: the STT is asked for the utterance's final result
+    /// (`discard`: speech the interruption controller ignored, whose final
+    /// is dropped; a per-utterance provider is not even asked).
+    fn stt_speech_ended(&mut self, segment: Option<Vec<i16>>, discard: bool) {
+        let outcome = self
+            .stt_feed
+            .speech_ended(self.stt.as_ref(), segment, discard);
+        self.stt_sent(outcome, "an utterance");
+    }
+
+    fn stt_sent(&self, outcome: SendOutcome, what: &str) {
+        match outcome {
+            SendOutcome::Sent => {}
+            SendOutcome::NoSession => {
+                tracing::debug!(target: "roomkit.voice.call", session_id = %self.session_id, what, "no speech-to-text session: audio dropped");
+            }
+            SendOutcome::Dropped => {
+                let dropped = self.stt_feed.dropped();
+                // Every drop is counted; the log is kept to a few lines.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, what, dropped, "speech-to-text is not keeping up: audio dropped");
+                }
+            }
+        }
+    }
+
+    /// An STT result, before it is acted on: a final of ignored speech is
+    /// dropped, and a session that answers is healthy again.
+    fn on_stt_result(&mut self, result: Option<Result<Transcript, crate::error::ProviderFailure>>) {
+        if let Some(Ok(t)) = &result {
+            self.stt_failures = 0;
+            if t.is_final && self.stt_feed.on_final() {
+                self.partial = None;
+                tracing::debug!(target: "roomkit.voice.call", session_id = %self.session_id, "final transcript of ignored speech dropped");
                 return;
             }
-            r.reset("stt");
-            audio = frame.samples;
         }
-        if stt.audio.try_send(SttAudio::Samples(audio)).is_err()
-            || stt.audio.try_send(SttAudio::Finalize).is_err()
-        {
-            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, "speech-to-text is not keeping up: utterance dropped");
-        }
+        self.on_stt(result);
+    }
+
+    /// No final result within `stt_timeout_ms`: the session is given up.
+    fn on_stt_timeout(&mut self) {
+        let failure = crate::error::ProviderFailure::retryable(
+            self.shared.stt.name(),
+            format!(
+                "no final result within {} ms",
+                self.stt_feed.timeout().as_millis()
+            ),
+        );
+        self.stt_failed(failure.to_string());
     }
 
     fn on_stt(&mut self, result: Option<Result<Transcript, crate::error::ProviderFailure>>) {
@@ -807,8 +892,12 @@ impl CallTask {
         }
     }
 
+    /// The session failed: an `stt_error` event, and it is reopened
+    /// after a backoff that doubles with each failure in a row (half a
+    /// second up to 30 s), so a dead provider is not hammered.
     fn stt_failed(&mut self, error: String) {
         self.stt = None;
+        self.stt_feed.session_lost();
         let provider = self.shared.stt.name().to_owned();
         tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, %provider, %error, "speech-to-text failed; reopening");
         self.kit.emit_framework_event(FrameworkEvent::SttError {
@@ -816,22 +905,55 @@ impl CallTask {
             provider,
             error,
         });
+        self.reopen_stt();
+    }
+
+    fn reopen_stt(&mut self) {
+        if self.stt_reopening {
+            return;
+        }
+        self.stt_reopening = true;
+        let delay = stt_backoff(self.stt_failures);
+        self.stt_failures = self.stt_failures.saturating_add(1);
         let (stt, rate, tx) = (
             self.shared.stt.clone(),
             self.stt_rate,
             self.internal_tx.clone(),
         );
         self.main.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Ok(s) = stt.open_session(rate).await {
-                let _ = tx.send(Internal::SttReopened(s)).await;
-            }
+            tokio::time::sleep(delay).await;
+            let msg = match stt.open_session(rate).await {
+                Ok(s) => Internal::SttReopened(s),
+                Err(f) => Internal::SttReopenFailed(f),
+            };
+            let _ = tx.send(msg).await;
         });
     }
 
     fn on_internal(&mut self, msg: Internal) {
         match msg {
-            Internal::SttReopened(s) => self.stt = Some(s),
+            Internal::SttReopened(s) => {
+                self.stt_reopening = false;
+                tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, "speech-to-text session reopened");
+                self.stt = Some(s);
+                let outcome = self.stt_feed.resume(self.stt.as_ref());
+                self.stt_sent(outcome, "the utterance in progress");
+            }
+            Internal::SttReopenFailed(f) => {
+                self.stt_reopening = false;
+                let provider = self.shared.stt.name().to_owned();
+                self.kit.emit_framework_event(FrameworkEvent::SttError {
+                    session_id: self.session_id.clone(),
+                    provider: provider.clone(),
+                    error: f.to_string(),
+                });
+                if f.retryable {
+                    tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, %provider, error = %f, "speech-to-text could not be reopened; trying again");
+                    self.reopen_stt();
+                } else {
+                    tracing::error!(target: "roomkit.voice.call", session_id = %self.session_id, %provider, error = %f, "speech-to-text refused; the call goes on without it");
+                }
+            }
             Internal::Transcribed(None) => {
                 tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, "ON_TRANSCRIPTION blocked an utterance");
             }
@@ -1369,43 +1491,44 @@ impl CallTask {
     }
 
     /// Barge-in: nothing more is sent from the next tick on, the far end's
-    /// queue is flushed, synthesis is cancelled and the reply is stored as
-    /// heard.
+    /// queue is flushed, synthesis is cancelled and the replies are stored
+    /// as heard: the current one cut where it stopped, the ones queued
+    /// behind it (never started) as heard not at all. Without `flush_tts`
+    /// nothing is discarded: the replies play on and keep their full text.
     fn interrupt(&mut self, flush_tts: bool, keep_partial_transcript: bool) {
         let Some(current) = self.replies.front() else {
             return;
         };
         let spoken = current.spoken_text();
-        let (reply_id, event_id, played, marks) = (
+        let (reply_id, played, marks, reported) = (
             current.id,
-            current.event_id.clone(),
             current.sentences.iter().map(|s| s.played).sum::<u64>(),
             current.marks,
+            current.reported,
         );
-        if !current.reported {
-            self.report_agent(marks, spoken.clone(), true);
-        }
-        if let Some(r) = self.replies.front_mut() {
-            r.reported = true;
-        }
-        if flush_tts {
-            let dropped: Vec<Reply> = self.replies.drain(..).collect();
-            for r in dropped {
-                r.abort.abort();
-                self.answer_gone(&r);
-            }
-            if self.can_clear {
-                let _ = self.out.try_send(Outbound::Clear);
-            }
-        }
-        self.agent_speaking = false;
-        self.controller.set_agent_speaking(false);
         let played_ms = played as f64 * 1000.0 / f64::from(self.internal_rate);
-        tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, reply = reply_id, played_ms, "barge-in: playback stopped");
         self.fire(
             HookTrigger::OnBargeIn,
             json!({"spoken_text": spoken, "played_ms": played_ms}),
         );
+        if !flush_tts {
+            tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, reply = reply_id, played_ms, "barge-in: playback goes on (flush_partial_tts is off)");
+            return;
+        }
+        if !reported {
+            self.report_agent(marks, spoken.clone(), true);
+        }
+        let cancelled: Vec<Reply> = self.replies.drain(..).collect();
+        for r in &cancelled {
+            r.abort.abort();
+            self.answer_gone(r);
+        }
+        if self.can_clear {
+            let _ = self.out.try_send(Outbound::Clear);
+        }
+        self.agent_speaking = false;
+        self.controller.set_agent_speaking(false);
+        tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, reply = reply_id, played_ms, queued = cancelled.len() - 1, "barge-in: playback stopped");
         self.fire(
             HookTrigger::OnTtsCancelled,
             json!({"reason": "barge_in", "spoken_text": spoken, "played_ms": played_ms}),
@@ -1413,10 +1536,18 @@ impl CallTask {
         if !keep_partial_transcript {
             return;
         }
-        match event_id {
-            Some(id) => self.store_cut(id, spoken),
-            None => {
-                self.pending_cuts.insert(reply_id, spoken);
+        for (i, r) in cancelled.into_iter().enumerate() {
+            // Only the first was playing; the rest were never heard.
+            let heard = if i == 0 {
+                spoken.clone()
+            } else {
+                String::new()
+            };
+            match r.event_id {
+                Some(id) => self.store_cut(id, heard),
+                None => {
+                    self.pending_cuts.insert(r.id, heard);
+                }
             }
         }
     }
@@ -1488,6 +1619,7 @@ impl CallTask {
             frames_in = TransportStats::get(&self.stats.frames_in),
             bad_messages = TransportStats::get(&self.stats.bad_messages),
             dropped_outbound = TransportStats::get(&self.stats.dropped_outbound),
+            dropped_stt = self.stt_feed.dropped(),
             sent_samples = self.sent,
             "call ended");
     }

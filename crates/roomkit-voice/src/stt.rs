@@ -6,6 +6,12 @@
 //! sends [`SttAudio::Finalize`] when the turn detector decides the caller
 //! has finished, and reads interim and final [`Transcript`]s back. Dropping
 //! the audio sender ends the session; the provider then closes `results`.
+//!
+//! **One answer per Finalize.** A session answers every
+//! [`SttAudio::Finalize`] with exactly one final result, in order, with
+//! empty text when nothing was heard, unless it fails first. The call
+//! counts on it: it knows which utterance each final belongs to, and gives
+//! a session that lets a Finalize go unanswered for too long up as stalled.
 
 use std::sync::Arc;
 
@@ -80,7 +86,11 @@ pub trait SttProvider: Send + Sync + 'static {
     }
 
     /// Whether it gives results while audio streams in (interim results);
-    /// `false` for providers that only transcribe whole utterances.
+    /// `false` for providers that only transcribe whole utterances. A call
+    /// streams the caller's audio to a streaming provider's session while
+    /// they speak (from the voice activity detector's speech start, with
+    /// the audio just before it, to `Finalize` at speech end); others get
+    /// each utterance whole at speech end.
     fn supports_streaming(&self) -> bool {
         false
     }
@@ -110,7 +120,7 @@ pub trait SttProvider: Send + Sync + 'static {
 
 /// A session over a provider that only transcribes whole utterances: audio
 /// is collected until [`SttAudio::Finalize`], then transcribed in one call,
-/// whose result (if not empty) is sent as final.
+/// whose result is sent as final (an empty final when no audio came).
 pub fn buffered_session<P: SttProvider + ?Sized>(provider: Arc<P>, sample_rate: u32) -> SttSession {
     let (audio_tx, mut audio_rx) = mpsc::channel::<SttAudio>(SESSION_QUEUE);
     let (result_tx, result_rx) = mpsc::channel(SESSION_QUEUE);
@@ -120,11 +130,12 @@ pub fn buffered_session<P: SttProvider + ?Sized>(provider: Arc<P>, sample_rate: 
             match message {
                 SttAudio::Samples(samples) => utterance.extend_from_slice(&samples),
                 SttAudio::Finalize => {
-                    if utterance.is_empty() {
-                        continue;
-                    }
                     let audio = std::mem::take(&mut utterance);
-                    let result = provider.transcribe(&audio, sample_rate).await;
+                    let result = if audio.is_empty() {
+                        Ok(Transcript::final_text(""))
+                    } else {
+                        provider.transcribe(&audio, sample_rate).await
+                    };
                     let failed = result.is_err();
                     if result_tx.send(result).await.is_err() || failed {
                         return;

@@ -48,6 +48,8 @@ struct VoiceSection {
     voice: Option<String>,
     min_chunk_chars: Option<usize>,
     agents: Option<Vec<String>>,
+    stt_timeout_ms: Option<u64>,
+    tts_timeout_ms: Option<u64>,
 }
 
 /// A voice channel, as validated.
@@ -151,6 +153,26 @@ pub(crate) fn parse(
     };
     if let Some(n) = s.min_chunk_chars {
         settings.min_chunk_chars = n;
+    }
+    for (name, value, field) in [
+        (
+            "stt_timeout_ms",
+            s.stt_timeout_ms,
+            &mut settings.stt_timeout_ms,
+        ),
+        (
+            "tts_timeout_ms",
+            s.tts_timeout_ms,
+            &mut settings.tts_timeout_ms,
+        ),
+    ] {
+        match value {
+            Some(0) => {
+                return Err(ctx.err(format!("{key}.{name}"), "must be more than 0".to_owned()));
+            }
+            Some(ms) => *field = ms,
+            None => {}
+        }
     }
     Ok(VoiceSpec {
         id: s.id,

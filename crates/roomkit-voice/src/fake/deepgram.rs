@@ -14,7 +14,8 @@
 //! sends `Metadata` and closes normally, an unknown or malformed text
 //! message closes with 1008 `DATA-0000`, and a socket that gets nothing
 //! for the idle timeout (10 s by default, as Deepgram) closes with 1011
-//! `NET-0001`.
+//! `NET-0001`. [`FakeDeepgram::break_connections`] breaks the open sockets
+//! (no close handshake), as a network failure would.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +51,9 @@ pub struct DeepgramConnection {
     pub close_streams: usize,
     /// Messages sent back.
     pub messages_sent: usize,
+    /// Seconds of audio, from its first speech sample, of each utterance
+    /// given a final result.
+    pub utterances: Vec<f64>,
     /// Whether the connection has ended.
     pub ended: bool,
 }
@@ -77,6 +81,9 @@ struct DgState {
     common: Arc<Common>,
     settings: Mutex<Settings>,
     connections: Mutex<Vec<Arc<Mutex<DeepgramConnection>>>>,
+    /// Bumped to break every open live socket.
+    breaks: std::sync::atomic::AtomicU64,
+    break_now: tokio::sync::Notify,
 }
 
 /// A running fake Deepgram. Stops when dropped.
@@ -105,6 +112,8 @@ impl FakeDeepgram {
                 endpoint_silence: None,
             }),
             connections: Mutex::new(Vec::new()),
+            breaks: std::sync::atomic::AtomicU64::new(0),
+            break_now: tokio::sync::Notify::new(),
         });
         let rest_state = state.clone();
         let app = axum::Router::new()
@@ -152,6 +161,15 @@ impl FakeDeepgram {
     /// Ends an utterance by itself after this much silence (default never).
     pub fn set_endpoint_silence(&self, silence: Option<Duration>) {
         lock(&self.state.settings).endpoint_silence = silence;
+    }
+
+    /// Breaks every open live socket now, without a close handshake (a
+    /// network failure in the middle of a call).
+    pub fn break_connections(&self) {
+        self.state
+            .breaks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.state.break_now.notify_waiters();
     }
 
     /// The live connections so far, in order.
@@ -322,15 +340,25 @@ struct Broken;
 
 impl Live {
     async fn run(mut self, mut socket: WebSocket) {
+        use std::sync::atomic::Ordering;
+        let epoch = self.state.breaks.load(Ordering::SeqCst);
         loop {
             let idle = lock(&self.state.settings).idle_timeout;
-            let message = match tokio::time::timeout(idle, socket.recv()).await {
-                Err(_) => {
-                    let _ = close(&mut socket, 1011, "NET-0001").await;
-                    return;
-                }
-                Ok(None | Some(Err(_))) => return,
-                Ok(Some(Ok(m))) => m,
+            let state = self.state.clone();
+            let broken = state.break_now.notified();
+            if state.breaks.load(Ordering::SeqCst) != epoch {
+                return;
+            }
+            let message = tokio::select! {
+                r = tokio::time::timeout(idle, socket.recv()) => match r {
+                    Err(_) => {
+                        let _ = close(&mut socket, 1011, "NET-0001").await;
+                        return;
+                    }
+                    Ok(None | Some(Err(_))) => return,
+                    Ok(Some(Ok(m))) => m,
+                },
+                () = broken => return,
             };
             let outcome = match message {
                 Message::Binary(bytes) => self.on_audio(&mut socket, &bytes).await,
@@ -484,6 +512,10 @@ impl Live {
             },
         });
         if is_final {
+            if self.utterance.speaking {
+                let seconds = self.seconds(self.total - self.utterance.start);
+                lock(&self.conn).utterances.push(seconds);
+            }
             self.utterance = Utterance::default();
         }
         self.send(socket, message.to_string()).await

@@ -392,6 +392,14 @@ impl Session {
                 }
                 SttAudio::Finalize => {
                     if !decoder.in_utterance() {
+                        // Every Finalize gets its answer, empty here.
+                        if self
+                            .results
+                            .blocking_send(Ok(Transcript::final_text("")))
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
                         continue;
                     }
                     let tail = self.rate.flush()?;

@@ -330,6 +330,7 @@ impl SttProvider for DeepgramStt {
             write_timeout: self.request_timeout,
             turn: Turn::default(),
             finalize_deadline: None,
+            unanswered: std::collections::VecDeque::new(),
             heard_since_finalize: false,
             audio_since_finalize: false,
             last_send: Instant::now(),
@@ -574,6 +575,10 @@ struct Live {
     write_timeout: Duration,
     turn: Turn,
     finalize_deadline: Option<Instant>,
+    /// Finalizes not answered yet, oldest first: `true` for one sent with
+    /// no new audio (answered at once when its turn comes, Deepgram is
+    /// not asked), `false` for one Deepgram was asked to answer.
+    unanswered: std::collections::VecDeque<bool>,
     heard_since_finalize: bool,
     audio_since_finalize: bool,
     last_send: Instant,
@@ -659,9 +664,12 @@ impl Live {
         S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
     {
         if !self.audio_since_finalize {
-            // Nothing new went up: Deepgram may not answer; settle now.
-            return self.deliver_final().await;
+            // Nothing new went up: Deepgram may not answer; settle now, or
+            // right after the answers still awaited (answers stay in order).
+            self.unanswered.push_back(true);
+            return self.answer_settled().await;
         }
+        self.unanswered.push_back(false);
         self.audio_since_finalize = false;
         self.heard_since_finalize = false;
         self.finalize_deadline = Some(Instant::now() + self.finalize_timeout);
@@ -669,14 +677,49 @@ impl Live {
             .await
     }
 
-    async fn deliver_final(&mut self) -> Step {
-        self.finalize_deadline = None;
+    /// Answers the Finalizes at the front that need no answer from
+    /// Deepgram.
+    async fn answer_settled(&mut self) -> Step {
+        while self.unanswered.front() == Some(&true) {
+            self.unanswered.pop_front();
+            if let Step::Stop = self.send_final().await {
+                return Step::Stop;
+            }
+        }
+        Step::Continue
+    }
+
+    /// Sends the turn's one final result (empty text when nothing was
+    /// heard: every Finalize gets its answer).
+    async fn send_final(&mut self) -> Step {
         self.last_preview.clear();
-        if let Some(t) = self.turn.take_final()
-            && self.results.send(Ok(t)).await.is_err()
-        {
+        let t = self
+            .turn
+            .take_final()
+            .unwrap_or_else(|| Transcript::final_text(""));
+        if self.results.send(Ok(t)).await.is_err() {
             return Step::Stop;
         }
+        Step::Continue
+    }
+
+    /// Deepgram answered (or the timer settled) the oldest Finalize it
+    /// was asked: its final, then those of the empty turns queued behind
+    /// it. An answer nobody asked for (a late one, after the timer settled
+    /// the turn) is ignored; what it settled goes to the next turn.
+    async fn deliver_final(&mut self) -> Step {
+        if self.unanswered.pop_front().is_none() {
+            self.finalize_deadline = None;
+            return Step::Continue;
+        }
+        if let Step::Stop = self.send_final().await {
+            return Step::Stop;
+        }
+        if let Step::Stop = self.answer_settled().await {
+            return Step::Stop;
+        }
+        self.finalize_deadline =
+            (!self.unanswered.is_empty()).then(|| Instant::now() + self.finalize_timeout);
         Step::Continue
     }
 

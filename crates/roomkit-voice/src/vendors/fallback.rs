@@ -121,11 +121,12 @@ impl SttProvider for FallbackStt {
 }
 
 /// The audio a switch replays: the turns sent but not yet answered with a
-/// final, and the turn in progress. Bounded, oldest audio dropped first.
+/// final (each with its own Finalize, so the secondary answers each one),
+/// and the turn in progress. Bounded, oldest audio dropped first.
 #[derive(Debug, Default)]
 struct Replay {
-    /// Audio of turns finalized but not yet answered.
-    finalized: Vec<i16>,
+    /// Audio of turns finalized but not yet answered, oldest first.
+    finalized: std::collections::VecDeque<Vec<i16>>,
     /// Audio of the turn in progress.
     current: Vec<i16>,
     /// Most samples kept in each part.
@@ -149,20 +150,32 @@ impl Replay {
 
     fn finalize(&mut self) {
         let current = std::mem::take(&mut self.current);
-        self.finalized.extend(current);
-        trim(&mut self.finalized, self.cap);
+        self.finalized.push_back(current);
+        // Oldest audio goes first; a turn emptied this way still gets its
+        // Finalize (and so its answer).
+        let mut total: usize = self.finalized.iter().map(Vec::len).sum();
+        for turn in &mut self.finalized {
+            if total <= self.cap {
+                break;
+            }
+            let cut = (total - self.cap).min(turn.len());
+            turn.drain(..cut);
+            total -= cut;
+        }
     }
 
-    /// A final result arrived: the finalized turns are answered.
+    /// A final result arrived: the oldest finalized turn is answered.
     fn answered(&mut self) {
-        self.finalized.clear();
+        self.finalized.pop_front();
     }
 
     /// What to send to a new session, in order.
     fn take(&mut self) -> Vec<SttAudio> {
         let mut out = Vec::new();
-        if !self.finalized.is_empty() {
-            out.push(SttAudio::Samples(std::mem::take(&mut self.finalized)));
+        for turn in std::mem::take(&mut self.finalized) {
+            if !turn.is_empty() {
+                out.push(SttAudio::Samples(turn));
+            }
             out.push(SttAudio::Finalize);
         }
         if !self.current.is_empty() {
@@ -302,5 +315,60 @@ impl TtsProvider for FallbackTts {
             }
             Some(Err(f)) => Err(f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each unanswered turn is replayed with its own Finalize, so the
+    /// secondary answers each one, and an answer settles only the oldest.
+    #[test]
+    fn a_replay_keeps_one_finalize_per_unanswered_turn() {
+        let mut r = Replay::new(8_000);
+        r.push(&[1; 10]);
+        r.finalize();
+        r.push(&[2; 20]);
+        r.finalize();
+        r.push(&[3; 30]);
+        r.finalize();
+        r.answered();
+        r.push(&[4; 5]);
+        let shape: Vec<(bool, usize)> = r
+            .take()
+            .into_iter()
+            .map(|m| match m {
+                SttAudio::Samples(s) => (false, s.len()),
+                SttAudio::Finalize => (true, 0),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(false, 20), (true, 0), (false, 30), (true, 0), (false, 5)]
+        );
+        assert!(r.take().is_empty());
+    }
+
+    #[test]
+    fn a_replay_drops_the_oldest_audio_but_keeps_every_finalize() {
+        let mut r = Replay {
+            cap: 25,
+            ..Replay::default()
+        };
+        for n in [10, 20, 30] {
+            r.push(&vec![1; n]);
+            r.finalize();
+        }
+        let out = r.take();
+        let finalizes = out.iter().filter(|m| **m == SttAudio::Finalize).count();
+        let samples: usize = out
+            .iter()
+            .map(|m| match m {
+                SttAudio::Samples(s) => s.len(),
+                SttAudio::Finalize => 0,
+            })
+            .sum();
+        assert_eq!((finalizes, samples), (3, 25));
     }
 }

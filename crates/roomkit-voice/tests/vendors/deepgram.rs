@@ -146,9 +146,16 @@ async fn finalize_without_new_audio_settles_at_once() {
         "only words"
     );
     session.audio.send(SttAudio::Finalize).await.expect("open");
-    // Nothing new: no empty final, no failure.
+    // Nothing new: every Finalize is answered, here with an empty final
+    // at once, and no failure.
     let next = tokio::time::timeout(Duration::from_millis(1_500), session.results.recv()).await;
-    assert!(next.is_err(), "no result for an empty turn: {next:?}");
+    let empty = next.ok().flatten().and_then(Result::ok);
+    assert!(
+        empty
+            .as_ref()
+            .is_some_and(|t| t.is_final && t.text.is_empty()),
+        "an empty final for an empty turn: {empty:?}"
+    );
 }
 
 #[tokio::test]
@@ -478,4 +485,36 @@ async fn a_failed_tls_handshake_is_a_retryable_failure() {
         err.retryable || err.message.contains("root certificates"),
         "{err}"
     );
+}
+
+/// Two turns finalized back to back get one final each, in order, and an
+/// empty turn in between gets an empty one: the call pairs each final with
+/// its utterance.
+#[tokio::test]
+async fn every_finalize_gets_its_own_final_in_order() {
+    let fake = FakeDeepgram::start(KEY, ["first turn", "second turn"])
+        .await
+        .expect("fake");
+    let dg = provider(&fake.base_url(), |_| {});
+    let mut session = dg.open_session(16_000).await.expect("open");
+    send_speech(&session, 400).await;
+    session.audio.send(SttAudio::Finalize).await.expect("open");
+    session.audio.send(SttAudio::Finalize).await.expect("open");
+    send_speech(&session, 400).await;
+    session.audio.send(SttAudio::Finalize).await.expect("open");
+    let mut finals = Vec::new();
+    let _ = tokio::time::timeout(NO_HANG, async {
+        while finals.len() < 3 {
+            match session.results.recv().await {
+                Some(Ok(t)) if t.is_final => finals.push(t.text),
+                Some(Ok(_)) => {}
+                other => {
+                    finals.push(format!("{other:?}"));
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(finals, vec!["first turn", "", "second turn"]);
 }

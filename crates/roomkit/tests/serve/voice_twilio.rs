@@ -606,6 +606,14 @@ fn a_cloud_provider_with_a_bad_option_or_no_key_exits_2_naming_it() {
             "channels[0].tts",
             "OPENAI_API_KEY",
         ),
+        (
+            voice(
+                r#"{ provider = "openai", api_key_env = "DG_KEY" }"#,
+                r#"{ provider = "openai", api_key_env = "DG_KEY" }"#,
+            ) + "stt_timeout_ms = 0\n",
+            "channels[0].stt_timeout_ms",
+            "more than 0",
+        ),
     ];
     for (config, key, word) in cases {
         let (code, err, path) = refused(&config);
@@ -794,4 +802,82 @@ async fn an_answered_twilio_call_shows_its_turn_latency_on_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The Deepgram socket breaks in the middle of a call: the call stays up,
+/// the server reopens the live session (logging the failure), and the next
+/// question is heard and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deepgram_socket_that_breaks_mid_call_is_reopened_and_the_next_question_heard() {
+    if !tools_present() {
+        return missing("espeak-ng and sox are needed to make the caller's speech");
+    }
+    let question = speech("what time is it");
+    let deepgram = FakeDeepgram::start("dg-test-key", ["what time is it"])
+        .await
+        .unwrap();
+    let elevenlabs = FakeElevenLabs::start("el-test-key").await.unwrap();
+    let stt = format!(
+        r#"{{ provider = "deepgram", base_url = "{}", api_key_env = "DG_KEY", sample_rate = 8000 }}"#,
+        deepgram.base_url()
+    );
+    let tts = format!(
+        r#"{{ provider = "elevenlabs", base_url = "{}", api_key_env = "EL_KEY", voice_id = "voice-1", sample_rate = 16000 }}"#,
+        elevenlabs.base_url()
+    );
+    let setup = setup_with(&stt, &tts, vec![Box::new(elevenlabs)]).await;
+    let s = &setup.s;
+    let mut caller = dial(s, TOKEN).await;
+    caller.say(&vec![0; 4000]);
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let deepgram = &deepgram;
+        async move {
+            while deepgram.connections().len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{n} live sessions expected: {:?}; log: {}",
+                    deepgram.connections(),
+                    s.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    deepgram.break_connections();
+    wait_for(2).await;
+    caller.say(&vec![0; 2400]);
+    caller.say(&question);
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answer.len() < 8000 {
+        let Some(v) = caller.next(deadline).await else {
+            break;
+        };
+        if v["event"] == "media" {
+            answer.extend(decode_payload(v["media"]["payload"].as_str().unwrap()).unwrap());
+        }
+    }
+    assert!(
+        answer.len() >= 8000,
+        "no answer after the socket broke ({} samples); log: {}",
+        answer.len(),
+        s.log()
+    );
+    let timeline = s.timeline(ROOM).await;
+    let asked: Vec<&Value> = timeline
+        .iter()
+        .filter(|e| e["source"]["channel_id"] == "phone" && !text_of(e).is_empty())
+        .collect();
+    assert_eq!(asked.len(), 1, "{timeline:?}");
+    assert_eq!(text_of(asked[0]), "what time is it");
+    let log = s.log();
+    assert!(
+        log.contains("speech-to-text failed; reopening") && log.contains("deepgram"),
+        "{log}"
+    );
+    assert!(log.contains("speech-to-text session reopened"), "{log}");
+    caller.player.abort();
 }
