@@ -49,6 +49,8 @@ pub(crate) struct Rig {
     pub(crate) call: Option<CallHandle>,
     pub(crate) stt: Arc<ScriptedStt>,
     pub(crate) tts: Arc<ToneTts>,
+    /// Framework events since before the call was accepted.
+    pub(crate) framework: tokio::sync::broadcast::Receiver<Arc<FrameworkEvent>>,
 }
 
 /// A room `r1` with the voice channel and `agent`, and a call in it.
@@ -81,6 +83,7 @@ async fn rig_with_tap(
         .build()
         .unwrap();
     voice.attach_kit(&kit);
+    let framework = kit.subscribe();
     kit.create_room(CreateRoom::with_id("r1")).await.unwrap();
     for id in [ChannelId::from("voice"), agent_id] {
         kit.attach_channel(&"r1".into(), &id, AttachOptions::default())
@@ -100,6 +103,7 @@ async fn rig_with_tap(
         call: Some(call),
         stt,
         tts,
+        framework,
     }
 }
 
@@ -128,7 +132,6 @@ pub(crate) fn media_only(r: &[Received]) -> Vec<&Received> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() {
-    let mut framework = None;
     let tap = Arc::new(CountingTap::default());
     let mut rig = rig_with_tap(
         Arc::new(EchoAgent::new("echo")),
@@ -138,7 +141,6 @@ async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() 
         Some(tap.clone()),
     )
     .await;
-    framework.get_or_insert_with(|| rig.kit.subscribe());
     let question = speech(QUESTION);
     rig.client.say(silence(400));
     rig.client.say(question.clone());
@@ -219,7 +221,7 @@ async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() 
         .await
         .expect("the call ends");
     let mut names = Vec::new();
-    let rx = framework.as_mut().unwrap();
+    let rx = &mut rig.framework;
     while let Ok(e) = rx.try_recv() {
         names.push(e.name());
         if let FrameworkEvent::VoiceSessionEnded { duration_ms, .. } = e.as_ref() {
