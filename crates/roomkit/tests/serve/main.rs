@@ -24,6 +24,7 @@ mod telemetry;
 mod transports;
 mod voice_analytics;
 mod voice_browser;
+mod voice_hooks;
 mod voice_offline_example;
 mod voice_outbound;
 mod voice_twilio;
