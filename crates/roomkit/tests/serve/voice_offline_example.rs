@@ -96,3 +96,32 @@ async fn the_offline_voice_example_serves_the_chat_and_answers_a_call() {
     );
     caller.player.abort();
 }
+
+/// The README shows a newcomer how to run the example: the command, the
+/// address, the browser page, the Twilio webhook and its token variable,
+/// and that phone audio is heard poorly by the offline model.
+#[test]
+fn the_readme_shows_how_to_run_the_offline_voice_example() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    for needle in [
+        "--features espeak,pocketsphinx",
+        "serve --config examples/voice-offline.toml",
+        "--addr",
+        "/webhooks/voice/twilio",
+        "TWILIO_AUTH_TOKEN",
+        "wideband",
+    ] {
+        assert!(
+            readme.contains(needle),
+            "the README does not say {needle:?}"
+        );
+    }
+    let example = std::fs::read_to_string(example()).unwrap();
+    assert!(
+        example.contains("auth_token_env = \"TWILIO_AUTH_TOKEN\""),
+        "the example's token variable changed; update the README"
+    );
+}
