@@ -23,6 +23,7 @@ mod store;
 mod telemetry;
 mod transports;
 mod voice_analytics;
+mod voice_barge_in_export;
 mod voice_browser;
 mod voice_hooks;
 mod voice_offline_example;
