@@ -2,7 +2,8 @@
 //! hook answering `modify` with a `text` changes what the caller's message
 //! says in the room, and one answering `block` keeps the utterance out,
 //! on a Twilio call through the real binary (fake Deepgram hears, fake
-//! ElevenLabs speaks).
+//! ElevenLabs speaks). Also: text a person types into the room's web chat
+//! during the call is spoken to the caller.
 //!
 //! Needs espeak-ng and sox for the caller's speech; without them it says
 //! so and skips, except under CI (`CI` set), where it fails.
@@ -143,4 +144,58 @@ async fn an_http_on_transcription_hook_can_block_the_utterance() {
                 .is_some_and(|t| t.contains("what time"))),
         "a blocked utterance reached the room: {timeline:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_typed_in_the_web_chat_is_spoken_to_the_caller() {
+    if !tools_present() {
+        return missing("espeak-ng and sox are needed to make the caller's speech");
+    }
+    let (stt, tts, fakes) = deepgram_and_elevenlabs().await;
+    let setup = setup_full(&stt, &tts, fakes, "", &[]).await;
+    let s = &setup.s;
+    let mut caller = dial(s, TOKEN).await;
+    caller.say(&vec![0; 2400]);
+    // The call has joined the room once its session_started is stored.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let joined = s.timeline(ROOM).await.iter().any(|e| {
+            e["source"]["channel_id"] == "phone" && e["content"]["code"] == "session_started"
+        });
+        if joined {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call did not join; log: {}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.post_text(
+        ROOM,
+        "web",
+        "Your table is ready, please come to the front desk.",
+    )
+    .await;
+    let mut audio = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while audio.len() < 8000 {
+        let Some(v) = caller.next(deadline).await else {
+            break;
+        };
+        if v["event"] == "media" {
+            audio.extend(
+                roomkit_voice::twilio::decode_payload(v["media"]["payload"].as_str().unwrap())
+                    .unwrap(),
+            );
+        }
+    }
+    assert!(
+        audio.len() >= 8000 && crate::voice_twilio::rms(&audio) > 1000.0,
+        "the typed text was not spoken ({} samples); log: {}",
+        audio.len(),
+        s.log()
+    );
+    caller.player.abort();
 }
