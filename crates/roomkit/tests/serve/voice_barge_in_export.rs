@@ -1,7 +1,8 @@
 //! A phone call cut by barge-in, exported with call analytics through the
 //! real binary: the agent's side of the recording is the answer as the
 //! caller heard it (silent from the cut on), and the transcript holds the
-//! words heard, not the whole answer.
+//! words heard, not the whole answer. Also: the call report pages answer
+//! bad path segments in the contract's terms.
 //!
 //! Needs espeak-ng and sox, as `voice_twilio`.
 
@@ -135,4 +136,27 @@ async fn a_call_cut_by_barge_in_is_exported_as_heard() {
         "the right channel goes on after the cut (rms {after})"
     );
     let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// The call report pages answer a path segment that is not UTF-8 like
+/// every other path, with 400 `invalid_path` (not a bare `bad_request`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_report_paths_answer_invalid_path() {
+    let dir = std::env::temp_dir().join(format!("roomkit-serve-reports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("reports")).unwrap();
+    let config = crate::config_file(&format!(
+        "[analytics]\nspool_dir = \"{}\"\n\n[analytics.reports]\ndir = \"{}\"\n",
+        dir.join("spool").display(),
+        dir.join("reports").display()
+    ));
+    let s = crate::Server::start_with(&["--config", config.to_str().unwrap()], &[]).await;
+    for path in ["/call-reports/%FF", "/call-reports/%FF/recording.wav"] {
+        let (status, body) = s.call("GET", path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_path", "{path}: {body}");
+    }
+    let (status, body) = s.call("GET", "/call-reports/nope", None).await;
+    assert_eq!(status, 404, "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
