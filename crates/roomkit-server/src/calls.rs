@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +20,7 @@ use roomkit_analytics::report::{list_reports, read_report, recording_path};
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::extract::Params;
+use crate::extract::Path;
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("../assets/calls.html");

@@ -159,6 +159,10 @@ struct Answer {
     observations: Vec<Observation>,
     #[serde(default)]
     event: Option<RoomEvent>,
+    /// `modify` of a text trigger (`on_transcription`, `before_tts`): the
+    /// new text.
+    #[serde(default)]
+    text: Option<String>,
     #[serde(default, deserialize_with = "lenient::map")]
     metadata_updates: Map,
 }
@@ -293,12 +297,22 @@ impl HttpHook {
                     .clone()
                     .unwrap_or_else(|| format!("blocked by hook {}", self.config.name)),
             ),
+            // Text triggers (the caller's transcript, the text before
+            // speech) are modified with `text`; event triggers with `event`.
+            Action::Modify if matches!(input.payload, HookPayload::Text(_)) => {
+                let Some(text) = answer.text else {
+                    return Err("`modify` of a text trigger needs a `text`".into());
+                };
+                let mut r = HookResult::modify(HookPayload::Text(text));
+                r.reason = answer.reason.clone();
+                r
+            }
             Action::Modify => {
                 let Some(event) = answer.event else {
                     return Err("`modify` needs an `event`".into());
                 };
                 if !matches!(input.payload, HookPayload::Event(_)) {
-                    return Err("`modify` is only possible for event triggers".into());
+                    return Err("`modify` is only possible for event and text triggers".into());
                 }
                 let mut r = HookResult::modify_event(event);
                 r.reason = answer.reason.clone();

@@ -134,7 +134,7 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "get",
         path: "/voice/{provider}/media",
         operation: "voice_media",
-        summary: "Media socket of a voice call (HTTP 101 upgrade) in the transport's own protocol (Twilio Media Streams for `twilio`). The upgrade must carry the provider's signature (Twilio: X-Twilio-Signature over the ws(s) URL); 403 otherwise, 404 when no voice channel uses this transport.",
+        summary: "Media socket of a voice call (HTTP 101 upgrade) in the transport's own protocol (Twilio Media Streams for `twilio`). The upgrade must carry the provider's signature (Twilio: X-Twilio-Signature over the ws(s) URL; `browser`: the API key as `?token=` or a bearer header); 403 `invalid_signature` otherwise, 404 when no voice channel uses this transport, 400 `websocket_upgrade_required` for a signed request that is not an upgrade.",
         body: None,
         success: (101, None),
         query: &[(
@@ -299,10 +299,109 @@ fn reason(status: u16) -> &'static str {
         422 => {
             "Well-formed but refused (unregistered or unattached channel, a channel that cannot do this)"
         }
-        429 => "Rate limited",
+        429 => "Rate limited, or too many WebSocket connections for the key",
         502 => "The provider refused the request or could not be reached",
-        503 => "Store unavailable",
+        503 => "Store unavailable, shutting down, or the server is at its connection limit",
         _ => "Error",
+    }
+}
+
+/// Whether a path has a `{parameter}` segment (a segment that is not
+/// UTF-8 once percent-decoded is a 400 `invalid_path`).
+fn has_path_parameter(path: &str) -> bool {
+    path.split('/').any(|seg| seg.starts_with('{'))
+}
+
+/// The error statuses a route can answer: its own list, plus 401 and 429
+/// for the key and its rate limit, 400 `invalid_path` where the path has
+/// parameters, and 503 `too_many_connections` for every route but
+/// `/healthz` (the connection reserve answers it alone).
+pub fn error_statuses(route: &RouteDoc) -> Vec<u16> {
+    let mut errors: Vec<u16> = route.errors.to_vec();
+    if route.authenticated {
+        errors.extend([401, 429]);
+    }
+    if has_path_parameter(route.path) {
+        errors.push(400);
+    }
+    if route.path != "/healthz" {
+        errors.push(503);
+    }
+    errors.sort_unstable();
+    errors.dedup();
+    errors
+}
+
+/// The `error.code` values a route answers with `status`.
+pub fn error_codes(route: &RouteDoc, status: u16) -> &'static [&'static str] {
+    let webhook = route.path.starts_with("/webhooks/");
+    let media = route.path == "/voice/{provider}/media";
+    let ws = route.path == "/ws/{room_id}";
+    match status {
+        400 if ws => &[
+            "websocket_upgrade_required",
+            "invalid_query",
+            "invalid_field",
+            "invalid_path",
+        ],
+        400 if media => &[
+            "websocket_upgrade_required",
+            "invalid_request",
+            "invalid_path",
+        ],
+        400 if webhook => &[
+            "invalid_body",
+            "malformed_webhook",
+            "invalid_request",
+            "invalid_path",
+        ],
+        400 => &[
+            "malformed_json",
+            "invalid_field",
+            "invalid_query",
+            "invalid_cursor",
+            "invalid_path",
+            "invalid_request",
+        ],
+        401 => &["unauthorized"],
+        403 if webhook || media => &["invalid_signature"],
+        403 => &["forbidden", "organization_forbidden"],
+        404 if webhook => &["channel_not_found", "webhook_not_found"],
+        404 if media => &["channel_not_found"],
+        404 => &[
+            "room_not_found",
+            "event_not_found",
+            "channel_not_attached",
+            "channel_not_found",
+            "participant_not_found",
+            "identity_not_found",
+            "task_not_found",
+        ],
+        409 => &[
+            "room_exists",
+            "channel_already_attached",
+            "participant_exists",
+            "identity_exists",
+            "address_exists",
+            "illegal_transition",
+        ],
+        413 => &["payload_too_large"],
+        422 => &[
+            "channel_not_registered",
+            "channel_not_attached",
+            "channel_rejected",
+            "outbound_not_configured",
+        ],
+        429 if ws => &["rate_limited", "too_many_connections"],
+        429 => &["rate_limited"],
+        502 => &["provider_error"],
+        503 => &[
+            "store_unavailable",
+            "lock_unavailable",
+            "shutting_down",
+            "too_many_connections",
+        ],
+        _ => &[],
     }
 }
 
@@ -322,16 +421,21 @@ pub fn document() -> Value {
             ok["content"] = json!({media: {"schema": r(name)}});
         }
         responses.insert(status.to_string(), ok);
-        let mut errors: Vec<u16> = route.errors.to_vec();
-        if route.authenticated {
-            errors.extend([401, 429]);
-        }
-        errors.sort_unstable();
-        errors.dedup();
-        for e in errors {
+        for e in error_statuses(route) {
+            let codes = error_codes(route, e);
+            let listed = codes
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let description = if codes.is_empty() {
+                reason(e).to_owned()
+            } else {
+                format!("{}. Codes: {listed}.", reason(e))
+            };
             responses.insert(
                 e.to_string(),
-                json!({"description": reason(e), "content": {"application/json": {"schema": r("Error")}}}),
+                json!({"description": description, "x-error-codes": codes, "content": {"application/json": {"schema": r("Error")}}}),
             );
         }
         let mut parameters: Vec<Value> = route

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Scope;
 use crate::error::ApiError;
-use crate::extract::StrictJson;
+use crate::extract::{Path, StrictJson};
 use crate::ids;
 use crate::state::AppState;
 
@@ -101,9 +101,17 @@ pub async fn media(
         )
         .into_response();
     }
-    let Ok(ws) = ws else {
-        return ApiError::bad_request("invalid_request", "this endpoint takes a WebSocket upgrade")
+    // A plain request gets the same answer as one on `/ws/{room_id}`.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => {
+            return ApiError::new(
+                r.status(),
+                "websocket_upgrade_required",
+                format!("this endpoint takes a WebSocket upgrade: {}", r.body_text()),
+            )
             .into_response();
+        }
     };
     let tasks = state.ws_tasks.clone();
     let shutdown = state.shutdown.clone();

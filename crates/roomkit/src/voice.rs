@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
-use roomkit_audio::AudioPipelineConfig;
 use roomkit_audio::turn::{HeuristicTurnConfig, InterruptionConfig};
+use roomkit_audio::{
+    AudioFormat, AudioPipeline, AudioPipelineConfig, AudioPipelineContract, TransportCapabilities,
+};
 use roomkit_channels::Secret;
 use roomkit_core::model::{ChannelId, HookTrigger};
 use roomkit_core::{
@@ -119,6 +121,12 @@ pub(crate) fn parse(
             ),
         ));
     }
+    if s.transport != "twilio" && s.auth_token_env.is_some() {
+        return Err(ctx.err(
+            format!("{key}.auth_token_env"),
+            "is a setting of transport \"twilio\" only",
+        ));
+    }
     let token_env = s.auth_token_env.as_deref().unwrap_or(DEFAULT_TOKEN_ENV);
     let auth_token = env.var(token_env).map(Secret::new);
     if auth_token.is_none() && s.transport == "twilio" {
@@ -144,6 +152,7 @@ pub(crate) fn parse(
         .map_err(|e| ctx.err(format!("{key}.tts"), config_problem(&e)))?;
     registry::tts_provider(&tts, &lookup)
         .map_err(|e| ctx.err(format!("{key}.tts"), config_problem(&e)))?;
+    check_pipeline(ctx, key, &s.transport, &s.pipeline)?;
     let mut settings = VoiceSettings {
         pipeline: s.pipeline,
         interruption: s.interruption,
@@ -184,6 +193,44 @@ pub(crate) fn parse(
         outbound,
         agents: s.agents.unwrap_or_default(),
     })
+}
+
+/// Builds the channel's audio pipeline once for its transport's audio, as
+/// a call does at its start, so that a pipeline no call could run (an
+/// internal rate without whole 10 ms blocks, a VAD that does not take the
+/// rate, stereo, ...) is a config error instead of a hang-up of every call.
+/// Debug taps are left out: building them creates their directory.
+fn check_pipeline(
+    ctx: &Ctx<'_>,
+    key: &str,
+    transport: &str,
+    pipeline: &AudioPipelineConfig,
+) -> Result<(), ConfigError> {
+    let rate = if transport == roomkit_voice::browser::TRANSPORT {
+        roomkit_voice::browser::SAMPLE_RATE
+    } else {
+        roomkit_voice::twilio::SAMPLE_RATE
+    };
+    let format = AudioFormat::pcm_mono(rate);
+    let internal = pipeline
+        .resampler
+        .as_ref()
+        .map_or(format, |r| r.internal_format());
+    let mut probe = pipeline.clone();
+    probe.debug_taps = None;
+    let contract = AudioPipelineContract {
+        internal_format: internal,
+        transport_inbound_format: format,
+        transport_outbound_format: format,
+    };
+    AudioPipeline::from_config(&probe, contract, TransportCapabilities::default())
+        .map(drop)
+        .map_err(|e| {
+            ctx.err(
+                format!("{key}.pipeline"),
+                format!("no call could run this audio pipeline: {e}"),
+            )
+        })
 }
 
 /// Checks a voice channel's `agents` against the configured channel ids.

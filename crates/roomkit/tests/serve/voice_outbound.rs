@@ -694,3 +694,136 @@ key_env = "ACME_KEY"
     let stored = s.ok("GET", &format!("/rooms/{room}"), None).await;
     assert_eq!(stored["organization_id"], "acme", "{stored}");
 }
+
+/// The media socket answers like `/ws`: a signed request that is not an
+/// upgrade is told so with 400 `websocket_upgrade_required`, and a path
+/// segment that is not UTF-8 is a 400 `invalid_path`, both in the JSON
+/// error shape and both codes the OpenAPI document lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_request_on_the_media_socket_is_told_to_upgrade() {
+    let setup = setup("").await;
+    let s = &setup.s;
+    let signed = format!(
+        "{}/voice/twilio/media",
+        setup.public_url.replacen("http://", "ws://", 1)
+    );
+    let resp = s
+        .http
+        .get(s.url("/voice/twilio/media"))
+        .header("X-Twilio-Signature", signature(TOKEN, &signed, &[]))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["code"], "websocket_upgrade_required",
+        "{body}"
+    );
+
+    let (status, body) = s.call("GET", "/voice/%FF/media", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_path", "{body}");
+
+    let doc = s.ok("GET", "/openapi.json", None).await;
+    let media =
+        &doc["paths"]["/voice/{provider}/media"]["get"]["responses"]["400"]["x-error-codes"];
+    for code in ["websocket_upgrade_required", "invalid_path"] {
+        assert!(
+            media
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == code)),
+            "{code} is not documented: {media}"
+        );
+    }
+}
+
+/// Runs `roomkit serve` on `config` and returns its exit code and stderr;
+/// a server that is still running after 30 s (it took the config) is
+/// killed and reported with no code.
+fn serve_exit(config: &str) -> (Option<i32>, String, String) {
+    let path = crate::config_file(config);
+    let err = path.with_extension("stderr");
+    let mut child = std::process::Command::new(crate::binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--store", "memory://"])
+        .arg("--config")
+        .arg(&path)
+        .env("OA_KEY", "k")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let _ = std::fs::remove_file(&err);
+    (code, stderr, path.to_string_lossy().into_owned())
+}
+
+/// An audio pipeline that no call could run is refused at load (exit 2,
+/// naming `channels[N].pipeline` and the problem) rather than hanging up
+/// every call at its start; so is a Twilio-only key on a browser channel.
+#[test]
+fn an_audio_pipeline_no_call_could_run_exits_2_naming_it() {
+    let voice = |transport: &str, extra: &str, pipeline: &str| {
+        format!(
+            r#"
+[[channels]]
+id = "phone"
+type = "voice"
+transport = "{transport}"
+{extra}
+stt = {{ provider = "openai", api_key_env = "OA_KEY" }}
+tts = {{ provider = "openai", api_key_env = "OA_KEY" }}
+
+[channels.pipeline]
+{pipeline}
+"#
+        )
+    };
+    let cases = [
+        (
+            voice("twilio", "", "resampler = { internal_sample_rate = 11025 }"),
+            "channels[0].pipeline",
+            "10 ms",
+        ),
+        (
+            voice("twilio", "", "resampler = { internal_channels = 2 }"),
+            "channels[0].pipeline",
+            "mono",
+        ),
+        (
+            voice(
+                "browser",
+                "",
+                "resampler = { internal_sample_rate = 22050 }\nvad = { provider = \"webrtc\" }",
+            ),
+            "channels[0].pipeline",
+            "WebRTC VAD",
+        ),
+        (
+            voice("browser", r#"auth_token_env = "TWILIO_AUTH_TOKEN""#, ""),
+            "channels[0].auth_token_env",
+            "twilio",
+        ),
+    ];
+    for (config, key, word) in cases {
+        let (code, err, path) = serve_exit(&config);
+        assert_eq!(code, Some(2), "{config}\n{err}");
+        assert!(
+            err.contains(&path) && err.contains(key) && err.contains(word),
+            "{config}\n{err}"
+        );
+    }
+}

@@ -51,7 +51,8 @@ pub(crate) fn tools_present() -> bool {
 pub(crate) fn speech(text: &str) -> Vec<i16> {
     let dir = std::env::temp_dir().join("roomkit-serve-tests");
     std::fs::create_dir_all(&dir).unwrap();
-    let tag = format!("{}-{}", std::process::id(), text.len());
+    // Unique per call: tests in this process make the same sentence at once.
+    let tag = crate::unique();
     let (raw, narrow) = (
         dir.join(format!("tw-{tag}.wav")),
         dir.join(format!("tw-{tag}-8k.wav")),
