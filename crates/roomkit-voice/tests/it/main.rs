@@ -6,6 +6,7 @@
 
 mod browser;
 mod call;
+mod garbage;
 mod support;
 mod turns;
 mod twilio;
