@@ -23,6 +23,7 @@ mod store;
 mod telemetry;
 mod transports;
 mod voice_browser;
+mod voice_garbage;
 mod voice_offline_example;
 mod voice_twilio;
 mod ws;
