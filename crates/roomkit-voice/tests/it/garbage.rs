@@ -195,8 +195,9 @@ fn browser_messages_and_frames_survive_garbage() {
     for _ in 0..ROUNDS {
         let frame = rng.bytes(700);
         let decoded = browser::decode_frame(&frame);
-        let ok =
-            !frame.is_empty() && frame.len() % 2 == 0 && frame.len() <= browser::MAX_FRAME_BYTES;
+        let ok = !frame.is_empty()
+            && frame.len().is_multiple_of(2)
+            && frame.len() <= browser::MAX_FRAME_BYTES;
         assert_eq!(decoded.is_ok(), ok, "frame of {} bytes", frame.len());
         let base = &valid[rng.below(valid.len())];
         for text in [lossy(&frame), lossy(&rng.mutate(base.as_bytes()))] {
@@ -295,7 +296,7 @@ fn openai_replies_survive_garbage() {
             rest = tail;
         }
         assert_eq!(got, whole);
-        assert_eq!(a.has_partial(), pcm.len() % 2 == 1);
+        assert_eq!(a.has_partial(), !pcm.len().is_multiple_of(2));
     }
 }
 
