@@ -1,15 +1,11 @@
 //! The `roomkit serve` configuration file: the input is written to a file
-//! and loaded exactly as the command loads it (the loader's source is
-//! compiled in here, since the command has no library). Every outcome is
-//! settings or a `ConfigError`.
+//! and loaded exactly as the command loads it, by the `roomkit` library's
+//! own loader. Every outcome is settings or a `ConfigError`.
 
 #![no_main]
-#![allow(dead_code)]
-
-#[path = "../../crates/roomkit/src/config.rs"]
-mod config;
 
 use libfuzzer_sys::fuzz_target;
+use roomkit::config;
 use roomkit_fuzz::scratch_dir;
 
 /// An environment with no variables set.

@@ -1,16 +1,13 @@
 //! WAV input of `roomkit audio process`: the input is written to a file
-//! and run through the command's own code (its source is compiled in here,
-//! since the command has no library) with cheap stages. Every outcome is
+//! and run through the command's own code (the `roomkit` library's
+//! `audio_cmd`) with cheap stages. Every outcome is
 //! success or an error, and a failed run leaves no output behind.
 
 #![no_main]
-#![allow(dead_code)]
-
-#[path = "../../crates/roomkit/src/audio_cmd.rs"]
-mod audio_cmd;
 
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
+use roomkit::audio_cmd;
 use roomkit_fuzz::scratch_dir;
 
 #[derive(Parser)]

@@ -24,6 +24,7 @@ fn fixture() -> &'static (Arc<dyn WebhookReceiver>, Arc<dyn WebhookReceiver>) {
         let config = |secret: Option<Secret>| WebhookConfig {
             url: "http://127.0.0.1:9/hook".into(),
             secret,
+            allowed_urls: Vec::new(),
         };
         (
             WebhookChannel::new("wh", config(Some(Secret::new(SECRET)))).receiver_at(NOW),

@@ -10,7 +10,9 @@
 //! comes back through the voice webhook and the media socket into that
 //! room. A failed dial undoes what the request prepared.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -18,10 +20,9 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
+use futures::{Sink, StreamExt};
 use roomkit_core::model::{ChannelId, RoomId};
 use roomkit_core::{AttachOptions, CreateRoom, RoomKitError};
-use roomkit_voice::backend::MediaSink;
 use roomkit_voice::{DialError, DialRequest, MediaEndpoint, MediaMessage, MediaSocket, VoiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -141,17 +142,96 @@ fn media_socket(socket: WebSocket) -> MediaSocket {
             }
         })
         .boxed();
-    let outgoing: MediaSink = Box::pin(
-        sink.with(|m: MediaMessage| async move {
-            Ok::<_, axum::Error>(match m {
-                MediaMessage::Text(t) => Message::Text(t.into()),
-                MediaMessage::Binary(b) => Message::Binary(b.into()),
-                MediaMessage::Close => Message::Close(None),
-            })
-        })
-        .sink_map_err(|e| VoiceError::Transport(e.to_string())),
-    );
-    MediaSocket::new(incoming, outgoing)
+    MediaSocket::new(incoming, Box::pin(VoiceSink(sink)))
+}
+
+/// A WebSocket sink taking the voice crate's messages and giving its
+/// errors, every time. (`SinkExt::sink_map_err` maps only the first error
+/// and panics on the next one; a call's last words, `ended` and the close,
+/// are both sent to a socket that may already have failed.)
+struct VoiceSink<S>(S);
+
+fn transport(e: axum::Error) -> VoiceError {
+    VoiceError::Transport(e.to_string())
+}
+
+impl<S> Sink<MediaMessage> for VoiceSink<S>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    type Error = VoiceError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), VoiceError>> {
+        Pin::new(&mut self.0).poll_ready(cx).map_err(transport)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, m: MediaMessage) -> Result<(), VoiceError> {
+        let message = match m {
+            MediaMessage::Text(t) => Message::Text(t.into()),
+            MediaMessage::Binary(b) => Message::Binary(b.into()),
+            MediaMessage::Close => Message::Close(None),
+        };
+        Pin::new(&mut self.0).start_send(message).map_err(transport)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), VoiceError>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(transport)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), VoiceError>> {
+        Pin::new(&mut self.0).poll_close(cx).map_err(transport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::SinkExt;
+
+    use super::*;
+
+    /// A socket that has failed: every operation errs, every time (as an
+    /// axum socket does once the connection is gone).
+    struct Failed;
+
+    fn reset() -> axum::Error {
+        axum::Error::new("connection reset")
+    }
+
+    impl Sink<Message> for Failed {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Err(reset()))
+        }
+
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), axum::Error> {
+            Err(reset())
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Err(reset()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Err(reset()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_socket_gives_an_error_on_every_send() {
+        let mut sink = VoiceSink(Failed);
+        for m in [
+            MediaMessage::Text("{\"type\":\"ended\"}".into()),
+            MediaMessage::Close,
+            MediaMessage::Binary(vec![0, 1]),
+        ] {
+            let err = sink.send(m).await.err();
+            assert!(
+                matches!(&err, Some(VoiceError::Transport(m)) if m.contains("connection reset")),
+                "{err:?}"
+            );
+        }
+    }
 }
 
 /// Body of `POST /voice/calls`.

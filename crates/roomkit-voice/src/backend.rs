@@ -131,6 +131,19 @@ pub enum Outbound {
     AgentText(String),
 }
 
+/// The key a DTMF message names, upper-cased: one of `0`-`9`, `*`, `#`,
+/// `A`-`D` (either case), or `None` for anything else (an empty string,
+/// several characters, another character).
+pub fn dtmf_digit(digit: &str) -> Option<char> {
+    let mut chars = digit.chars();
+    match (chars.next(), chars.next()) {
+        (Some(d), None) if d.is_ascii_digit() || "*#ABCDabcd".contains(d) => {
+            Some(d.to_ascii_uppercase())
+        }
+        _ => None,
+    }
+}
+
 /// Counters a transport keeps per call; read them at any time.
 #[derive(Debug, Default)]
 pub struct TransportStats {

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{
     BackendEvent, Call, CallInfo, EVENT_QUEUE, MediaMessage, MediaSink, MediaSocket, MediaStream,
-    OUTBOUND_QUEUE, Outbound, TransportStats, VoiceBackend, VoiceCapabilities,
+    OUTBOUND_QUEUE, Outbound, TransportStats, VoiceBackend, VoiceCapabilities, dtmf_digit,
 };
 use crate::error::VoiceError;
 
@@ -114,7 +114,12 @@ impl BrowserBackend {
     }
 }
 
-fn parse(text: &str) -> Result<BrowserInbound, VoiceError> {
+/// Reads one text message from the page.
+///
+/// # Errors
+/// [`VoiceError::Transport`] for a message over [`MAX_TEXT_BYTES`], or one
+/// that is not a message of the protocol.
+pub fn parse(text: &str) -> Result<BrowserInbound, VoiceError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(VoiceError::Transport(format!(
             "text message of {} bytes (at most {MAX_TEXT_BYTES})",
@@ -215,7 +220,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn clean(value: Option<String>, max: usize) -> Option<String> {
+/// A caller-supplied name or id from `start`, made safe to store: trimmed,
+/// control characters dropped, at most `max` characters; `None` when
+/// nothing is left.
+pub fn clean(value: Option<String>, max: usize) -> Option<String> {
     value
         .map(|v| {
             v.trim()
@@ -392,16 +400,12 @@ async fn run_socket(
                     Some(Ok(MediaMessage::Text(text))) => match parse(&text) {
                         Ok(BrowserInbound::Mark { name }) => BackendEvent::Mark(name),
                         Ok(BrowserInbound::Dtmf { digit }) => {
-                            let mut chars = digit.chars();
-                            match (chars.next(), chars.next()) {
-                                (Some(d), None) if d.is_ascii_digit() || "*#ABCDabcd".contains(d) => {
-                                    BackendEvent::Dtmf(d.to_ascii_uppercase())
-                                }
-                                _ => {
-                                    let e = VoiceError::Transport(format!("bad DTMF digit {digit:?}"));
-                                    bad(&stats, &mut outgoing, "invalid_message", &e).await;
-                                    continue;
-                                }
+                            if let Some(d) = dtmf_digit(&digit) {
+                                BackendEvent::Dtmf(d)
+                            } else {
+                                let e = VoiceError::Transport(format!("bad DTMF digit {digit:?}"));
+                                bad(&stats, &mut outgoing, "invalid_message", &e).await;
+                                continue;
                             }
                         }
                         Ok(BrowserInbound::Stop) => break "stop".to_owned(),

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{
     BackendEvent, Call, CallInfo, EVENT_QUEUE, MediaMessage, MediaSocket, OUTBOUND_QUEUE, Outbound,
-    TransportStats, VoiceBackend, VoiceCapabilities,
+    TransportStats, VoiceBackend, VoiceCapabilities, dtmf_digit,
 };
 use crate::error::VoiceError;
 
@@ -207,7 +207,12 @@ pub fn decode_payload(payload: &str) -> Result<Vec<i16>, VoiceError> {
     Ok(bytes.iter().map(|&b| g711.decode_sample(b)).collect())
 }
 
-fn parse(message: &str) -> Result<TwilioInbound, VoiceError> {
+/// Reads one text message of the media socket.
+///
+/// # Errors
+/// [`VoiceError::Transport`] for a message over [`MAX_MESSAGE_BYTES`], or
+/// one that is not a Twilio Media Streams message.
+pub fn parse(message: &str) -> Result<TwilioInbound, VoiceError> {
     if message.len() > MAX_MESSAGE_BYTES {
         return Err(VoiceError::Transport(format!(
             "message of {} bytes",
@@ -348,15 +353,11 @@ async fn run_socket(
                         }
                     }
                     Ok(TwilioInbound::Dtmf { dtmf, .. }) => {
-                        let mut chars = dtmf.digit.chars();
-                        match (chars.next(), chars.next()) {
-                            (Some(d), None) if d.is_ascii_digit() || "*#ABCDabcd".contains(d) => {
-                                BackendEvent::Dtmf(d.to_ascii_uppercase())
-                            }
-                            _ => {
-                                bad(&stats, &VoiceError::Transport(format!("bad DTMF digit {:?}", dtmf.digit)));
-                                continue;
-                            }
+                        if let Some(d) = dtmf_digit(&dtmf.digit) {
+                            BackendEvent::Dtmf(d)
+                        } else {
+                            bad(&stats, &VoiceError::Transport(format!("bad DTMF digit {:?}", dtmf.digit)));
+                            continue;
                         }
                     }
                     Ok(TwilioInbound::Mark { mark, .. }) => BackendEvent::Mark(mark.name),

@@ -1,16 +1,8 @@
-//! Entry point of the `roomkit` command.
-
-mod analytics;
-mod audio_cmd;
-mod config;
-#[cfg(test)]
-mod fuzz_tests;
-mod serve;
-mod telemetry;
-mod transport;
-mod voice;
+//! Entry point of the `roomkit` command: parses the command line and runs
+//! the library's subcommands.
 
 use clap::{Parser, Subcommand};
+use roomkit::{audio_cmd, serve};
 
 /// RoomKit: multi-channel conversations between people, AI agents and programs.
 #[derive(Parser)]

@@ -376,22 +376,23 @@ struct Segment {
     end_ms: u64,
 }
 
-/// The current turn: settled segments and the latest guess.
+/// The current turn of a live session: settled segments and the latest
+/// guess, fed by [`apply_message`].
 #[derive(Debug, Default)]
-struct Turn {
+pub struct Turn {
     settled: Vec<Segment>,
     guess: Option<Segment>,
 }
 
 impl Turn {
     /// Settled text plus the guess, as an interim transcript.
-    fn preview(&self) -> Option<Transcript> {
+    pub fn preview(&self) -> Option<Transcript> {
         let parts: Vec<&Segment> = self.settled.iter().chain(self.guess.as_ref()).collect();
         joined(&parts, false)
     }
 
     /// The settled text as the turn's final transcript, and a fresh turn.
-    fn take_final(&mut self) -> Option<Transcript> {
+    pub fn take_final(&mut self) -> Option<Transcript> {
         let settled = std::mem::take(&mut self.settled);
         self.guess = None;
         let parts: Vec<&Segment> = settled.iter().collect();
@@ -490,7 +491,11 @@ fn confidence_of(c: Option<f64>) -> Option<f32> {
 }
 
 /// Reads a pre-recorded answer (`results.channels[0].alternatives[0]`).
-fn parse_prerecorded(body: &[u8]) -> Result<Transcript, ProviderFailure> {
+///
+/// # Errors
+/// A retryable [`ProviderFailure`] for a body that is not such an answer
+/// (the body is not quoted).
+pub fn parse_prerecorded(body: &[u8]) -> Result<Transcript, ProviderFailure> {
     let parsed: Prerecorded = serde_json::from_slice(body)
         .map_err(|_| ProviderFailure::retryable(NAME, "listen: unreadable answer"))?;
     let channel = parsed
@@ -514,9 +519,14 @@ fn parse_prerecorded(body: &[u8]) -> Result<Transcript, ProviderFailure> {
 
 /// What one text message from the live socket means for the session.
 #[derive(Debug, PartialEq)]
-enum Event {
+pub enum Event {
     /// Results: a segment (settled or a guess), and whether it answers a Finalize.
-    Results { is_final: bool, from_finalize: bool },
+    Results {
+        /// The segment is settled (`is_final`).
+        is_final: bool,
+        /// It answers a Finalize (`from_finalize`).
+        from_finalize: bool,
+    },
     /// Anything else Deepgram sends (Metadata, SpeechStarted, UtteranceEnd).
     Other,
     /// An error message from Deepgram.
@@ -525,8 +535,8 @@ enum Event {
     Unreadable,
 }
 
-/// Applies one live text message to the turn.
-fn apply_message(turn: &mut Turn, text: &str) -> Event {
+/// Applies one text message of the live socket to the turn.
+pub fn apply_message(turn: &mut Turn, text: &str) -> Event {
     let Ok(kind) = serde_json::from_str::<Kind>(text) else {
         return Event::Unreadable;
     };

@@ -358,6 +358,131 @@ impl MarkFolder {
     }
 }
 
+/// The `with-timestamps` answer decoded from its bytes, whatever way the
+/// network cuts them: lines of JSON (`audio_base64`, `alignment`) become
+/// [`TtsChunk`]s with their word marks, and the word still open when the
+/// body ends becomes a last, empty chunk with its mark.
+///
+/// Feed it the body's pieces with [`TimestampDecoder::feed`], say the body
+/// ended with [`TimestampDecoder::end`], and take chunks with
+/// [`TimestampDecoder::next_chunk`]. After a failure it yields nothing more.
+#[derive(Debug)]
+pub struct TimestampDecoder {
+    buffer: Vec<u8>,
+    pcm: PcmAssembler,
+    marks: MarkFolder,
+    sample_rate: u32,
+    max_audio_bytes: usize,
+    audio_bytes: usize,
+    samples_out: u64,
+    ended: bool,
+    done: bool,
+}
+
+impl TimestampDecoder {
+    /// A decoder for the synthesis of `text`, whose audio is PCM at
+    /// `sample_rate`, accepting at most `max_audio_bytes` of audio.
+    pub fn new(text: String, sample_rate: u32, max_audio_bytes: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            pcm: PcmAssembler::new(),
+            marks: MarkFolder::new(text),
+            sample_rate,
+            max_audio_bytes,
+            audio_bytes: 0,
+            samples_out: 0,
+            ended: false,
+            done: false,
+        }
+    }
+
+    /// Takes the next piece of the body.
+    ///
+    /// # Errors
+    /// A fatal [`ProviderFailure`] when a line grows past the longest line
+    /// accepted; the decoder then stops.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ProviderFailure> {
+        if self.buffer.len().saturating_add(bytes.len()) > MAX_LINE {
+            self.done = true;
+            return Err(ProviderFailure::fatal(
+                NAME,
+                "stream: a line of the answer is too long",
+            ));
+        }
+        self.buffer.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The body ended: a last line without a newline is read as a line.
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Whether the decoder will yield nothing more.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next chunk the whole lines fed so far make, or `None` when it
+    /// needs more of the body (or, after the end, has yielded everything).
+    /// An error (an unreadable line, bad base64, too much audio) is yielded
+    /// once and stops the decoder.
+    pub fn next_chunk(&mut self) -> Option<Result<TtsChunk, ProviderFailure>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            // A whole line buffered: turn it into a chunk.
+            if let Some(nl) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=nl).collect();
+                match line_to_chunk(
+                    &line,
+                    &mut self.pcm,
+                    &mut self.marks,
+                    self.samples_out,
+                    self.sample_rate,
+                ) {
+                    Ok(None) => continue,
+                    Ok(Some((chunk, raw))) => {
+                        self.audio_bytes = self.audio_bytes.saturating_add(raw);
+                        if self.audio_bytes > self.max_audio_bytes {
+                            self.done = true;
+                            return Some(Err(ProviderFailure::fatal(
+                                NAME,
+                                format!(
+                                    "stream: more than {} bytes of audio",
+                                    self.max_audio_bytes
+                                ),
+                            )));
+                        }
+                        self.samples_out += chunk.samples.len() as u64;
+                        return Some(Ok(chunk));
+                    }
+                    Err(f) => {
+                        self.done = true;
+                        return Some(Err(f));
+                    }
+                }
+            }
+            if !self.ended {
+                return None;
+            }
+            // The body ended: a last line without newline, then the last mark.
+            if !self.buffer.is_empty() {
+                self.buffer.push(b'\n');
+                continue;
+            }
+            self.done = true;
+            let last = self.marks.finish()?;
+            return Some(Ok(TtsChunk {
+                samples: Vec::new(),
+                sample_rate: self.sample_rate,
+                marks: vec![last],
+            }));
+        }
+    }
+}
+
 /// The `with-timestamps` answer as a [`TtsStream`].
 fn timestamp_stream(
     resp: reqwest::Response,
@@ -367,77 +492,21 @@ fn timestamp_stream(
 ) -> TtsStream {
     struct State {
         resp: Option<reqwest::Response>,
-        buffer: Vec<u8>,
-        pcm: PcmAssembler,
-        marks: MarkFolder,
-        audio_bytes: usize,
-        samples_out: u64,
-        done: bool,
+        decoder: TimestampDecoder,
     }
     let state = State {
         resp: Some(resp),
-        buffer: Vec::new(),
-        pcm: PcmAssembler::new(),
-        marks: MarkFolder::new(text),
-        audio_bytes: 0,
-        samples_out: 0,
-        done: false,
+        decoder: TimestampDecoder::new(text, sample_rate, limits.max_bytes),
     };
     futures::stream::unfold(state, move |mut st| async move {
-        if st.done {
-            return None;
-        }
         loop {
-            // A whole line buffered: turn it into a chunk.
-            if let Some(nl) = st.buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = st.buffer.drain(..=nl).collect();
-                match line_to_chunk(
-                    &line,
-                    &mut st.pcm,
-                    &mut st.marks,
-                    st.samples_out,
-                    sample_rate,
-                ) {
-                    Ok(None) => continue,
-                    Ok(Some((chunk, raw))) => {
-                        st.audio_bytes = st.audio_bytes.saturating_add(raw);
-                        if st.audio_bytes > limits.max_bytes {
-                            st.done = true;
-                            return Some((
-                                Err(ProviderFailure::fatal(
-                                    NAME,
-                                    format!(
-                                        "stream: more than {} bytes of audio",
-                                        limits.max_bytes
-                                    ),
-                                )),
-                                st,
-                            ));
-                        }
-                        st.samples_out += chunk.samples.len() as u64;
-                        return Some((Ok(chunk), st));
-                    }
-                    Err(f) => {
-                        st.done = true;
-                        return Some((Err(f), st));
-                    }
-                }
+            if let Some(item) = st.decoder.next_chunk() {
+                return Some((item, st));
             }
-            let Some(resp) = st.resp.as_mut() else {
-                // The body ended: a last line without newline, then the last mark.
-                if !st.buffer.is_empty() {
-                    st.buffer.push(b'\n');
-                    continue;
-                }
-                st.done = true;
-                let last = st.marks.finish()?;
-                let chunk = TtsChunk {
-                    samples: Vec::new(),
-                    sample_rate,
-                    marks: vec![last],
-                };
-                return Some((Ok(chunk), st));
-            };
+            if st.decoder.is_done() {
+                return None;
+            }
+            let resp = st.resp.as_mut()?;
             let failure = match tokio::time::timeout(limits.stall, resp.chunk()).await {
                 Err(_) => ProviderFailure::retryable(
                     NAME,
@@ -449,18 +518,16 @@ fn timestamp_stream(
                 Ok(Err(e)) => transport_failure(NAME, "stream", &e),
                 Ok(Ok(None)) => {
                     st.resp = None;
+                    st.decoder.end();
                     continue;
                 }
-                Ok(Ok(Some(bytes))) => {
-                    if st.buffer.len() + bytes.len() > MAX_LINE {
-                        ProviderFailure::fatal(NAME, "stream: a line of the answer is too long")
-                    } else {
-                        st.buffer.extend_from_slice(&bytes);
-                        continue;
-                    }
-                }
+                Ok(Ok(Some(bytes))) => match st.decoder.feed(&bytes) {
+                    Ok(()) => continue,
+                    Err(f) => f,
+                },
             };
-            st.done = true;
+            st.decoder.done = true;
+            st.resp = None;
             return Some((Err(failure), st));
         }
     })

@@ -250,8 +250,12 @@ impl SttProvider for OpenAiStt {
     }
 }
 
-/// Reads a transcription answer.
-fn parse_transcription(body: &[u8]) -> Result<Transcript, ProviderFailure> {
+/// Reads a transcription answer (`{"text": ..., "language": ...}`).
+///
+/// # Errors
+/// A retryable [`ProviderFailure`] for a body that is not such an answer
+/// (the body is not quoted).
+pub fn parse_transcription(body: &[u8]) -> Result<Transcript, ProviderFailure> {
     let answer: TranscriptionAnswer = serde_json::from_slice(body)
         .map_err(|_| ProviderFailure::retryable(NAME, "transcriptions: unreadable answer"))?;
     Ok(Transcript {

@@ -6,6 +6,7 @@
 
 mod browser;
 mod call;
+mod garbage;
 mod streaming;
 mod support;
 mod turns;

@@ -25,6 +25,7 @@ mod transports;
 mod voice_analytics;
 mod voice_barge_in_export;
 mod voice_browser;
+mod voice_garbage;
 mod voice_hooks;
 mod voice_offline_example;
 mod voice_outbound;
