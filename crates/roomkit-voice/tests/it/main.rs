@@ -6,6 +6,7 @@
 
 mod browser;
 mod call;
+mod hooks;
 mod streaming;
 mod support;
 mod turns;
