@@ -1750,6 +1750,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn levels_are_reported_once_per_interval_and_only_while_a_hook_listens() {
+        let loud = vec![16384i16; 160];
+        let mut m = LevelMeter::default();
+        let mut reports = Vec::new();
+        // No hook: nothing summed, nothing reported.
+        for i in 0..20 {
+            assert_eq!(m.feed(f64::from(i) * 20.0, &loud, || false), None);
+        }
+        for i in 20..100 {
+            if let Some(db) = m.feed(f64::from(i) * 20.0, &loud, || true) {
+                reports.push((i, db));
+            }
+        }
+        // 1.6 s of 20 ms frames: one report per 100 ms after the first look-up.
+        assert_eq!(reports.len(), 15, "{reports:?}");
+        assert!(reports.windows(2).all(|w| w[1].0 - w[0].0 == 5));
+        // Half of full scale is -6 dBFS.
+        assert!(reports.iter().all(|&(_, db)| (db + 6.0).abs() < 0.1));
+        assert_eq!(level_db(0.0, 160), LEVEL_FLOOR_DB);
+    }
+
+    #[test]
     fn a_reading_between_frames_adds_the_time_since_the_last_one_up_to_a_frame() {
         let ms = Duration::from_millis;
         assert_eq!(sub_frame_ms(1000.0, None, 20.0), 1000.0);
