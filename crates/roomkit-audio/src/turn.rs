@@ -419,9 +419,12 @@ impl InterruptionController {
                             speech_duration_ms: spoken,
                             bot_speech_progress: progress,
                         });
+                        // Mid-speech, only an interruption is final: what
+                        // sounds like an acknowledgement so far ("okay...")
+                        // may still grow into a sentence, so a backchannel
+                        // is decided when the speech ends.
                         if d.is_backchannel {
-                            self.decided = true;
-                            InterruptionAction::Backchannel(d)
+                            InterruptionAction::Wait
                         } else {
                             self.interrupt()
                         }

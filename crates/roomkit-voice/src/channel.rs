@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use roomkit_core::hooks::HookPayload;
 use roomkit_core::model::{
-    ChannelBinding, ChannelCapabilities, ChannelId, ChannelMediaType, ChannelType, EventId,
-    HookTrigger, RoomEvent, RoomId,
+    ChannelBinding, ChannelCapabilities, ChannelId, ChannelMediaType, ChannelType, EventContent,
+    EventId, HookTrigger, InboundMessage, RoomEvent, RoomId,
 };
 use roomkit_core::{Channel, ChannelError, ChannelOutput, RoomContext, RoomKit, TextStream};
 use tokio::sync::{mpsc, oneshot};
@@ -234,8 +234,31 @@ impl Channel for VoiceChannel {
         ChannelType::Voice
     }
 
+    /// The provider that speaks: replies delivered to the call are
+    /// synthesized by the TTS provider.
     fn provider_name(&self) -> Option<&str> {
         Some(self.shared.tts.name())
+    }
+
+    /// What the caller says is heard by the STT provider, so a committed
+    /// utterance names it as its `source.provider`; a session notice
+    /// (`session_started`) names the transport that carried the call.
+    async fn handle_inbound(
+        &self,
+        message: &InboundMessage,
+        _context: &RoomContext,
+    ) -> Result<RoomEvent, ChannelError> {
+        let transport = match &message.content {
+            EventContent::System(_) => message.metadata.get("transport").and_then(|t| t.as_str()),
+            _ => None,
+        };
+        let provider = transport.unwrap_or_else(|| self.shared.stt.name());
+        Ok(roomkit_core::inbound_event(
+            self.shared.id.clone(),
+            ChannelType::Voice,
+            Some(provider),
+            message,
+        ))
     }
 
     fn capabilities(&self) -> ChannelCapabilities {

@@ -29,7 +29,8 @@ use std::time::Duration;
 use roomkit_audio::pipeline::TransportCapabilities;
 use roomkit_audio::resample::RubatoResampler;
 use roomkit_audio::turn::{
-    HeuristicTurnDetector, InterruptionAction, InterruptionController, TurnContext, TurnDetector,
+    BackchannelDetector, HeuristicTurnDetector, InterruptionAction, InterruptionController,
+    InterruptionStrategy, KeywordBackchannelDetector, TurnContext, TurnDetector,
 };
 use roomkit_audio::vad::{VadEvent, VadEventType};
 use roomkit_audio::{AudioFormat, AudioFrame, AudioPipeline, AudioPipelineContract, PipelineEvent};
@@ -197,6 +198,62 @@ fn rms(samples: &[i16]) -> f64 {
     (sum / samples.len() as f64).sqrt()
 }
 
+/// How often ON_INPUT_AUDIO_LEVEL and ON_OUTPUT_AUDIO_LEVEL report, in ms
+/// of each direction's media clock: at most ten reports a second per
+/// direction, not one per 20 ms frame.
+pub(crate) const LEVEL_INTERVAL_MS: f64 = 100.0;
+
+/// The quietest level reported, in dBFS (digital silence reads as this).
+const LEVEL_FLOOR_DB: f64 = -100.0;
+
+/// One direction's throttled audio level. Whether a hook listens is looked
+/// up once per interval, and samples are only summed while one does, so a
+/// call without level hooks pays a comparison per frame.
+#[derive(Debug, Default)]
+struct LevelMeter {
+    /// When the next report (and hook look-up) is due, in ms.
+    next_ms: f64,
+    /// A hook for the trigger was registered at the last look-up.
+    on: bool,
+    sum_sq: f64,
+    count: u64,
+}
+
+impl LevelMeter {
+    /// Feeds the frame at `at_ms`; when an interval has passed and a hook
+    /// listened during it, the level of that interval's audio in dBFS.
+    fn feed(&mut self, at_ms: f64, samples: &[i16], hooked: impl FnOnce() -> bool) -> Option<f64> {
+        if self.on {
+            self.sum_sq += samples
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>();
+            self.count += samples.len() as u64;
+        }
+        if at_ms < self.next_ms {
+            return None;
+        }
+        self.next_ms = at_ms + LEVEL_INTERVAL_MS;
+        let level = (self.on && self.count > 0).then(|| level_db(self.sum_sq, self.count));
+        self.sum_sq = 0.0;
+        self.count = 0;
+        self.on = hooked();
+        level
+    }
+}
+
+/// RMS level of `count` samples whose squares sum to `sum_sq`, in dBFS
+/// (0 is a full-scale square wave), to a tenth of a dB.
+fn level_db(sum_sq: f64, count: u64) -> f64 {
+    let rms = (sum_sq / count.max(1) as f64).sqrt() / 32768.0;
+    let db = if rms > 0.0 {
+        (20.0 * rms.log10()).max(LEVEL_FLOOR_DB)
+    } else {
+        LEVEL_FLOOR_DB
+    };
+    (db * 10.0).round() / 10.0
+}
+
 fn push_words(out: &mut String, text: &str) {
     let text = text.trim();
     if text.is_empty() {
@@ -275,6 +332,12 @@ struct CallTask {
     pending_cuts: HashMap<u64, String>,
     agent_speaking: bool,
     last_dtmf: Option<(char, f64)>,
+    /// ON_INPUT_AUDIO_LEVEL over the caller's processed frames.
+    input_level: LevelMeter,
+    /// ON_OUTPUT_AUDIO_LEVEL over the agent's frames sent.
+    output_level: LevelMeter,
+    /// Recording sinks (call taps) registered for the call.
+    recording_sinks: usize,
 }
 
 /// Runs a call to its end.
@@ -389,15 +452,22 @@ pub(crate) async fn run_call(
         }
     };
     let taps: Vec<_> = shared.taps.read().map(|t| t.clone()).unwrap_or_default();
+    let mut recording_sinks = 0;
     for tap in taps {
         if let Some(sink) = tap.call_started(&session_id, &room_id, &info) {
             pipeline.add_recording_sink(&session_id, sink);
+            recording_sinks += 1;
         }
     }
     let interruption = settings
         .interruption
         .clone()
         .unwrap_or_else(|| pipeline.interruption().clone());
+    // SEMANTIC tells acknowledgements from interruptions with the keyword
+    // detector: on the partial transcript when a streaming STT has one,
+    // else on how long the caller has spoken.
+    let backchannel = (interruption.strategy == InterruptionStrategy::Semantic)
+        .then(|| Box::new(KeywordBackchannelDetector::default()) as Box<dyn BackchannelDetector>);
 
     // The speech-to-text session.
     let stt_rate = shared.stt.sample_rate();
@@ -479,7 +549,7 @@ pub(crate) async fn run_call(
         segment: None,
         turn_heard: None,
         answering: None,
-        controller: InterruptionController::new(interruption, None),
+        controller: InterruptionController::new(interruption, backchannel),
         internal_tx,
         replies: VecDeque::new(),
         reply_tx,
@@ -488,6 +558,9 @@ pub(crate) async fn run_call(
         pending_cuts: HashMap::new(),
         agent_speaking: false,
         last_dtmf: None,
+        input_level: LevelMeter::default(),
+        output_level: LevelMeter::default(),
+        recording_sinks,
         pipeline,
         shared: shared.clone(),
     };
@@ -511,6 +584,14 @@ pub(crate) async fn run_call(
         HookTrigger::OnSessionStarted,
         json!({"call_id": info.call_id, "transport": info.transport, "from": info.from, "to": info.to}),
     );
+    // The call's audio goes to its recording sinks from the first frame on:
+    // announced before any is captured.
+    if task.recording_sinks > 0 {
+        task.fire(
+            HookTrigger::OnRecordingStarted,
+            json!({"call_id": info.call_id, "sinks": task.recording_sinks, "mode": "both"}),
+        );
+    }
     tracing::info!(target: "roomkit.voice.call", session_id = %session_id, room_id = %room_id, call_id = %info.call_id, "call active");
 
     let mut tick = tokio::time::interval(Duration::from_millis(u64::from(settings.frame_ms)));
@@ -646,6 +727,18 @@ impl CallTask {
         // (a start sends it with the audio before it).
         let was_streaming = self.stt_feed.active();
         let listened = processed && frame.sample_rate == self.internal_rate;
+        if processed {
+            let now = self.now_ms();
+            let (kit, room) = (&self.kit, &self.room_id);
+            if let Some(level_db) = self.input_level.feed(now, &frame.samples, || {
+                kit.has_hooks(HookTrigger::OnInputAudioLevel, room)
+            }) {
+                self.fire(
+                    HookTrigger::OnInputAudioLevel,
+                    json!({"level_db": level_db, "t_ms": now}),
+                );
+            }
+        }
         if listened {
             self.stt_feed.remember(&frame.samples);
         }
@@ -759,7 +852,7 @@ impl CallTask {
                 self.discard_segment = true;
                 self.fire(
                     HookTrigger::OnBackchannel,
-                    json!({"label": d.label, "confidence": d.confidence}),
+                    json!({"label": d.label, "confidence": d.confidence, "text": self.partial}),
                 );
             }
             InterruptionAction::Ignore => self.discard_segment = true,
@@ -1458,6 +1551,15 @@ impl CallTask {
             return false;
         }
         self.sent += frame.samples.len() as u64;
+        let (kit, room) = (&self.kit, &self.room_id);
+        if let Some(level_db) = self.output_level.feed(at, &frame.samples, || {
+            kit.has_hooks(HookTrigger::OnOutputAudioLevel, room)
+        }) {
+            self.fire(
+                HookTrigger::OnOutputAudioLevel,
+                json!({"level_db": level_db, "t_ms": at}),
+            );
+        }
         if self.out.try_send(Outbound::Audio(frame.samples)).is_err() {
             TransportStats::bump(&self.stats.dropped_outbound);
         }
@@ -1605,10 +1707,28 @@ impl CallTask {
         self.report_turn(None);
         self.stt = None;
         let mut events = Vec::new();
-        if let Err(e) = self.pipeline.end_stream(&self.session_id, &mut events) {
-            tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "closing the call's audio streams failed");
-        }
+        let recording = match self.pipeline.end_stream(&self.session_id, &mut events) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "closing the call's audio streams failed");
+                None
+            }
+        };
         let duration_ms = self.clock * 1000 / u64::from(self.transport_rate);
+        if self.recording_sinks > 0 || recording.is_some() {
+            let mut payload = json!({
+                "call_id": self.call_id,
+                "sinks": self.recording_sinks,
+                "duration_ms": duration_ms,
+                "reason": reason,
+            });
+            if let (Some(r), Some(obj)) = (recording, payload.as_object_mut()) {
+                obj.insert("recording_id".into(), json!(r.recording_id));
+                obj.insert("urls".into(), json!(r.urls));
+                obj.insert("format".into(), json!(r.format));
+            }
+            self.fire(HookTrigger::OnRecordingStopped, payload);
+        }
         self.kit
             .emit_framework_event(FrameworkEvent::VoiceSessionEnded {
                 session_id: self.session_id.clone(),
@@ -1628,6 +1748,28 @@ impl CallTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_are_reported_once_per_interval_and_only_while_a_hook_listens() {
+        let loud = vec![16384i16; 160];
+        let mut m = LevelMeter::default();
+        let mut reports = Vec::new();
+        // No hook: nothing summed, nothing reported.
+        for i in 0..20 {
+            assert_eq!(m.feed(f64::from(i) * 20.0, &loud, || false), None);
+        }
+        for i in 20..100 {
+            if let Some(db) = m.feed(f64::from(i) * 20.0, &loud, || true) {
+                reports.push((i, db));
+            }
+        }
+        // 1.6 s of 20 ms frames: one report per 100 ms after the first look-up.
+        assert_eq!(reports.len(), 15, "{reports:?}");
+        assert!(reports.windows(2).all(|w| w[1].0 - w[0].0 == 5));
+        // Half of full scale is -6 dBFS.
+        assert!(reports.iter().all(|&(_, db)| (db + 6.0).abs() < 0.1));
+        assert_eq!(level_db(0.0, 160), LEVEL_FLOOR_DB);
+    }
 
     #[test]
     fn a_reading_between_frames_adds_the_time_since_the_last_one_up_to_a_frame() {

@@ -43,6 +43,51 @@ fn interrupts(a: &InterruptionAction) -> bool {
 }
 
 #[test]
+fn semantic_decides_a_backchannel_only_when_the_speech_ends() {
+    // Without a transcript: short speech waits, then is an acknowledgement.
+    let mut c = controller(InterruptionStrategy::Semantic, true);
+    c.on_speech_start(0.0);
+    assert_eq!(
+        c.on_speech_progress(400.0, None, 0.2),
+        InterruptionAction::Wait
+    );
+    assert!(matches!(
+        c.on_speech_end(500.0, None, 0.2),
+        InterruptionAction::Backchannel(_)
+    ));
+    // Without a transcript, speech that goes on interrupts.
+    c.on_speech_start(1000.0);
+    assert_eq!(
+        c.on_speech_progress(1400.0, None, 0.3),
+        InterruptionAction::Wait
+    );
+    assert!(interrupts(&c.on_speech_progress(1900.0, None, 0.3)));
+    // "okay" so far is not final: it grows into a sentence and interrupts.
+    let mut c = controller(InterruptionStrategy::Semantic, true);
+    c.on_speech_start(0.0);
+    assert_eq!(
+        c.on_speech_progress(300.0, Some("okay"), 0.2),
+        InterruptionAction::Wait
+    );
+    assert!(interrupts(&c.on_speech_progress(
+        700.0,
+        Some("okay but wait"),
+        0.2
+    )));
+    // A long "uh-huh" stays an acknowledgement: the words decide.
+    let mut c = controller(InterruptionStrategy::Semantic, true);
+    c.on_speech_start(0.0);
+    assert_eq!(
+        c.on_speech_progress(1500.0, Some("uh-huh"), 0.2),
+        InterruptionAction::Wait
+    );
+    assert!(matches!(
+        c.on_speech_end(1600.0, Some("uh-huh"), 0.2),
+        InterruptionAction::Backchannel(_)
+    ));
+}
+
+#[test]
 fn immediate_confirmed_semantic_and_disabled() {
     // IMMEDIATE: the speech start alone cancels.
     let mut c = controller(InterruptionStrategy::Immediate, false);

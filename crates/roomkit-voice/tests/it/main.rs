@@ -7,6 +7,7 @@
 mod browser;
 mod call;
 mod garbage;
+mod hooks;
 mod streaming;
 mod support;
 mod turns;
