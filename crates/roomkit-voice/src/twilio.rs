@@ -6,17 +6,27 @@
 //! format), `media` (base64 G.711 mu-law at 8 kHz), `mark`, `dtmf`, `stop`.
 //! Out: `media`, `mark`, `clear`. An unreadable message is logged, counted
 //! in [`TransportStats::bad_messages`] and skipped; it never ends the call.
+//!
+//! Stream tokens: the signed voice webhook adds a `token` `<Parameter>` to
+//! the stream, an HMAC-SHA256 over the call SID, the channel, an expiry and
+//! every other parameter it passes (see [`StreamTokens`]). A transport made
+//! with [`TwilioMediaStreams::with_stream_tokens`] checks it on `start` and
+//! closes the socket, with no call, when it is missing, expired or wrong.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
+use hmac::{Hmac, KeyInit, Mac};
 use roomkit_audio::AudioFormat;
 use roomkit_audio::codec::{G711, G711Law};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use crate::backend::{
@@ -149,16 +159,204 @@ pub struct DtmfBody {
     pub digit: String,
 }
 
+/// The `<Parameter>` that carries a call's stream token.
+pub const TOKEN_PARAMETER: &str = "token";
+
+/// How long a stream token stays good after the webhook issued it: Twilio
+/// opens the media socket within seconds of the TwiML answer.
+pub const STREAM_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+/// Why a `start` message's stream token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamTokenError {
+    /// No `token` parameter.
+    #[error("the stream has no token parameter")]
+    Missing,
+    /// Not `<expiry>.<hex>`.
+    #[error("the stream token is malformed")]
+    Malformed,
+    /// Past its expiry.
+    #[error("the stream token expired {0} s ago")]
+    Expired(u64),
+    /// The MAC does not match the call SID, channel and parameters.
+    #[error("the stream token does not match the call")]
+    Mismatch,
+}
+
+/// Issues and checks the per-call stream tokens of one Twilio voice
+/// channel.
+///
+/// The key is HMAC-SHA256(auth token, `"roomkit twilio stream token v1"`):
+/// it is derived from the Twilio auth token, so it survives a restart and
+/// is shared by every server with the same token, and it is never the auth
+/// token itself. A token is `<expiry unix seconds>.<hex HMAC-SHA256>`; the
+/// MAC covers, length-prefixed, the channel id, the call SID, the expiry
+/// and every stream parameter but the token (sorted by name), so no
+/// parameter can be added, dropped or changed.
+#[derive(Clone)]
+pub struct StreamTokens {
+    key: Option<[u8; 32]>,
+    channel_id: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for StreamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTokens")
+            .field("channel_id", &self.channel_id)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Option<[u8; 32]> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;
+    for part in parts {
+        mac.update(part);
+    }
+    Some(mac.finalize().into_bytes().into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl StreamTokens {
+    /// Tokens of channel `channel_id`, keyed from `auth_token`. With an empty
+    /// auth token every check fails.
+    pub fn new(auth_token: &str, channel_id: &str) -> Self {
+        let key = if auth_token.is_empty() {
+            None
+        } else {
+            hmac_sha256(auth_token.as_bytes(), &[b"roomkit twilio stream token v1"])
+        };
+        Self {
+            key,
+            channel_id: channel_id.to_owned(),
+            ttl: STREAM_TOKEN_TTL,
+        }
+    }
+
+    fn mac(
+        &self,
+        call_sid: &str,
+        expires: u64,
+        parameters: &BTreeMap<String, String>,
+    ) -> Option<[u8; 32]> {
+        let key = self.key?;
+        let mut message = Vec::new();
+        let mut field = |bytes: &[u8]| {
+            message.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            message.extend_from_slice(bytes);
+        };
+        field(self.channel_id.as_bytes());
+        field(call_sid.as_bytes());
+        field(expires.to_string().as_bytes());
+        for (name, value) in parameters {
+            if name != TOKEN_PARAMETER {
+                field(name.as_bytes());
+                field(value.as_bytes());
+            }
+        }
+        hmac_sha256(&key, &[&message])
+    }
+
+    /// The token for call `call_sid` with stream `parameters` (a `token`
+    /// among them is ignored), good until `now + ttl` (unix seconds);
+    /// `None` without an auth token.
+    pub fn issue_at(
+        &self,
+        call_sid: &str,
+        parameters: &BTreeMap<String, String>,
+        now: u64,
+    ) -> Option<String> {
+        let expires = now.saturating_add(self.ttl.as_secs());
+        let mac = self.mac(call_sid, expires, parameters)?;
+        Some(format!("{expires}.{}", hex(&mac)))
+    }
+
+    /// Checks the `token` among `parameters` of a `start` for `call_sid`
+    /// at `now` (unix seconds); the comparison is constant-time.
+    ///
+    /// # Errors
+    /// A [`StreamTokenError`] naming what is wrong.
+    pub fn verify_at(
+        &self,
+        call_sid: &str,
+        parameters: &BTreeMap<String, String>,
+        now: u64,
+    ) -> Result<(), StreamTokenError> {
+        let token = parameters
+            .get(TOKEN_PARAMETER)
+            .ok_or(StreamTokenError::Missing)?;
+        let (expires, given) = token.split_once('.').ok_or(StreamTokenError::Malformed)?;
+        let expires: u64 = expires.parse().map_err(|_| StreamTokenError::Malformed)?;
+        let expected = self
+            .mac(call_sid, expires, parameters)
+            .ok_or(StreamTokenError::Mismatch)?;
+        if !bool::from(hex(&expected).as_bytes().ct_eq(given.as_bytes())) {
+            return Err(StreamTokenError::Mismatch);
+        }
+        if now > expires {
+            return Err(StreamTokenError::Expired(now - expires));
+        }
+        Ok(())
+    }
+
+    /// [`Self::issue_at`] now.
+    pub fn issue(&self, call_sid: &str, parameters: &BTreeMap<String, String>) -> Option<String> {
+        self.issue_at(call_sid, parameters, now_unix())
+    }
+
+    /// [`Self::verify_at`] now.
+    ///
+    /// # Errors
+    /// A [`StreamTokenError`] naming what is wrong.
+    pub fn verify(
+        &self,
+        call_sid: &str,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<(), StreamTokenError> {
+        self.verify_at(call_sid, parameters, now_unix())
+    }
+}
+
 /// The Twilio Media Streams transport.
+///
+/// Made with [`Self::new`] it trusts the `start` message's parameters (for
+/// tests and callers that check streams otherwise); made with
+/// [`Self::with_stream_tokens`] it opens a call only for a `start` whose
+/// stream token holds.
 #[derive(Debug, Clone, Default)]
 pub struct TwilioMediaStreams {
-    _private: (),
+    tokens: Option<StreamTokens>,
+    refused: Arc<AtomicU64>,
 }
 
 impl TwilioMediaStreams {
-    /// The transport.
+    /// The transport, trusting `start` as it comes.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The transport, checking each `start`'s stream token with `tokens`.
+    pub fn with_stream_tokens(tokens: StreamTokens) -> Self {
+        Self {
+            tokens: Some(tokens),
+            refused: Arc::default(),
+        }
+    }
+
+    /// Media sockets closed at `start` for a missing, expired or wrong
+    /// stream token.
+    pub fn refused_calls(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -287,6 +485,23 @@ impl VoiceBackend for TwilioMediaStreams {
                 "unsupported media format {} at {} Hz x{}",
                 f.encoding, f.sample_rate, f.channels
             )));
+        }
+        let mut start = start;
+        if let Some(tokens) = &self.tokens {
+            if let Err(e) = tokens.verify(&start.call_sid, &start.custom_parameters) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "roomkit.voice.twilio",
+                    call_sid = %start.call_sid,
+                    stream_sid = %start.stream_sid,
+                    error = %e,
+                    "media socket closed: bad stream token; no call started"
+                );
+                let _ = outgoing.send(MediaMessage::Close).await;
+                return Err(VoiceError::Transport(format!("stream token refused: {e}")));
+            }
+            // Checked; the session never sees it.
+            start.custom_parameters.remove(TOKEN_PARAMETER);
         }
         let info = CallInfo {
             transport: TRANSPORT.into(),
@@ -494,9 +709,11 @@ pub fn media_url_for(webhook_url: &str) -> String {
 /// remote party (`from`: the caller, or the callee of a call we placed),
 /// our number (`to`), `direction = outbound` for a call we placed and,
 /// when the request names one (`?room_id=`), the room. A `?channel_id=`
-/// of the webhook is repeated on the media socket's URL.
+/// of the webhook is repeated on the media socket's URL. With
+/// [`Self::stream_tokens`] it also passes the call's stream token.
 pub struct TwilioVoiceWebhook {
     auth_token: roomkit_channels::Secret,
+    tokens: Option<StreamTokens>,
 }
 
 impl std::fmt::Debug for TwilioVoiceWebhook {
@@ -508,7 +725,18 @@ impl std::fmt::Debug for TwilioVoiceWebhook {
 impl TwilioVoiceWebhook {
     /// A receiver checking signatures with `auth_token`.
     pub fn new(auth_token: roomkit_channels::Secret) -> Self {
-        Self { auth_token }
+        Self {
+            auth_token,
+            tokens: None,
+        }
+    }
+
+    /// The receiver, passing a stream token issued by `tokens` with each
+    /// call's parameters (the transport checks it with the same tokens).
+    #[must_use]
+    pub fn stream_tokens(mut self, tokens: StreamTokens) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 }
 
@@ -585,7 +813,172 @@ impl roomkit_channels::WebhookReceiver for TwilioVoiceWebhook {
             stream.push('?');
             stream.push_str(&serde_urlencoded::to_string([("channel_id", c)]).unwrap_or_default());
         }
+        let token = match &self.tokens {
+            Some(tokens) => {
+                let map: BTreeMap<String, String> = params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+                let token = field("CallSid").and_then(|sid| tokens.issue(sid, &map));
+                if token.is_none() {
+                    tracing::warn!(target: "roomkit.voice.twilio", "voice webhook without CallSid: its stream will be refused");
+                }
+                token
+            }
+            None => None,
+        };
+        if let Some(t) = &token {
+            params.push((TOKEN_PARAMETER, t));
+        }
         let xml = twiml_connect_stream(&stream, &params);
         Ok(WebhookOutcome::messages(Vec::new()).reply(WebhookReply::with_body("text/xml", xml)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn params() -> BTreeMap<String, String> {
+        [
+            ("from", "+15550001"),
+            ("to", "+15559999"),
+            ("room_id", "call-room"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    fn signed(tokens: &StreamTokens, call_sid: &str) -> BTreeMap<String, String> {
+        let mut p = params();
+        let token = tokens.issue_at(call_sid, &p, NOW).unwrap();
+        p.insert(TOKEN_PARAMETER.into(), token);
+        p
+    }
+
+    #[test]
+    fn a_stream_token_verifies_for_its_call() {
+        let tokens = StreamTokens::new("auth", "phone");
+        let p = signed(&tokens, "CA1");
+        assert_eq!(tokens.verify_at("CA1", &p, NOW + 10), Ok(()));
+        // A token from another process with the same auth token holds too.
+        assert_eq!(
+            StreamTokens::new("auth", "phone").verify_at("CA1", &p, NOW),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_tampered_room_from_or_call_sid_fails() {
+        let tokens = StreamTokens::new("auth", "phone");
+        let p = signed(&tokens, "CA1");
+        for (name, value) in [
+            ("room_id", "other-room"),
+            ("from", "+15556666"),
+            ("direction", "outbound"),
+        ] {
+            let mut forged = p.clone();
+            forged.insert(name.into(), value.into());
+            assert_eq!(
+                tokens.verify_at("CA1", &forged, NOW),
+                Err(StreamTokenError::Mismatch),
+                "{name}"
+            );
+        }
+        let mut dropped = p.clone();
+        dropped.remove("room_id");
+        assert_eq!(
+            tokens.verify_at("CA1", &dropped, NOW),
+            Err(StreamTokenError::Mismatch)
+        );
+        assert_eq!(
+            tokens.verify_at("CA2", &p, NOW),
+            Err(StreamTokenError::Mismatch)
+        );
+        // Another channel, or another auth token, does not accept it.
+        for other in [
+            StreamTokens::new("auth", "phone-2"),
+            StreamTokens::new("other", "phone"),
+            StreamTokens::new("", "phone"),
+        ] {
+            assert_eq!(
+                other.verify_at("CA1", &p, NOW),
+                Err(StreamTokenError::Mismatch)
+            );
+        }
+        // A later expiry written into the token breaks the MAC.
+        let mut later = p.clone();
+        let token = later[TOKEN_PARAMETER].clone();
+        let (_, mac) = token.split_once('.').unwrap();
+        later.insert(TOKEN_PARAMETER.into(), format!("{}.{mac}", NOW + 99_999));
+        assert_eq!(
+            tokens.verify_at("CA1", &later, NOW),
+            Err(StreamTokenError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn an_expired_token_fails() {
+        let tokens = StreamTokens::new("auth", "phone");
+        let p = signed(&tokens, "CA1");
+        let ttl = STREAM_TOKEN_TTL.as_secs();
+        assert_eq!(tokens.verify_at("CA1", &p, NOW + ttl), Ok(()));
+        assert_eq!(
+            tokens.verify_at("CA1", &p, NOW + ttl + 1),
+            Err(StreamTokenError::Expired(1))
+        );
+    }
+
+    #[test]
+    fn a_missing_or_malformed_token_fails() {
+        let tokens = StreamTokens::new("auth", "phone");
+        assert_eq!(
+            tokens.verify_at("CA1", &params(), NOW),
+            Err(StreamTokenError::Missing)
+        );
+        for bad in ["", "abc", "x.y", "12.", "-1.00", "1.é"] {
+            let mut p = params();
+            p.insert(TOKEN_PARAMETER.into(), bad.into());
+            assert!(tokens.verify_at("CA1", &p, NOW).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_answers_a_token_the_transport_accepts() {
+        use roomkit_channels::{Secret, WebhookKind, WebhookReceiver, WebhookRequest};
+        let tokens = StreamTokens::new("auth", "phone");
+        let hook = TwilioVoiceWebhook::new(Secret::new("auth")).stream_tokens(tokens.clone());
+        let url = "https://h.example/webhooks/voice/twilio?room_id=r1";
+        let form = vec![
+            ("CallSid".to_owned(), "CA9".to_owned()),
+            ("From".to_owned(), "+15550001".to_owned()),
+            ("To".to_owned(), "+15559999".to_owned()),
+        ];
+        let sig = roomkit_channels::sms::twilio::signature("auth", url, &form);
+        let req = WebhookRequest {
+            kind: WebhookKind::Inbound,
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("X-Twilio-Signature".into(), sig)],
+            body: serde_urlencoded::to_string(&form).unwrap().into_bytes(),
+        };
+        let outcome = hook.verify_and_parse(&req).unwrap();
+        let xml = String::from_utf8(outcome.reply.body).unwrap();
+        // `<Parameter name="n" value="v"/>`, values with no escapes here.
+        let p: BTreeMap<String, String> = xml
+            .split("<Parameter name=\"")
+            .skip(1)
+            .map(|rest| {
+                let (name, rest) = rest.split_once("\" value=\"").unwrap();
+                let (value, _) = rest.split_once('"').unwrap();
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        assert_eq!(p.get("room_id").map(String::as_str), Some("r1"));
+        assert_eq!(tokens.verify("CA9", &p), Ok(()));
+        assert!(tokens.verify("CA8", &p).is_err());
     }
 }

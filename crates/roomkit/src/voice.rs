@@ -15,7 +15,7 @@ use roomkit_core::{
     AttachOptions, HookError, HookInput, HookRegistration, RoomKitError, SideEffects,
 };
 use roomkit_voice::registry::{self, ProviderSpec};
-use roomkit_voice::twilio::{TwilioMediaStreams, TwilioVoiceWebhook, verify_upgrade};
+use roomkit_voice::twilio::{StreamTokens, TwilioMediaStreams, TwilioVoiceWebhook, verify_upgrade};
 use roomkit_voice::twilio_rest::{DEFAULT_API_BASE, TwilioDialSettings, TwilioDialer};
 use roomkit_voice::{CallDialer, VoiceChannel, VoiceMediaEndpoint, VoiceSettings};
 use serde::Deserialize;
@@ -471,10 +471,13 @@ pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoi
         });
     }
     let token = spec.auth_token.clone().unwrap_or_else(|| Secret::new(""));
-    let webhook = Arc::new(TwilioVoiceWebhook::new(token.clone()));
+    // The webhook passes each call a stream token the transport checks on
+    // `start`: the upgrade's signature alone is the same for every call.
+    let tokens = StreamTokens::new(token.expose(), spec.id.as_str());
+    let webhook = Arc::new(TwilioVoiceWebhook::new(token.clone()).stream_tokens(tokens.clone()));
     let media = Arc::new(VoiceMediaEndpoint::new(
         channel.clone(),
-        Arc::new(TwilioMediaStreams::new()),
+        Arc::new(TwilioMediaStreams::with_stream_tokens(tokens)),
         move |url, headers| verify_upgrade(token.expose(), url, headers),
     ));
     let dialer = match &spec.outbound {

@@ -33,7 +33,7 @@ mod twilio;
 pub use deepgram::{DeepgramConnection, FakeDeepgram};
 pub use elevenlabs::FakeElevenLabs;
 pub use openai::FakeOpenAiAudio;
-pub use twilio::{AnsweredCall, FakeTwilio, TwilioRefusal};
+pub use twilio::{AnsweredCall, FakeTwilio, TwilioRefusal, stream_parameters, stream_url};
 
 /// Faults a fake injects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -365,7 +365,7 @@ fn attribute(tag: &str, attr: &str) -> Option<String> {
 }
 
 /// The `url` of the TwiML's `<Connect><Stream>`.
-fn stream_url(twiml: &str) -> Option<String> {
+pub fn stream_url(twiml: &str) -> Option<String> {
     let connect = twiml.find("<Connect>")?;
     let at = twiml[connect..].find("<Stream ")? + connect;
     let end = twiml[at..].find('>')? + at;
@@ -373,7 +373,7 @@ fn stream_url(twiml: &str) -> Option<String> {
 }
 
 /// The stream's `<Parameter name value/>`s.
-fn stream_parameters(twiml: &str) -> Vec<(String, String)> {
+pub fn stream_parameters(twiml: &str) -> Vec<(String, String)> {
     twiml
         .split("<Parameter ")
         .skip(1)

@@ -165,6 +165,13 @@ async fn a_call_to_the_plain_webhook_gets_the_agent() {
     assert!(!twiml.contains("room_id"), "{twiml}");
 
     let media_url = s.ws_url("/voice/twilio/media");
+    // The stream's parameters (with its token) come from the TwiML.
+    let params: serde_json::Map<String, serde_json::Value> =
+        roomkit_voice::fake::stream_parameters(&twiml)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+    assert_eq!(params["from"], "+15550007777", "{twiml}");
     let mut request = media_url.as_str().into_client_request().unwrap();
     request.headers_mut().insert(
         "X-Twilio-Signature",
@@ -175,7 +182,7 @@ async fn a_call_to_the_plain_webhook_gets_the_agent() {
         json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
         json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ0077", "start": {
             "streamSid": "MZ0077", "accountSid": "AC0001", "callSid": "CA0077", "tracks": ["inbound"],
-            "customParameters": {"from": "+15550007777", "to": "+15559990000"},
+            "customParameters": params,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
         }}),
     ] {

@@ -541,6 +541,8 @@ async fn an_inbound_call_without_a_room_gets_a_new_room_with_the_agents() {
     assert_eq!(resp.status().as_u16(), 200);
     let twiml = resp.text().await.unwrap();
     assert!(!twiml.contains("room_id"), "{twiml}");
+    // The stream's parameters (with its token) come from the TwiML.
+    let parameters = roomkit_voice::fake::stream_parameters(&twiml);
     let answered = AnsweredCall {
         call_sid: "CA0077".into(),
         url: webhook,
@@ -548,11 +550,10 @@ async fn an_inbound_call_without_a_room_gets_a_new_room_with_the_agents() {
         status: 200,
         twiml,
         stream_url: Some(s.ws_url("/voice/twilio/media")),
-        parameters: vec![
-            ("from".into(), "+15550007777".into()),
-            ("to".into(), OUR_NUMBER.into()),
-        ],
+        parameters,
     };
+    assert_eq!(answered.parameter("from"), Some("+15550007777"));
+    assert_eq!(answered.parameter("to"), Some(OUR_NUMBER));
     let _media = open_stream(&answered).await;
 
     let mut room = None;

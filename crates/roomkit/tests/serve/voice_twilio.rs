@@ -17,7 +17,9 @@ use axum::response::IntoResponse;
 use futures::{SinkExt, StreamExt};
 use roomkit_channels::sms::twilio::signature;
 use roomkit_voice::Outbound;
-use roomkit_voice::fake::{FakeDeepgram, FakeElevenLabs, FakeOpenAiAudio};
+use roomkit_voice::fake::{
+    FakeDeepgram, FakeElevenLabs, FakeOpenAiAudio, stream_parameters, stream_url,
+};
 use roomkit_voice::twilio::{decode_payload, encode_outbound};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -287,9 +289,10 @@ impl Caller {
     }
 }
 
-/// Answers the voice webhook (checking the TwiML), then opens the signed
-/// media socket and starts the stream in the room.
-pub(crate) async fn dial(s: &Server, token: &str) -> Caller {
+/// Posts the signed voice webhook of call `CA0001` into the room and
+/// returns the media socket URL and the stream parameters of its TwiML, as
+/// Twilio reads them.
+pub(crate) async fn answer(s: &Server, token: &str) -> (String, Vec<(String, String)>) {
     let webhook = s.url(&format!("/webhooks/voice/twilio?room_id={ROOM}"));
     let form = vec![
         ("CallSid".to_owned(), "CA0001".to_owned()),
@@ -309,31 +312,47 @@ pub(crate) async fn dial(s: &Server, token: &str) -> Caller {
     let twiml = resp.text().await.unwrap();
     assert_eq!(status, 200, "{twiml}; log: {}", s.log());
     let media_url = s.ws_url("/voice/twilio/media");
-    assert!(
-        twiml.contains("<Connect>") && twiml.contains(&format!("<Stream url=\"{media_url}\">")),
+    assert!(twiml.contains("<Connect>"), "{twiml}");
+    assert_eq!(
+        stream_url(&twiml).as_deref(),
+        Some(media_url.as_str()),
         "{twiml}"
     );
     assert!(
         twiml.contains(&format!("<Parameter name=\"room_id\" value=\"{ROOM}\"/>")),
         "{twiml}"
     );
+    (media_url, stream_parameters(&twiml))
+}
 
-    // Unsigned, the media socket is refused.
-    let refused = tokio_tungstenite::connect_async(media_url.as_str()).await;
-    assert!(refused.is_err(), "an unsigned media socket was accepted");
-
-    let mut request = media_url.as_str().into_client_request().unwrap();
+/// Opens the media socket at `media_url` with Twilio's signature of it
+/// (the same for every call) and sends `connected` and a `start` for
+/// `call_sid` with `params` as its custom parameters.
+pub(crate) async fn open_media(
+    media_url: &str,
+    token: &str,
+    call_sid: &str,
+    params: &[(String, String)],
+) -> (
+    futures::stream::SplitSink<crate::Ws, Message>,
+    futures::stream::SplitStream<crate::Ws>,
+) {
+    let mut request = media_url.into_client_request().unwrap();
     request.headers_mut().insert(
         "X-Twilio-Signature",
-        signature(token, &media_url, &[]).parse().unwrap(),
+        signature(token, media_url, &[]).parse().unwrap(),
     );
     let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let (mut tx, rx) = ws.split();
+    let custom: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     for msg in [
         json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
         json!({"event": "start", "sequenceNumber": "1", "streamSid": SID, "start": {
-            "streamSid": SID, "accountSid": "AC0001", "callSid": "CA0001", "tracks": ["inbound"],
-            "customParameters": {"room_id": ROOM, "from": "+15550001", "to": "+15559999"},
+            "streamSid": SID, "accountSid": "AC0001", "callSid": call_sid, "tracks": ["inbound"],
+            "customParameters": custom,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
         }}),
     ] {
@@ -341,9 +360,23 @@ pub(crate) async fn dial(s: &Server, token: &str) -> Caller {
             .await
             .unwrap();
     }
+    (tx, rx)
+}
+
+/// Answers the voice webhook (checking the TwiML), then opens the signed
+/// media socket and starts the stream with the TwiML's parameters.
+pub(crate) async fn dial(s: &Server, token: &str) -> Caller {
+    let (media_url, params) = answer(s, token).await;
+
+    // Unsigned, the media socket is refused.
+    let refused = tokio_tungstenite::connect_async(media_url.as_str()).await;
+    assert!(refused.is_err(), "an unsigned media socket was accepted");
+
+    let (tx, rx) = open_media(&media_url, token, "CA0001", &params).await;
     let queue = Arc::new(Mutex::new(VecDeque::<i16>::new()));
     let hang_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (q, stop) = (queue.clone(), hang_up.clone());
+    let mut tx = tx;
     let player = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -881,4 +914,112 @@ async fn a_deepgram_socket_that_breaks_mid_call_is_reopened_and_the_next_questio
     );
     assert!(log.contains("speech-to-text session reopened"), "{log}");
     caller.player.abort();
+}
+
+/// The `session_started` events of `room`.
+async fn sessions_started(s: &Server, room: &str) -> Vec<Value> {
+    s.timeline(room)
+        .await
+        .into_iter()
+        .filter(|e| e["content"]["type"] == "system" && e["content"]["code"] == "session_started")
+        .collect()
+}
+
+/// Whether the server closes the socket within 15 s.
+async fn closed_by_server(rx: &mut futures::stream::SplitStream<crate::Ws>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_media_upgrade_with_a_forged_start_opens_no_call() {
+    let setup = setup().await;
+    let s = &setup.s;
+    const OTHER: &str = "other-room";
+    s.ok("POST", "/rooms", Some(json!({"id": OTHER}))).await;
+    s.ok(
+        "POST",
+        &format!("/rooms/{OTHER}/channels"),
+        Some(json!({"channel_id": "phone"})),
+    )
+    .await;
+    let (media_url, params) = answer(s, TOKEN).await;
+    assert!(
+        params.iter().any(|(k, _)| k == "token"),
+        "the TwiML passes no stream token: {params:?}"
+    );
+    let with = |name: &str, value: Option<&str>| -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> =
+            params.iter().filter(|(k, _)| k != name).cloned().collect();
+        if let Some(v) = value {
+            p.push((name.to_owned(), v.to_owned()));
+        }
+        p
+    };
+    let forged = [
+        ("another room", "CA0001", with("room_id", Some(OTHER))),
+        ("another caller", "CA0001", with("from", Some("+15556666"))),
+        (
+            "an added parameter",
+            "CA0001",
+            with("direction", Some("outbound")),
+        ),
+        ("no token", "CA0001", with("token", None)),
+        (
+            "a made-up token",
+            "CA0001",
+            with("token", Some("9999999999.00ff")),
+        ),
+        ("another call", "CA0002", params.clone()),
+        (
+            "the old parameters",
+            "CA0001",
+            vec![
+                ("room_id".to_owned(), OTHER.to_owned()),
+                ("from".to_owned(), "+15556666".to_owned()),
+            ],
+        ),
+    ];
+    for (what, call_sid, p) in forged {
+        // The replayed upgrade is signed correctly; only `start` is forged.
+        let (_tx, mut rx) = open_media(&media_url, TOKEN, call_sid, &p).await;
+        assert!(
+            closed_by_server(&mut rx).await,
+            "a start with {what} kept its socket open; log: {}",
+            s.log()
+        );
+    }
+    for room in [ROOM, OTHER] {
+        let started = sessions_started(s, room).await;
+        assert!(
+            started.is_empty(),
+            "a forged start opened a call in {room}: {started:?}"
+        );
+    }
+    assert!(s.log().contains("bad stream token"), "{}", s.log());
+
+    // The genuine call still joins its room.
+    let caller = dial(s, TOKEN).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        let started = sessions_started(s, ROOM).await;
+        if !started.is_empty() || Instant::now() > deadline {
+            break started;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(started.len(), 1, "{started:?}; log: {}", s.log());
+    assert_eq!(
+        started[0]["metadata"]["call_id"], "CA0001",
+        "{}",
+        started[0]
+    );
+    assert!(sessions_started(s, OTHER).await.is_empty());
+    caller.hang_up().await;
 }
