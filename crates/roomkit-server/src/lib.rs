@@ -257,6 +257,7 @@ impl Server {
             state.metrics.clone(),
             state.shutdown.clone(),
         );
+        let voice_metrics = metrics::spawn_voice_metrics(&state.kit, state.metrics.clone());
         let app = self.router();
         {
             use std::io::Write;
@@ -291,6 +292,7 @@ impl Server {
             tracing::warn!(target: "roomkit.server", "websocket connections did not close in time");
         }
         hub.abort();
+        voice_metrics.abort();
         if tokio::time::timeout(self.options.drain_timeout, state.kit.shutdown())
             .await
             .is_err()

@@ -1,6 +1,12 @@
 //! Counters of the server, written as Prometheus text at `/metrics`.
+//!
+//! Besides HTTP and connection counters, the server keeps voice figures
+//! from the engine's framework events (see [`spawn_voice_metrics`]): calls
+//! started and running, barge-ins, and per-turn latency histograms by
+//! stage, as the voice channel measured them on each call's media clock.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -8,6 +14,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use dashmap::DashMap;
+use roomkit_core::RoomKit;
+use roomkit_core::model::FrameworkEvent;
+use tokio::sync::broadcast;
 
 use crate::state::AppState;
 
@@ -32,6 +41,50 @@ pub struct Metrics {
     conns_idle_timeouts: AtomicU64,
     ws_slow_closed: AtomicU64,
     ws_refused: AtomicU64,
+    voice: VoiceMetrics,
+}
+
+/// Stages of a voice turn, the `stage` label of
+/// `roomkit_voice_turn_latency_seconds` (a fixed set).
+pub const VOICE_STAGES: [&str; 5] = ["eou", "stt", "llm_ttft", "tts_ttfb", "voice_to_voice"];
+
+/// Upper bounds, in seconds, of the voice latency buckets.
+const VOICE_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+
+/// A histogram of seconds: a count per bucket (not cumulative; the render
+/// adds them up), the number of values and their sum in microseconds.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; VOICE_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return;
+        }
+        if let Some(i) = VOICE_BUCKETS.iter().position(|le| seconds <= *le) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6).round() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Voice figures, from framework events.
+#[derive(Default)]
+struct VoiceMetrics {
+    calls_total: AtomicU64,
+    calls_active: AtomicI64,
+    turns_total: AtomicU64,
+    unanswered_total: AtomicU64,
+    barge_ins_total: AtomicU64,
+    latency: [Histogram; VOICE_STAGES.len()],
 }
 
 /// Why the server closed a connection it had accepted.
@@ -130,6 +183,101 @@ impl Metrics {
     /// A WebSocket upgrade was refused by the per-key cap.
     pub fn ws_refused(&self) {
         self.ws_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes in one framework event; only the voice ones count.
+    pub fn framework_event(&self, event: &FrameworkEvent) {
+        let v = &self.voice;
+        match event {
+            FrameworkEvent::VoiceSessionStarted { .. } => {
+                v.calls_total.fetch_add(1, Ordering::Relaxed);
+                v.calls_active.fetch_add(1, Ordering::Relaxed);
+            }
+            FrameworkEvent::VoiceSessionEnded { .. } => {
+                v.calls_active.fetch_sub(1, Ordering::Relaxed);
+            }
+            FrameworkEvent::VoiceTurnMetrics {
+                eou_delay_ms,
+                stt_latency_ms,
+                llm_ttft_ms,
+                tts_ttfb_ms,
+                voice_to_voice_ms,
+                ..
+            } => {
+                v.turns_total.fetch_add(1, Ordering::Relaxed);
+                if voice_to_voice_ms.is_none() {
+                    v.unanswered_total.fetch_add(1, Ordering::Relaxed);
+                }
+                let figures = [
+                    Some(*eou_delay_ms),
+                    *stt_latency_ms,
+                    *llm_ttft_ms,
+                    *tts_ttfb_ms,
+                    *voice_to_voice_ms,
+                ];
+                for (h, ms) in v.latency.iter().zip(figures) {
+                    if let Some(ms) = ms {
+                        h.observe(ms / 1000.0);
+                    }
+                }
+            }
+            FrameworkEvent::VoiceTranscript {
+                role, interrupted, ..
+            } if *interrupted && role == "agent" => {
+                v.barge_ins_total.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn render_voice(&self, out: &mut String) {
+        let v = &self.voice;
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_voice_calls_total Voice calls that became active.\n# TYPE roomkit_voice_calls_total counter\nroomkit_voice_calls_total {}",
+            v.calls_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_voice_calls_active Voice calls running now.\n# TYPE roomkit_voice_calls_active gauge\nroomkit_voice_calls_active {}",
+            v.calls_active.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_voice_turns_total Caller turns committed on voice calls.\n# TYPE roomkit_voice_turns_total counter\nroomkit_voice_turns_total {}",
+            v.turns_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_voice_turns_unanswered_total Caller turns whose answer never started playing.\n# TYPE roomkit_voice_turns_unanswered_total counter\nroomkit_voice_turns_unanswered_total {}",
+            v.unanswered_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_voice_barge_ins_total Agent replies cut off by the caller (talking over them, or hanging up).\n# TYPE roomkit_voice_barge_ins_total counter\nroomkit_voice_barge_ins_total {}",
+            v.barge_ins_total.load(Ordering::Relaxed)
+        );
+        let name = "roomkit_voice_turn_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Latency of a voice turn's stages, on the call's media clock.\n# TYPE {name} histogram"
+        );
+        for (stage, h) in VOICE_STAGES.iter().zip(&v.latency) {
+            let mut cumulative = 0;
+            for (le, n) in VOICE_BUCKETS.iter().zip(&h.buckets) {
+                cumulative += n.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{stage=\"{stage}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {count}\n{name}_sum{{stage=\"{stage}\"}} {sum}\n{name}_count{{stage=\"{stage}\"}} {count}"
+            );
+        }
     }
 
     /// The Prometheus text exposition.
@@ -255,6 +403,7 @@ impl Metrics {
             "WebSocket upgrades refused by the per-key connection cap.",
             self.ws_refused.load(Ordering::Relaxed),
         );
+        self.render_voice(&mut out);
         if let Some(rss) = resident_bytes() {
             gauge(
                 &mut out,
@@ -265,6 +414,24 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Feeds `metrics` with the engine's framework events until the engine
+/// stops (or the task is aborted). Subscribed before it returns, so no
+/// event after the call is missed; a lagging receiver skips what it lost.
+pub fn spawn_voice_metrics(kit: &RoomKit, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    let mut events = kit.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) => metrics.framework_event(&e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(target: "roomkit.server.metrics", missed = n, "framework events lagged; voice figures miss some");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
 }
 
 /// Resident memory of this process, from `/proc` (Linux only).
@@ -321,6 +488,61 @@ mod tests {
         assert_eq!(method_label(&Method::CONNECT), "other");
         let invented = Method::from_bytes(b"XYZZY").unwrap_or(Method::TRACE);
         assert_eq!(method_label(&invented), "other");
+    }
+
+    #[test]
+    fn voice_turns_fill_one_histogram_per_stage() {
+        let m = Metrics::default();
+        let turn = |eou: f64, v2v: Option<f64>| FrameworkEvent::VoiceTurnMetrics {
+            session_id: "vs-1".into(),
+            room_id: "r1".into(),
+            channel_id: "voice".into(),
+            speech_end_ms: 1000.0,
+            eou_delay_ms: eou,
+            stt_latency_ms: Some(120.0),
+            llm_ttft_ms: v2v.map(|_| 400.0),
+            tts_ttfb_ms: None,
+            voice_to_voice_ms: v2v,
+        };
+        m.framework_event(&turn(250.0, Some(900.0)));
+        m.framework_event(&turn(250.0, None));
+        // A figure that is no number is left out of its stage.
+        m.framework_event(&turn(f64::NAN, None));
+        let text = m.render();
+        let line = |l: &str| text.lines().any(|x| x == l);
+        let h = "roomkit_voice_turn_latency_seconds";
+        assert!(line(&format!("{h}_count{{stage=\"eou\"}} 2")), "{text}");
+        assert!(
+            line(&format!("{h}_bucket{{stage=\"eou\",le=\"0.2\"}} 0")),
+            "{text}"
+        );
+        assert!(
+            line(&format!("{h}_bucket{{stage=\"eou\",le=\"0.3\"}} 2")),
+            "{text}"
+        );
+        assert!(line(&format!("{h}_sum{{stage=\"eou\"}} 0.5")), "{text}");
+        assert!(
+            line(&format!("{h}_count{{stage=\"voice_to_voice\"}} 1")),
+            "{text}"
+        );
+        assert!(
+            line(&format!(
+                "{h}_bucket{{stage=\"voice_to_voice\",le=\"+Inf\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            line(&format!("{h}_count{{stage=\"tts_ttfb\"}} 0")),
+            "{text}"
+        );
+        assert!(line("roomkit_voice_turns_total 3"), "{text}");
+        assert!(line("roomkit_voice_turns_unanswered_total 2"), "{text}");
+        let stages: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("roomkit_voice_turn_latency_seconds_count{stage=\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(stages.len(), VOICE_STAGES.len());
     }
 
     #[test]

@@ -124,6 +124,10 @@ pub(crate) enum CallCommand {
         sentences: mpsc::Receiver<String>,
         event_id: Option<EventId>,
         streamed: bool,
+        /// An AI channel's response to a message: it may answer the
+        /// caller's pending turn (its latency figures count from that
+        /// turn). Hook injections and people typing are never answers.
+        answer: bool,
     },
     /// The streamed reply `id` was stored as `event_id`.
     ReplyStored { id: u64, event_id: EventId },

@@ -191,6 +191,7 @@ impl VoiceChannel {
         room_id: &RoomId,
         event_id: Option<EventId>,
         streamed: bool,
+        answer: bool,
     ) -> (u64, Vec<(mpsc::Sender<CallCommand>, mpsc::Sender<String>)>) {
         let id = self.reply_id();
         let mut out = Vec::new();
@@ -201,6 +202,7 @@ impl VoiceChannel {
                 sentences: rx,
                 event_id: event_id.clone(),
                 streamed,
+                answer,
             };
             if call.send(command).await.is_ok() {
                 out.push((call, tx));
@@ -266,8 +268,11 @@ impl Channel for VoiceChannel {
                 text = t;
             }
         }
+        // A stored AI response names the message it responds to.
+        let answer =
+            event.source.channel_type == ChannelType::Ai && event.parent_event_id.is_some();
         let (_, calls) = self
-            .open_reply(&binding.room_id, Some(event.id.clone()), false)
+            .open_reply(&binding.room_id, Some(event.id.clone()), false, answer)
             .await;
         let mut splitter = SentenceSplitter::new(self.shared.settings.min_chunk_chars);
         let mut sentences = splitter.push(&text);
@@ -290,7 +295,10 @@ impl Channel for VoiceChannel {
         let kit = self.shared.kit();
         // Subscribed before the text ends, so the stored event cannot slip by.
         let mut timeline = kit.as_ref().map(RoomKit::subscribe_timeline);
-        let (reply_id, calls) = self.open_reply(&binding.room_id, None, true).await;
+        // Only the engine streams, and only responses: an AI channel's is
+        // an answer.
+        let answer = event.source.channel_type == ChannelType::Ai;
+        let (reply_id, calls) = self.open_reply(&binding.room_id, None, true, answer).await;
         let mut splitter = SentenceSplitter::new(self.shared.settings.min_chunk_chars);
         let mut full = String::new();
         while let Some(chunk) = stream.next().await {

@@ -10,6 +10,17 @@
 //!
 //! The call's media clock counts caller samples at the transport's rate;
 //! hook payloads, VAD events and playback positions are stamped on it.
+//! Latency figures read it with sub-frame resolution (`media_ms`): the
+//! samples received plus the wall time since the last frame arrived, at
+//! most that frame's length.
+//!
+//! Each caller turn is timed on that clock (RFC §15.4): speech end, the
+//! end-of-utterance decision (which is also the commit), the final
+//! transcript, the first sentence of the answer reaching the call, its
+//! first synthesized audio and its first frame sent. One
+//! `voice_turn_metrics` event reports them when the answer starts playing,
+//! or when the turn ends without one. Both sides' words are reported as
+//! `voice_transcript` events.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -79,7 +90,48 @@ struct Reply {
     synth_done: bool,
     abort: AbortHandle,
     started: bool,
+    /// An AI channel's response (see [`CallCommand::Reply`]).
+    answer: bool,
+    marks: ReplyMarks,
+    /// Its `voice_transcript` was emitted (at a barge-in).
+    reported: bool,
 }
+
+/// When a reply's milestones happened, in ms on the media clock.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReplyMarks {
+    /// Its first sentence reached the call (and went to text-to-speech).
+    first_text_ms: Option<f64>,
+    /// Its first synthesized audio arrived.
+    first_audio_ms: Option<f64>,
+    /// Its first frame was sent.
+    first_sent_ms: Option<f64>,
+    /// The end of the audio of its last frame sent.
+    sent_end_ms: f64,
+}
+
+/// Media-clock marks of caller speech being gathered into a turn.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    start_ms: f64,
+    end_ms: f64,
+    /// When the final transcript arrived.
+    stt_ms: Option<f64>,
+}
+
+/// A committed caller turn whose latency figures are not reported yet.
+#[derive(Debug, Clone, Copy)]
+struct Answering {
+    heard: Heard,
+    /// End-of-utterance decision and commit (the same step).
+    committed_ms: f64,
+    /// The reply that answers it, once one arrived.
+    reply: Option<u64>,
+}
+
+/// How long (on the media clock) a committed turn waits for an AI answer
+/// to arrive before it is reported without one.
+const ANSWER_WAIT_MS: f64 = 30_000.0;
 
 impl Reply {
     fn queued(&self) -> usize {
@@ -128,6 +180,12 @@ impl Reply {
     }
 }
 
+/// A media-clock reading: `received_ms` of caller audio, plus the time
+/// `since` the last frame arrived, at most that frame's length `frame_ms`.
+fn sub_frame_ms(received_ms: f64, since: Option<Duration>, frame_ms: f64) -> f64 {
+    received_ms + since.map_or(0.0, |d| (d.as_secs_f64() * 1000.0).min(frame_ms))
+}
+
 fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
@@ -167,6 +225,9 @@ struct CallTask {
     clock: u64,
     /// Agent samples sent, at the transport rate.
     sent: u64,
+    /// When the last caller frame arrived and its length in ms.
+    last_frame_at: Option<Instant>,
+    last_frame_ms: f64,
     events: Vec<PipelineEvent>,
     // Listening.
     stt: Option<SttSession>,
@@ -188,6 +249,12 @@ struct CallTask {
     turn_deadline: Option<Instant>,
     last_speech_end_ms: f64,
     last_speech_ms: f64,
+    /// The last speech segment sent to speech-to-text.
+    segment: Option<Heard>,
+    /// The speech of the turn being gathered (first segment's start, last
+    /// segment's end and transcript).
+    turn_heard: Option<Heard>,
+    answering: Option<Answering>,
     controller: InterruptionController,
     internal_tx: mpsc::Sender<Internal>,
     // Speaking.
@@ -360,6 +427,8 @@ pub(crate) async fn run_call(
         frame_len: (internal.sample_rate * settings.frame_ms / 1000) as usize,
         clock: 0,
         sent: 0,
+        last_frame_at: None,
+        last_frame_ms: 0.0,
         events: Vec::with_capacity(8),
         stt_resampler: (stt_rate != internal.sample_rate)
             .then(|| RubatoResampler::new(AudioFormat::pcm_mono(stt_rate))),
@@ -381,6 +450,9 @@ pub(crate) async fn run_call(
         turn_deadline: None,
         last_speech_end_ms: 0.0,
         last_speech_ms: 0.0,
+        segment: None,
+        turn_heard: None,
+        answering: None,
         controller: InterruptionController::new(interruption, None),
         internal_tx,
         replies: VecDeque::new(),
@@ -426,7 +498,7 @@ pub(crate) async fn run_call(
                 None => break "transport gone".to_owned(),
             },
             command = commands.recv() => match command {
-                Some(CallCommand::Reply { id, sentences, event_id, streamed }) => task.on_reply(id, sentences, event_id, streamed),
+                Some(CallCommand::Reply { id, sentences, event_id, streamed, answer }) => task.on_reply(id, sentences, event_id, streamed, answer),
                 Some(CallCommand::ReplyStored { id, event_id }) => task.on_reply_stored(id, event_id),
                 Some(CallCommand::HangUp) | None => {
                     let _ = task.out.try_send(Outbound::HangUp);
@@ -464,8 +536,18 @@ async fn recv_stt(
 }
 
 impl CallTask {
+    /// The media clock at frame resolution: caller samples received.
     fn now_ms(&self) -> f64 {
         self.clock as f64 * 1000.0 / f64::from(self.transport_rate)
+    }
+
+    /// The media clock with sub-frame resolution, for latency figures: the
+    /// samples received plus the wall time since the last frame arrived,
+    /// at most that frame's length (so it never runs ahead of the next
+    /// frame, and stands still when the caller's audio stops).
+    fn media_ms(&self) -> f64 {
+        let since = self.last_frame_at.map(|at| at.elapsed());
+        sub_frame_ms(self.now_ms(), since, self.last_frame_ms)
     }
 
     /// Fires an async voice hook, if any is registered.
@@ -498,6 +580,15 @@ impl CallTask {
             return;
         }
         self.clock += samples.len() as u64;
+        self.last_frame_at = Some(Instant::now());
+        self.last_frame_ms = samples.len() as f64 * 1000.0 / f64::from(self.transport_rate);
+        if let Some(a) = &self.answering
+            && a.reply.is_none()
+            && self.now_ms() - a.committed_ms > ANSWER_WAIT_MS
+        {
+            tracing::debug!(target: "roomkit.voice.call", session_id = %self.session_id, "no answer to the caller's turn in time");
+            self.report_turn(None);
+        }
         let mut frame = AudioFrame {
             samples,
             sample_rate: self.transport_rate,
@@ -586,6 +677,11 @@ impl CallTask {
                     return;
                 }
                 if let Some(audio) = v.audio {
+                    self.segment = Some(Heard {
+                        start_ms: self.speech_start_ms,
+                        end_ms: end,
+                        stt_ms: None,
+                    });
                     self.transcribe(audio);
                 }
             }
@@ -673,6 +769,10 @@ impl CallTask {
                 if text.is_empty() {
                     return;
                 }
+                let now = self.media_ms();
+                if let Some(s) = self.segment.as_mut() {
+                    s.stt_ms.get_or_insert(now);
+                }
                 self.show_text(Outbound::Transcript {
                     text: text.clone(),
                     is_final: true,
@@ -733,6 +833,13 @@ impl CallTask {
                 tracing::info!(target: "roomkit.voice.call", session_id = %self.session_id, "ON_TRANSCRIPTION blocked an utterance");
             }
             Internal::Transcribed(Some(text)) => {
+                if let Some(s) = self.segment {
+                    let start = self.turn_heard.map_or(s.start_ms, |t| t.start_ms);
+                    self.turn_heard = Some(Heard {
+                        start_ms: start,
+                        ..s
+                    });
+                }
                 if self.hold_transcripts && self.agent_speaking {
                     self.held.push(text);
                     return;
@@ -781,8 +888,34 @@ impl CallTask {
         }
     }
 
-    /// Commits the caller's utterance to the room.
+    /// Commits the caller's utterance to the room: the end of the turn.
     fn commit(&mut self, text: String) {
+        let committed_ms = self.media_ms();
+        let heard = self.turn_heard.take().unwrap_or(Heard {
+            start_ms: self.last_speech_end_ms,
+            end_ms: self.last_speech_end_ms,
+            stt_ms: None,
+        });
+        if self.answering.is_some() {
+            // The previous turn got no answer before this one.
+            self.report_turn(None);
+        }
+        self.answering = Some(Answering {
+            heard,
+            committed_ms,
+            reply: None,
+        });
+        self.kit
+            .emit_framework_event(FrameworkEvent::VoiceTranscript {
+                session_id: self.session_id.clone(),
+                room_id: self.room_id.clone(),
+                channel_id: self.shared.id.clone(),
+                role: "user".into(),
+                text: text.clone(),
+                start_ms: heard.start_ms,
+                end_ms: heard.end_ms,
+                interrupted: false,
+            });
         let mut message = InboundMessage::text(self.shared.id.clone(), self.sender.clone(), text);
         message.room_id = Some(self.room_id.clone());
         message
@@ -794,6 +927,15 @@ impl CallTask {
         message.metadata.insert(
             "media_time_ms".into(),
             json!(self.last_speech_end_ms.round()),
+        );
+        // Whole milliseconds, as call analytics reads them.
+        message.metadata.insert(
+            "speech_start_ms".into(),
+            json!(heard.start_ms.max(0.0).round() as u64),
+        );
+        message.metadata.insert(
+            "speech_end_ms".into(),
+            json!(heard.end_ms.max(0.0).round() as u64),
         );
         let kit = self.kit.clone();
         let session = self.session_id.clone();
@@ -850,7 +992,14 @@ impl CallTask {
         mut sentences: mpsc::Receiver<String>,
         event_id: Option<EventId>,
         streamed: bool,
+        answer: bool,
     ) {
+        if answer
+            && let Some(a) = self.answering.as_mut()
+            && a.reply.is_none()
+        {
+            a.reply = Some(id);
+        }
         let tts = self.shared.tts.clone();
         let voice = self.shared.settings.voice.clone();
         let tx = self.reply_tx.clone();
@@ -927,6 +1076,9 @@ impl CallTask {
             synth_done: false,
             abort: handle.abort_handle(),
             started: false,
+            answer,
+            marks: ReplyMarks::default(),
+            reported: false,
         });
     }
 
@@ -951,8 +1103,10 @@ impl CallTask {
         let Some(idx) = self.replies.iter().position(|r| r.id == reply_id) else {
             return;
         };
+        let now = self.media_ms();
         match msg {
             ReplyMsg::Sentence { text, .. } => {
+                self.replies[idx].marks.first_text_ms.get_or_insert(now);
                 self.show_text(Outbound::AgentText(text.clone()));
                 self.replies[idx].sentences.push(Sentence {
                     text,
@@ -960,6 +1114,7 @@ impl CallTask {
                 });
             }
             ReplyMsg::Audio { chunk, .. } => {
+                self.replies[idx].marks.first_audio_ms.get_or_insert(now);
                 let samples = if chunk.sample_rate == internal_rate {
                     chunk.samples
                 } else {
@@ -1074,16 +1229,89 @@ impl CallTask {
             }
             samples.resize(n, 0);
             reply.started = true;
+            let (id, first) = (reply.id, reply.marks.first_sent_ms.is_none());
             if !self.agent_speaking {
                 self.agent_speaking = true;
                 self.controller.set_agent_speaking(true);
             }
-            self.send_frame(samples);
+            let now = self.media_ms();
+            if self.send_frame(samples) {
+                let frame_ms = n as f64 * 1000.0 / f64::from(self.internal_rate);
+                if let Some(r) = self.replies.front_mut() {
+                    r.marks.first_sent_ms.get_or_insert(now);
+                    r.marks.sent_end_ms = now + frame_ms;
+                }
+                if first && self.answering.is_some_and(|a| a.reply == Some(id)) {
+                    let marks = self.replies.front().map(|r| r.marks);
+                    self.report_turn(marks);
+                }
+            }
             return;
         }
     }
 
-    fn send_frame(&mut self, samples: Vec<i16>) {
+    /// Reports the latency figures of the committed turn (the one
+    /// `answering`): with its answer's marks, or with those it has when the
+    /// turn ends without its answer playing.
+    fn report_turn(&mut self, answer: Option<ReplyMarks>) {
+        let Some(a) = self.answering.take() else {
+            return;
+        };
+        let end = a.heard.end_ms;
+        let since = |t: f64, from: f64| (t - from).max(0.0);
+        let m = answer.unwrap_or_default();
+        let (text, audio, sent) = (m.first_text_ms, m.first_audio_ms, m.first_sent_ms);
+        let eou_delay_ms = since(a.committed_ms, end);
+        let stt_latency_ms = a.heard.stt_ms.map(|t| since(t, end));
+        let llm_ttft_ms = text.map(|t| since(t, a.committed_ms));
+        let tts_ttfb_ms = text.zip(audio).map(|(t, au)| since(au, t));
+        let voice_to_voice_ms = sent.map(|t| since(t, end));
+        tracing::debug!(target: "roomkit.voice.call", session_id = %self.session_id, speech_end_ms = end, eou_delay_ms, ?stt_latency_ms, ?llm_ttft_ms, ?tts_ttfb_ms, ?voice_to_voice_ms, "turn latency");
+        self.kit
+            .emit_framework_event(FrameworkEvent::VoiceTurnMetrics {
+                session_id: self.session_id.clone(),
+                room_id: self.room_id.clone(),
+                channel_id: self.shared.id.clone(),
+                speech_end_ms: end,
+                eou_delay_ms,
+                stt_latency_ms,
+                llm_ttft_ms,
+                tts_ttfb_ms,
+                voice_to_voice_ms,
+            });
+    }
+
+    /// A reply that was heard (in part or whole) as a `voice_transcript`.
+    fn report_agent(&self, marks: ReplyMarks, text: String, interrupted: bool) {
+        let Some(start_ms) = marks.first_sent_ms else {
+            return;
+        };
+        if text.is_empty() {
+            return;
+        }
+        self.kit
+            .emit_framework_event(FrameworkEvent::VoiceTranscript {
+                session_id: self.session_id.clone(),
+                room_id: self.room_id.clone(),
+                channel_id: self.shared.id.clone(),
+                role: "agent".into(),
+                text,
+                start_ms,
+                end_ms: marks.sent_end_ms.max(start_ms),
+                interrupted,
+            });
+    }
+
+    /// The committed turn's answer is going away unplayed (or will never
+    /// play more than it did): its figures are reported now.
+    fn answer_gone(&mut self, reply: &Reply) {
+        if reply.answer && self.answering.is_some_and(|a| a.reply == Some(reply.id)) {
+            self.report_turn(Some(reply.marks));
+        }
+    }
+
+    /// Sends one frame; `false` when the pipeline dropped it.
+    fn send_frame(&mut self, samples: Vec<i16>) -> bool {
         let mut frame = AudioFrame {
             samples,
             sample_rate: self.internal_rate,
@@ -1093,15 +1321,16 @@ impl CallTask {
         };
         if let Err(e) = self.pipeline.process_outbound(&self.session_id, &mut frame) {
             tracing::warn!(target: "roomkit.voice.call", session_id = %self.session_id, error = %e, "outbound frame rejected by the pipeline");
-            return;
+            return false;
         }
         if frame.samples.is_empty() {
-            return;
+            return false;
         }
         self.sent += frame.samples.len() as u64;
         if self.out.try_send(Outbound::Audio(frame.samples)).is_err() {
             TransportStats::bump(&self.stats.dropped_outbound);
         }
+        true
     }
 
     fn reply_played(&mut self, reply: Reply) {
@@ -1109,9 +1338,14 @@ impl CallTask {
             .out
             .try_send(Outbound::Mark(format!("reply-{}", reply.id)));
         let text: Vec<&str> = reply.sentences.iter().map(|s| s.text.as_str()).collect();
+        let text = text.join(" ");
+        self.answer_gone(&reply);
+        if !reply.reported {
+            self.report_agent(reply.marks, text.clone(), false);
+        }
         self.fire(
             HookTrigger::AfterTts,
-            json!({"text": text.join(" "), "reply_event_id": reply.event_id.as_ref().map(EventId::as_str), "streamed": reply.streamed}),
+            json!({"text": text, "reply_event_id": reply.event_id.as_ref().map(EventId::as_str), "streamed": reply.streamed}),
         );
     }
 
@@ -1133,14 +1367,23 @@ impl CallTask {
             return;
         };
         let spoken = current.spoken_text();
-        let (reply_id, event_id, played) = (
+        let (reply_id, event_id, played, marks) = (
             current.id,
             current.event_id.clone(),
             current.sentences.iter().map(|s| s.played).sum::<u64>(),
+            current.marks,
         );
+        if !current.reported {
+            self.report_agent(marks, spoken.clone(), true);
+        }
+        if let Some(r) = self.replies.front_mut() {
+            r.reported = true;
+        }
         if flush_tts {
-            for r in self.replies.drain(..) {
+            let dropped: Vec<Reply> = self.replies.drain(..).collect();
+            for r in dropped {
                 r.abort.abort();
+                self.answer_gone(&r);
             }
             if self.can_clear {
                 let _ = self.out.try_send(Outbound::Clear);
@@ -1208,9 +1451,18 @@ impl CallTask {
     }
 
     fn finish(mut self, reason: &str) {
-        for r in self.replies.drain(..) {
-            r.abort.abort();
+        // A reply cut by the end of the call is reported as heard.
+        if let Some(r) = self.replies.front()
+            && !r.reported
+        {
+            self.report_agent(r.marks, r.spoken_text(), true);
         }
+        let replies: Vec<Reply> = self.replies.drain(..).collect();
+        for r in replies {
+            r.abort.abort();
+            self.answer_gone(&r);
+        }
+        self.report_turn(None);
         self.stt = None;
         let mut events = Vec::new();
         if let Err(e) = self.pipeline.end_stream(&self.session_id, &mut events) {
@@ -1229,5 +1481,25 @@ impl CallTask {
             dropped_outbound = TransportStats::get(&self.stats.dropped_outbound),
             sent_samples = self.sent,
             "call ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_between_frames_adds_the_time_since_the_last_one_up_to_a_frame() {
+        let ms = Duration::from_millis;
+        assert_eq!(sub_frame_ms(1000.0, None, 20.0), 1000.0);
+        assert_eq!(sub_frame_ms(1000.0, Some(ms(7)), 20.0), 1007.0);
+        // A late frame does not let the reading run past it.
+        assert_eq!(sub_frame_ms(1000.0, Some(ms(55)), 20.0), 1020.0);
+        // Monotonic across a frame's arrival: any reading before the frame
+        // is at most what the count says once it has arrived.
+        for before in [0, 5, 19, 20, 400] {
+            let earlier = sub_frame_ms(1000.0, Some(ms(before)), 20.0);
+            assert!(earlier <= sub_frame_ms(1020.0, Some(ms(0)), 20.0));
+        }
     }
 }

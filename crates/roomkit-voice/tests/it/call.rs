@@ -24,9 +24,9 @@ use crate::support::{
     media_server, rms, silence, speech,
 };
 
-const QUESTION: &str = "what time is it";
+pub(crate) const QUESTION: &str = "what time is it";
 
-fn settings(strategy: InterruptionStrategy) -> VoiceSettings {
+pub(crate) fn settings(strategy: InterruptionStrategy) -> VoiceSettings {
     VoiceSettings {
         pipeline: AudioPipelineConfig {
             vad: Some(VadChoice::Webrtc {
@@ -43,16 +43,16 @@ fn settings(strategy: InterruptionStrategy) -> VoiceSettings {
     }
 }
 
-struct Rig {
-    kit: RoomKit,
-    client: TwilioClient,
-    call: Option<CallHandle>,
-    stt: Arc<ScriptedStt>,
-    tts: Arc<ToneTts>,
+pub(crate) struct Rig {
+    pub(crate) kit: RoomKit,
+    pub(crate) client: TwilioClient,
+    pub(crate) call: Option<CallHandle>,
+    pub(crate) stt: Arc<ScriptedStt>,
+    pub(crate) tts: Arc<ToneTts>,
 }
 
 /// A room `r1` with the voice channel and `agent`, and a call in it.
-async fn rig(
+pub(crate) async fn rig(
     agent: Arc<dyn Channel>,
     settings: VoiceSettings,
     script: &[&str],
@@ -103,7 +103,7 @@ async fn rig_with_tap(
     }
 }
 
-async fn wait_for_event(
+pub(crate) async fn wait_for_event(
     kit: &RoomKit,
     within: Duration,
     pred: impl Fn(&RoomEvent) -> bool,
@@ -122,7 +122,7 @@ async fn wait_for_event(
     None
 }
 
-fn media_only(r: &[Received]) -> Vec<&Received> {
+pub(crate) fn media_only(r: &[Received]) -> Vec<&Received> {
     r.iter().filter(|r| r.json["event"] == "media").collect()
 }
 

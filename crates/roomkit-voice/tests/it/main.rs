@@ -7,4 +7,5 @@
 mod browser;
 mod call;
 mod support;
+mod turns;
 mod twilio;

@@ -637,3 +637,128 @@ async fn a_twilio_call_with_openai_speech_is_heard_and_answered() {
     );
     caller.player.abort();
 }
+
+/// The value of the `/metrics` series `series` (name and labels).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metrics_text(s: &Server) -> String {
+    s.http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+const STAGES: [&str; 5] = ["eou", "stt", "llm_ttft", "tts_ttfb", "voice_to_voice"];
+
+fn stage_count(text: &str, stage: &str) -> f64 {
+    metric(
+        text,
+        &format!("roomkit_voice_turn_latency_seconds_count{{stage=\"{stage}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no count for stage {stage}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_twilio_call_shows_its_turn_latency_on_metrics() {
+    if !tools_present() {
+        return missing("espeak-ng and sox are needed to make the caller's speech");
+    }
+    let question = speech("what time is it");
+    let setup = setup().await;
+    let s = &setup.s;
+    let before = metrics_text(s).await;
+    assert_eq!(
+        metric(&before, "roomkit_voice_calls_active"),
+        Some(0.0),
+        "{before}"
+    );
+    for stage in STAGES {
+        assert_eq!(stage_count(&before, stage), 0.0, "{before}");
+    }
+
+    let mut caller = dial(s, TOKEN).await;
+    caller.say(&vec![0; 2400]);
+    caller.say(&question);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Some(v) = caller.next(deadline).await else {
+            panic!("the answer never played; log: {}", s.log());
+        };
+        if v["event"] == "media"
+            && rms(&decode_payload(v["media"]["payload"].as_str().unwrap()).unwrap()) > 0.0
+        {
+            break;
+        }
+    }
+
+    // The answer started playing: the turn's figures are on /metrics.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = metrics_text(s).await;
+        if STAGES.iter().all(|st| stage_count(&text, st) >= 1.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every stage has a figure: {text}\nlog: {}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for stage in STAGES {
+        let count = stage_count(&text, stage);
+        let inf = metric(
+            &text,
+            &format!("roomkit_voice_turn_latency_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}}"),
+        );
+        assert_eq!(inf, Some(count), "{text}");
+        let sum = metric(
+            &text,
+            &format!("roomkit_voice_turn_latency_seconds_sum{{stage=\"{stage}\"}}"),
+        )
+        .unwrap();
+        assert!(sum.is_finite() && sum >= 0.0, "{stage}: {sum}");
+        println!("{stage}: {count} turn(s), {:.0} ms in all", sum * 1000.0);
+    }
+    assert!(
+        text.contains("# TYPE roomkit_voice_turn_latency_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "roomkit_voice_calls_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "roomkit_voice_calls_active"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "roomkit_voice_turns_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+
+    // The caller goes away: the call is no longer active.
+    caller.player.abort();
+    drop(caller);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics_text(s).await;
+        if metric(&text, "roomkit_voice_calls_active") == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call is still active: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
