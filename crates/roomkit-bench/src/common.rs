@@ -151,7 +151,12 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 11 and 12 here.
     (tick(11) + tick(12)) / 100.0
 }

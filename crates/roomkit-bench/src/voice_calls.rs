@@ -23,7 +23,9 @@
 //! agent frame sent.
 //!
 //! Options: `--calls 100 --seconds 30 --warmup 5 --late-ms 40
-//! --pause-ms 1000 --reply-ms 1000 --signal auto|espeak|synthetic`.
+//! --pause-ms 1000 --reply-ms 1000 --signal auto|espeak|synthetic`;
+//! `--report-file PATH` keeps the server's raw report (turn metrics, fake
+//! times).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -70,6 +72,7 @@ pub fn run(workload: &str, opts: &Options) -> anyhow::Result<bool> {
             runtime.block_on(calls(opts))?;
         }
         "voice_server" => crate::voice_server::run(opts)?,
+        "voice_memory" => crate::voice_server::memory(opts)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -78,7 +81,8 @@ pub fn run(workload: &str, opts: &Options) -> anyhow::Result<bool> {
 /// The caller's utterance as base64 mu-law 20 ms frames.
 struct Speech {
     frames: Vec<String>,
-    silence: String,
+    /// Line noise between utterances, 50 frames to cycle through.
+    silence: Vec<String>,
     source: &'static str,
 }
 
@@ -149,7 +153,24 @@ fn synthetic_speech() -> Vec<i16> {
         .collect()
 }
 
+/// A second of white line noise of amplitude `amplitude`, as 50 frames.
+fn line_noise(amplitude: i64) -> Vec<String> {
+    let mut state: u64 = 1;
+    let samples: Vec<i16> = (0..RATE as usize)
+        .map(|_| {
+            state = (state * 1_103_515_245 + 12_345) % (1u64 << 31);
+            if amplitude == 0 {
+                0
+            } else {
+                ((state >> 16) as i64 % (2 * amplitude + 1) - amplitude) as i16
+            }
+        })
+        .collect();
+    samples.chunks(FRAME_SAMPLES).map(encode).collect()
+}
+
 fn speech(opts: &Options) -> anyhow::Result<Speech> {
+    let noise: i64 = opts.num("noise", 0)?;
     let wanted = opts.get("signal").unwrap_or("auto");
     let (samples, source) = match wanted {
         "synthetic" => (synthetic_speech(), "synthetic voiced signal"),
@@ -171,7 +192,7 @@ fn speech(opts: &Options) -> anyhow::Result<Speech> {
     }
     Ok(Speech {
         frames,
-        silence: encode(&[0; FRAME_SAMPLES]),
+        silence: line_noise(noise),
         source,
     })
 }
@@ -311,7 +332,10 @@ async fn dial(
         resp.status()
     );
     let twiml = resp.text().await?;
-    anyhow::ensure!(twiml.contains("<Connect>"), "voice webhook answered {twiml}");
+    anyhow::ensure!(
+        twiml.contains("<Connect>"),
+        "voice webhook answered {twiml}"
+    );
     let media_url = format!("ws://{addr}/voice/twilio/media");
     let mut request = media_url.as_str().into_client_request()?;
     request.headers_mut().insert(
@@ -398,9 +422,11 @@ async fn speak(
                             until: j + script.pause_frames,
                         };
                     }
-                    &script.speech.silence
+                    &script.speech.silence[j as usize % script.speech.silence.len()]
                 }
-                Phase::Silent { .. } => &script.speech.silence,
+                Phase::Silent { .. } => {
+                    &script.speech.silence[j as usize % script.speech.silence.len()]
+                }
             };
             let msg = format!(
                 r#"{{"event":"media","sequenceNumber":"{seq}","streamSid":"{stream_sid}","media":{{"track":"inbound","chunk":"{j}","timestamp":"{}","payload":"{payload}"}}}}"#,
@@ -488,7 +514,12 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(&exe)
         .args(["voice_server", "--token", TOKEN])
-        .args(["--calls", &n.to_string(), "--reply-ms", &reply_ms.to_string()])
+        .args([
+            "--calls",
+            &n.to_string(),
+            "--reply-ms",
+            &reply_ms.to_string(),
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -611,6 +642,8 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     let wall = wall0.elapsed().as_secs_f64();
     window.end.store(mono_ns(), Ordering::Relaxed);
     let load_end = load_average();
+    // The turns of the window get their answers before the calls end.
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
     // Hang up, then ask the server for its report.
     window.stopping.store(true, Ordering::Relaxed);
@@ -627,7 +660,9 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     drop(stdin);
     let report: Value = tokio::time::timeout(Duration::from_secs(60), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with(r#"{"report":"voice_server""#) || line.contains(r#""report":"voice_server""#) {
+            if line.starts_with(r#"{"report":"voice_server""#)
+                || line.contains(r#""report":"voice_server""#)
+            {
                 return serde_json::from_str(&line).ok();
             }
         }
@@ -637,6 +672,9 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     .ok()
     .flatten()
     .context("the server sent no report")?;
+    if let Some(path) = opts.get("report-file") {
+        std::fs::write(path, report.to_string())?;
+    }
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     let clean_exit = matches!(exit, Ok(Ok(s)) if s.success());
 
@@ -653,20 +691,14 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     let (mut late_sends, mut max_send_late) = (0u64, 0u64);
     let mut completed = 0usize;
     let mut errors = Vec::new();
-    // Per call: turns finished before the window (warm-up) and first-frame
-    // arrivals inside it.
-    let mut skip: HashMap<String, usize> = HashMap::new();
+    // Per call: first-frame arrivals of the window's turns.
     let mut first_frames: HashMap<String, Vec<u64>> = HashMap::new();
     for (i, c) in callers.iter().enumerate() {
         let log = c.log.lock();
         let room = format!("call-{i}");
         let mut answered_here = 0;
         for t in &log.turns {
-            if t.speech_end_ns < ws_ {
-                *skip.entry(room.clone()).or_default() += 1;
-                continue;
-            }
-            if t.speech_end_ns > we_ {
+            if t.speech_end_ns < ws_ || t.speech_end_ns > we_ {
                 continue;
             }
             turns += 1;
@@ -724,9 +756,15 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     fake_ns_all.sort_by(f64::total_cmp);
 
     // Added latency from the sessions' turn metrics (media clock).
+    // Every call sends from the clock's first tick, so a call's media time
+    // m is the caller's wall time t0 + m.
     let mut added = Vec::new();
+    let mut metrics_in_window = 0u64;
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let metrics = report["turn_metrics"].as_array().cloned().unwrap_or_default();
+    let metrics = report["turn_metrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for m in &metrics {
         let room = m["room"].as_str().unwrap_or("").to_owned();
         let k = {
@@ -734,9 +772,11 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
             *e += 1;
             *e - 1
         };
-        if k < skip.get(&room).copied().unwrap_or(0) {
+        let end_wall = t0 + (m["speech_end_ms"].as_f64().unwrap_or(0.0) * 1e6) as u64;
+        if end_wall < ws_ || end_wall > we_ {
             continue;
         }
+        metrics_in_window += 1;
         let (Some(v2v), Some(eou)) = (m["voice_to_voice_ms"].as_f64(), m["eou_delay_ms"].as_f64())
         else {
             continue;
@@ -752,7 +792,9 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     // model being asked to the first agent frame reaching the caller.
     let mut reply_path = Vec::new();
     for (room, arrivals) in &first_frames {
-        let Some(asked) = fakes.get(room) else { continue };
+        let Some(asked) = fakes.get(room) else {
+            continue;
+        };
         for f in arrivals {
             if let Some((at, d)) = asked.iter().rev().find(|(at, _)| at <= f)
                 && f - at < 10_000_000_000
@@ -809,6 +851,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
         "turns_answered": answered,
         "turns_unanswered": unanswered,
         "turn_metrics_received": metrics.len(),
+        "turn_metrics_in_window": metrics_in_window,
         "framework_events_lagged": report["framework_events_lagged"],
         "caller_late_sends": late_sends,
         "caller_max_send_lateness_ms": ms(max_send_late as f64),

@@ -409,3 +409,83 @@ async fn serve(opts: &Options) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// `voice_memory`: where a call's memory goes. Builds `--calls N` audio
+/// pipelines of the voice workload (8 kHz in, 16 kHz inside) and runs
+/// `--frames F` frames in and out through each, first all on this thread,
+/// then each on a thread of its own with a current-thread runtime, as calls
+/// run; prints the resident memory added per pipeline in each case.
+///
+/// # Errors
+/// When a pipeline cannot be built.
+pub fn memory(opts: &Options) -> anyhow::Result<()> {
+    use roomkit_audio::pipeline::TransportCapabilities;
+    use roomkit_audio::{AudioFormat, AudioFrame, AudioPipeline, AudioPipelineContract};
+    let n: usize = opts.num("calls", 20)?;
+    let frames: usize = opts.num("frames", 200)?;
+    let cfg = pipeline()?;
+    let contract = AudioPipelineContract {
+        internal_format: AudioFormat::pcm_mono(16_000),
+        transport_inbound_format: AudioFormat::pcm_mono(8_000),
+        transport_outbound_format: AudioFormat::pcm_mono(8_000),
+    };
+    let run_one = move |cfg: &AudioPipelineConfig| -> anyhow::Result<AudioPipeline> {
+        let mut p =
+            AudioPipeline::from_config(cfg, contract.clone(), TransportCapabilities::default())?;
+        let mut events = Vec::new();
+        for k in 0..frames {
+            let samples: Vec<i16> = (0..160)
+                .map(|i| (((k * 160 + i) as f32 * 0.2).sin() * 3000.0) as i16)
+                .collect();
+            let mut f = AudioFrame::new(samples, 8_000, 1)?;
+            p.process_inbound("call", &mut f, &mut events)?;
+            events.clear();
+            let mut o = AudioFrame::new(vec![1000; 320], 16_000, 1)?;
+            p.process_outbound("call", &mut o)?;
+        }
+        Ok(p)
+    };
+    let base = crate::common::rss_bytes();
+    let kept: Vec<AudioPipeline> = (0..n).map(|_| run_one(&cfg)).collect::<Result<_, _>>()?;
+    let one_thread = crate::common::rss_bytes().saturating_sub(base) / n as u64;
+    drop(kept);
+    let base2 = crate::common::rss_bytes();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    for _ in 0..n {
+        let cfg = cfg.clone();
+        let done = done_tx.clone();
+        let mut hold = hold_rx.clone();
+        threads.push(std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let p = run_one(&cfg);
+                let _ = done.send(p.is_ok());
+                let _ = hold.changed().await;
+                drop(p);
+            });
+        }));
+    }
+    for _ in 0..n {
+        let _ = done_rx.recv();
+    }
+    let per_thread = crate::common::rss_bytes().saturating_sub(base2) / n as u64;
+    let _ = hold_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    crate::common::emit(&json!({
+        "workload": "voice_memory",
+        "pipelines": n,
+        "frames": frames,
+        "rss_bytes_per_pipeline_one_thread": one_thread,
+        "rss_bytes_per_pipeline_own_thread": per_thread,
+    }));
+    Ok(())
+}
