@@ -18,6 +18,7 @@ mod error;
 pub mod fake;
 #[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
 pub mod offline;
+mod pool;
 pub mod registry;
 mod session;
 pub mod splitter;
