@@ -430,8 +430,7 @@ pub fn memory(opts: &Options) -> anyhow::Result<()> {
         transport_outbound_format: AudioFormat::pcm_mono(8_000),
     };
     let run_one = move |cfg: &AudioPipelineConfig| -> anyhow::Result<AudioPipeline> {
-        let mut p =
-            AudioPipeline::from_config(cfg, contract.clone(), TransportCapabilities::default())?;
+        let mut p = AudioPipeline::from_config(cfg, contract, TransportCapabilities::default())?;
         let mut events = Vec::new();
         for k in 0..frames {
             let samples: Vec<i16> = (0..160)
