@@ -49,6 +49,8 @@ pub(crate) struct Rig {
     pub(crate) call: Option<CallHandle>,
     pub(crate) stt: Arc<ScriptedStt>,
     pub(crate) tts: Arc<ToneTts>,
+    /// Framework events, subscribed before the call started.
+    pub(crate) framework: Option<tokio::sync::broadcast::Receiver<Arc<FrameworkEvent>>>,
 }
 
 /// A room `r1` with the voice channel and `agent`, and a call in it.
@@ -87,6 +89,7 @@ async fn rig_with_tap(
             .await
             .unwrap();
     }
+    let framework = Some(kit.subscribe());
     let (url, mut sockets) = media_server().await;
     let client = TwilioClient::connect(&url, json!({"room_id": "r1", "from": "+15550001"})).await;
     let socket = sockets.recv().await.unwrap();
@@ -100,6 +103,7 @@ async fn rig_with_tap(
         call: Some(call),
         stt,
         tts,
+        framework,
     }
 }
 
@@ -128,7 +132,6 @@ pub(crate) fn media_only(r: &[Received]) -> Vec<&Received> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() {
-    let mut framework = None;
     let tap = Arc::new(CountingTap::default());
     let mut rig = rig_with_tap(
         Arc::new(EchoAgent::new("echo")),
@@ -138,7 +141,8 @@ async fn a_spoken_question_is_committed_and_the_answer_is_spoken_in_real_time() 
         Some(tap.clone()),
     )
     .await;
-    framework.get_or_insert_with(|| rig.kit.subscribe());
+    // Subscribed before the call started, so its first events are seen.
+    let mut framework = rig.framework.take();
     let question = speech(QUESTION);
     rig.client.say(silence(400));
     rig.client.say(question.clone());
