@@ -25,7 +25,7 @@
 //! Options: `--calls 100 --seconds 30 --warmup 5 --late-ms 40
 //! --pause-ms 1000 --reply-ms 1000 --signal auto|espeak|synthetic`;
 //! `--report-file PATH` keeps the server's raw report (turn metrics, fake
-//! times).
+//! times); `--without aec,agc` leaves those stages out of the chain.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -520,6 +520,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
             "--reply-ms",
             &reply_ms.to_string(),
         ])
+        .args(["--without", opts.get("without").unwrap_or("")])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

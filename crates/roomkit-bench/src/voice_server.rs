@@ -272,8 +272,15 @@ async fn serve(opts: &Options) -> anyhow::Result<()> {
     crate::server::raise_fd_limit();
 
     let times = Arc::new(FakeTimes::default());
+    // `--without aec,agc`: the chain without those stages (diagnosis).
+    let mut chain = serde_json::to_value(pipeline()?)?;
+    if let (Some(without), Some(map)) = (opts.get("without"), chain.as_object_mut()) {
+        for stage in without.split(',') {
+            map.remove(stage.trim());
+        }
+    }
     let settings = VoiceSettings {
-        pipeline: pipeline()?,
+        pipeline: serde_json::from_value(chain)?,
         turn: Some(HeuristicTurnConfig::default()),
         ..VoiceSettings::default()
     };

@@ -15,7 +15,7 @@ fn voice_calls_prints_its_figures_and_every_call_completes() {
             "--seconds",
             "10",
             "--warmup",
-            "2",
+            "0",
         ])
         .output()
         .expect("running roomkit-bench");
