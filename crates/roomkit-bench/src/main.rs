@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
     let Some(workload) = args.first().cloned() else {
         eprintln!("usage: roomkit-bench <workload> [--key value ...]");
         eprintln!(
-            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load server_soak ai_single ai_multi analytics_call analytics_export voice_calls"
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load server_soak ai_single ai_multi analytics_call analytics_export voice_calls voice_memory"
         );
         return std::process::ExitCode::from(2);
     };
