@@ -3,7 +3,8 @@
 //!
 //! Workloads are grouped by module: `inbound` (core pipeline and memory),
 //! `audio` (per-frame DSP), `store` (SQL stores), `server` (load through the
-//! real server binary).
+//! real server binary), `voice_calls` (concurrent phone calls against the
+//! server with instant fake vendors).
 
 // The same allocator the `roomkit` binary ships with, so figures match.
 #[global_allocator]
@@ -17,13 +18,15 @@ mod inbound;
 mod server;
 mod soak;
 mod store;
+mod voice_calls;
+mod voice_server;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(workload) = args.first().cloned() else {
         eprintln!("usage: roomkit-bench <workload> [--key value ...]");
         eprintln!(
-            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load server_soak ai_single ai_multi analytics_call analytics_export"
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load server_soak ai_single ai_multi analytics_call analytics_export voice_calls voice_memory"
         );
         return std::process::ExitCode::from(2);
     };
@@ -75,6 +78,13 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             } else {
                 analytics::run(&workload, &opts)
+            }
+        })
+        .and_then(|done| {
+            if done {
+                Ok(true)
+            } else {
+                voice_calls::run(&workload, &opts)
             }
         });
     match result {

@@ -143,10 +143,11 @@ impl VoiceChannel {
     /// Runs a call a transport handed over. Must be called from within a
     /// Tokio runtime: provider and engine work runs on it, while the call's
     /// own task (which owns the audio pipeline, whose stages are not `Send`)
-    /// runs on a thread of its own.
+    /// runs as a local task of one of the process's call threads (one per
+    /// core, the one with the fewest calls).
     ///
     /// # Errors
-    /// [`VoiceError::Transport`] when the call's thread cannot start.
+    /// [`VoiceError::Transport`] when the call threads cannot start.
     pub fn start_call(&self, call: Call) -> Result<CallHandle, VoiceError> {
         let main = tokio::runtime::Handle::try_current()
             .map_err(|_| VoiceError::Transport("no Tokio runtime to run the call on".into()))?;
@@ -165,26 +166,16 @@ impl VoiceChannel {
         let (done_tx, done_rx) = oneshot::channel();
         let shared = self.shared.clone();
         let sid = session_id.clone();
-        let spawned = std::thread::Builder::new()
-            .name("roomkit-call".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(session::run_call(shared.clone(), main, call, sid.clone(), rx)),
-                    Err(e) => {
-                        tracing::error!(target: "roomkit.voice.call", session_id = %sid, error = %e, "cannot start the call's runtime");
-                    }
-                }
+        let job: crate::pool::CallJob = Box::new(move || {
+            Box::pin(async move {
+                session::run_call(shared.clone(), main, call, sid.clone(), rx).await;
                 shared.remove_call(&sid);
                 let _ = done_tx.send(());
-            });
-        if let Err(e) = spawned {
+            })
+        });
+        if let Err(e) = crate::pool::submit(job) {
             self.shared.remove_call(&session_id);
-            return Err(VoiceError::Transport(format!(
-                "cannot start the call's thread: {e}"
-            )));
+            return Err(VoiceError::Transport(format!("cannot start the call: {e}")));
         }
         Ok(CallHandle {
             session_id,

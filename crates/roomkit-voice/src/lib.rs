@@ -21,6 +21,7 @@ mod guard;
 mod listen;
 #[cfg(any(feature = "espeak", feature = "pocketsphinx"))]
 pub mod offline;
+mod pool;
 pub mod registry;
 mod session;
 pub mod splitter;

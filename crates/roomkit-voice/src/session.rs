@@ -290,6 +290,8 @@ struct CallTask {
     /// When the last caller frame arrived and its length in ms.
     last_frame_at: Option<Instant>,
     last_frame_ms: f64,
+    /// When the last agent frame was sent.
+    last_sent_at: Option<Instant>,
     events: Vec<PipelineEvent>,
     // Listening.
     stt: Option<SttSession>,
@@ -511,6 +513,7 @@ pub(crate) async fn run_call(
         agent_end_ms: 0.0,
         last_frame_at: None,
         last_frame_ms: 0.0,
+        last_sent_at: None,
         events: Vec::with_capacity(8),
         stt_feed: SttFeed::new(
             shared.stt.supports_streaming(),
@@ -594,7 +597,8 @@ pub(crate) async fn run_call(
     }
     tracing::info!(target: "roomkit.voice.call", session_id = %session_id, room_id = %room_id, call_id = %info.call_id, "call active");
 
-    let mut tick = tokio::time::interval(Duration::from_millis(u64::from(settings.frame_ms)));
+    let frame_period = Duration::from_millis(u64::from(settings.frame_ms));
+    let mut tick = tokio::time::interval(frame_period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let reason = loop {
         let deadline = task.turn_deadline;
@@ -617,7 +621,17 @@ pub(crate) async fn run_call(
                     break "hung up by the application".to_owned();
                 }
             },
-            Some(msg) = reply_rx.recv() => task.on_reply_msg(msg),
+            Some(msg) = reply_rx.recv() => {
+                task.on_reply_msg(msg);
+                // A reply that can start plays its first frame now, not at
+                // the next tick, and the send clock restarts from it.
+                if task.can_start_now(frame_period) {
+                    task.on_tick();
+                    if task.agent_speaking {
+                        tick.reset();
+                    }
+                }
+            }
             Some(msg) = internal_rx.recv() => task.on_internal(msg),
             result = recv_stt(&mut task.stt) => task.on_stt_result(result),
             () = sleep_until(stt_deadline), if stt_deadline.is_some() => task.on_stt_timeout(),
@@ -1528,6 +1542,15 @@ impl CallTask {
         }
     }
 
+    /// Whether a queued reply may send its first frame at once: nothing
+    /// is playing and no frame went out in the last frame period, so the
+    /// far end still gets at most one frame per period.
+    fn can_start_now(&self, frame: Duration) -> bool {
+        !self.agent_speaking
+            && !self.replies.is_empty()
+            && self.last_sent_at.is_none_or(|t| t.elapsed() >= frame)
+    }
+
     /// Sends one frame; `false` when the pipeline dropped it.
     fn send_frame(&mut self, samples: Vec<i16>) -> bool {
         // Agent frames sit on the caller's media clock where they are sent
@@ -1560,6 +1583,7 @@ impl CallTask {
                 json!({"level_db": level_db, "t_ms": at}),
             );
         }
+        self.last_sent_at = Some(Instant::now());
         if self.out.try_send(Outbound::Audio(frame.samples)).is_err() {
             TransportStats::bump(&self.stats.dropped_outbound);
         }
