@@ -3,7 +3,9 @@
 //! One canceller per stream. The far-end (played-out) audio is pushed with
 //! [`AecProvider::feed_reference`]; AEC3's own delay estimator aligns it
 //! with the echo in the capture signal, so network playout delay of a few
-//! hundred milliseconds needs no extra configuration.
+//! hundred milliseconds needs no extra configuration. While nothing is
+//! played no reference comes, and the canceller feeds AEC3 far-end silence
+//! itself, one block per capture block (docs/decisions.md A12).
 
 use aec3::api::EchoCanceller3Config;
 use aec3::api::control::EchoControl as _;
@@ -46,7 +48,14 @@ struct AecStream {
     block_in: Vec<f32>,
     block_out: Vec<f32>,
     fed_reference: bool,
+    /// Far-end 10 ms blocks fed and not yet matched by a capture block.
+    render_ahead: u32,
 }
+
+/// How many far-end blocks may wait for capture blocks before the surplus
+/// is no longer counted (a burst of far-end audio longer than this is cut
+/// short by AEC3's own render buffer anyway).
+const MAX_RENDER_AHEAD: u32 = 25;
 
 /// The AEC3 echo canceller stage.
 pub struct Aec3Canceller {
@@ -194,7 +203,16 @@ impl AecStream {
             block_in: vec![0.0; block],
             block_out: vec![0.0; block],
             fed_reference: false,
+            render_ahead: 0,
         })
+    }
+
+    /// Hands one 10 ms far-end block (in `block_in`) to AEC3.
+    fn render_block(&mut self) {
+        let input = [&self.block_in[..]];
+        self.render.copy_from(&input, &self.stream_config);
+        self.render.split_into_frequency_bands();
+        self.canceller.analyze_render(&mut self.render);
     }
 }
 
@@ -212,6 +230,17 @@ impl FrameProcessor for Aec3Canceller {
         };
         let st = Self::state(streams, cfg, aec_cfg, stream, frame.sample_rate)?;
         for chunk in frame.samples.chunks_exact_mut(block) {
+            // AEC3 expects one far-end block per capture block. While
+            // nothing is played there is no reference frame, so the far end
+            // is fed silence: left without render, AEC3 keeps reusing the
+            // last far-end blocks it saw, takes the caller for echo of them
+            // and removes the caller's speech (see docs/decisions.md A12).
+            if st.render_ahead == 0 {
+                st.block_in.fill(0.0);
+                st.render_block();
+            } else {
+                st.render_ahead -= 1;
+            }
             for (d, &s) in st.block_in.iter_mut().zip(chunk.iter()) {
                 *d = i16_to_f32(s);
             }
@@ -261,10 +290,8 @@ impl AecProvider for Aec3Canceller {
             for (d, &s) in st.block_in.iter_mut().zip(chunk.iter()) {
                 *d = i16_to_f32(s);
             }
-            let input = [&st.block_in[..]];
-            st.render.copy_from(&input, &st.stream_config);
-            st.render.split_into_frequency_bands();
-            st.canceller.analyze_render(&mut st.render);
+            st.render_block();
+            st.render_ahead = (st.render_ahead + 1).min(MAX_RENDER_AHEAD);
         }
         st.fed_reference = true;
         Ok(())

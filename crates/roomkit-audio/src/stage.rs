@@ -41,6 +41,9 @@ pub trait PostProcessor: FrameProcessor {}
 pub trait AecProvider: FrameProcessor {
     /// Feeds `stream`'s outbound audio as its echo reference.
     ///
+    /// Called only for audio that is played; while nothing is played no
+    /// reference comes, and the provider treats the far end as silent.
+    ///
     /// # Errors
     /// When the reference does not match the capture format.
     fn feed_reference(&mut self, frame: &AudioFrame, stream: &str) -> Result<(), AudioError>;

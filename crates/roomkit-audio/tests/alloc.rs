@@ -187,7 +187,12 @@ fn each_warmed_up_stage_allocates_nothing_per_frame() {
         used[0] = count(|| res.process(&mut f48, "s").unwrap());
         load(&mut far, &far16[k * 320..(k + 1) * 320], 16_000);
         used[1] = count(|| {
-            aec.feed_reference(&far, "s").unwrap();
+            // The far end falls silent one second in four (no reference
+            // frame), as between the agent's replies; the canceller then
+            // feeds AEC3 silence itself.
+            if (k / 50) % 4 != 3 {
+                aec.feed_reference(&far, "s").unwrap();
+            }
             aec.process(&mut f48, "s").unwrap();
         });
         load(&mut f16, &near16[k * 320..(k + 1) * 320], 16_000);

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod aec;
+mod aec_silence;
 mod codec;
 mod diarize;
 mod dsp;
