@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use roomkit_channels::sms::twilio::signature;
-use roomkit_voice::fake::FakeOpenAiAudio;
+use roomkit_voice::fake::{FakeOpenAiAudio, stream_parameters};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -99,10 +99,39 @@ async fn browser_socket(s: &Server) -> Ws {
         .0
 }
 
-fn twilio_start() -> String {
+/// Posts the signed voice webhook of call `CA9` into the room, as Twilio
+/// does before it opens the media socket: the stream parameters it answers
+/// (the room, the caller and the call's stream token).
+async fn twilio_answer(s: &Server) -> serde_json::Map<String, Value> {
+    let webhook = s.url(&format!("/webhooks/voice/twilio?room_id={ROOM}"));
+    let form = vec![
+        ("CallSid".to_owned(), "CA9".to_owned()),
+        ("From".to_owned(), "+15550009".to_owned()),
+        ("To".to_owned(), "+15559999".to_owned()),
+    ];
+    let resp = s
+        .http
+        .post(&webhook)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature(TOKEN, &webhook, &form))
+        .body(serde_urlencoded::to_string(&form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "log: {}", s.log());
+    let twiml = resp.text().await.unwrap();
+    let params: serde_json::Map<String, Value> = stream_parameters(&twiml)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    assert!(params.contains_key("token"), "{twiml}");
+    params
+}
+
+fn twilio_start(params: &serde_json::Map<String, Value>) -> String {
     json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ9", "start": {
         "streamSid": "MZ9", "accountSid": "AC9", "callSid": "CA9", "tracks": ["inbound"],
-        "customParameters": {"room_id": ROOM, "from": "+15550009"},
+        "customParameters": params,
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
     }})
     .to_string()
@@ -203,13 +232,14 @@ async fn healthy(s: &Server) {
 #[tokio::test]
 async fn twilio_media_socket_survives_garbage() {
     let (s, _fake) = setup().await;
+    let params = twilio_answer(&s).await;
 
     // Garbage before and after `start`, then `stop`: the call ran through
     // all of it and ends on `stop`.
     let mut ws = twilio_socket(&s).await;
     text(&mut ws, "{not json").await;
     ws.send(Message::Binary(vec![9; 7].into())).await.unwrap();
-    text(&mut ws, twilio_start()).await;
+    text(&mut ws, twilio_start(&params)).await;
     for m in garbage() {
         ws.send(m).await.unwrap();
     }
@@ -227,27 +257,31 @@ async fn twilio_media_socket_survives_garbage() {
         log.contains("skipped an unreadable media-socket message"),
         "no log line for the garbage: {log}"
     );
+    assert!(
+        !log.contains("bad stream token"),
+        "the call's own token was refused: {log}"
+    );
 
     // An oversized message and a text frame that is not UTF-8 close the socket.
     let mut ws = twilio_socket(&s).await;
-    text(&mut ws, twilio_start()).await;
+    text(&mut ws, twilio_start(&params)).await;
     text(&mut ws, "x".repeat(70 * 1024)).await;
     until_closed(&mut ws).await;
     let mut ws = twilio_socket(&s).await;
-    text(&mut ws, twilio_start()).await;
+    text(&mut ws, twilio_start(&params)).await;
     let _ = ws.send(not_utf8_frame()).await;
     until_closed(&mut ws).await;
 
     // A frame cut off mid-way, before and after `start`.
     truncate_and_drop(twilio_socket(&s).await).await;
     let mut ws = twilio_socket(&s).await;
-    text(&mut ws, twilio_start()).await;
+    text(&mut ws, twilio_start(&params)).await;
     truncate_and_drop(ws).await;
 
     healthy(&s).await;
     // A new call still opens and ends cleanly.
     let mut ws = twilio_socket(&s).await;
-    text(&mut ws, twilio_start()).await;
+    text(&mut ws, twilio_start(&params)).await;
     text(&mut ws, json!({"event": "stop"}).to_string()).await;
     until_closed(&mut ws).await;
     healthy(&s).await;
