@@ -3,7 +3,7 @@
 //! voice channel in a given room.
 //!
 //! The server holds the dialers of its voice channels as trait objects, so
-//! it places calls without knowing any vendor; [`crate::twilio_rest`]
+//! it places calls without knowing any vendor; the Twilio REST client
 //! holds the Twilio one.
 
 use async_trait::async_trait;
@@ -33,7 +33,7 @@ pub struct DialedCall {
 
 /// Why a call could not be placed. The texts are this crate's own words
 /// (with the provider's status and short error code), never the provider's
-/// message: that stays in [`crate::twilio_rest::TwilioRestError`] and the
+/// message: that stays in the Twilio client's typed error and the
 /// debug log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

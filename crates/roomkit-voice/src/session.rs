@@ -342,26 +342,21 @@ struct CallTask {
     recording_sinks: usize,
 }
 
-/// Runs a call to its end.
-pub(crate) async fn run_call(
-    shared: Arc<Shared>,
-    main: Handle,
-    mut call: Call,
-    session_id: String,
-    mut commands: mpsc::Receiver<CallCommand>,
-) {
+/// CONNECTING: announces the session to the room (a `session_started`
+/// system event), which also finds or creates the room. `None` when the
+/// call has no room (refused, or no room could take it); the reason is
+/// logged.
+async fn join_room(
+    shared: &Shared,
+    main: &Handle,
+    kit: &RoomKit,
+    info: &crate::backend::CallInfo,
+    session_id: &str,
+    sender: &str,
+) -> Option<RoomId> {
     let log_end = |reason: &str| {
         tracing::info!(target: "roomkit.voice.call", session_id = %session_id, reason, "call ended");
     };
-    let Some(kit) = shared.kit() else {
-        tracing::error!(target: "roomkit.voice.call", session_id = %session_id, "the voice channel is not bound to an engine");
-        let _ = call.outbound.try_send(Outbound::HangUp);
-        return;
-    };
-    let info = call.info.clone();
-    let sender = info.from.clone().unwrap_or_else(|| info.call_id.clone());
-
-    // CONNECTING: announce the session to the room, which also finds the room.
     let mut session_meta = Map::new();
     session_meta.insert("call_id".into(), json!(info.call_id));
     session_meta.insert("stream_id".into(), json!(info.stream_id));
@@ -376,7 +371,7 @@ pub(crate) async fn run_call(
         .parameters
         .get("room_id")
         .map(|r| RoomId::from(r.as_str()));
-    let mut message = InboundMessage::text(shared.id.clone(), sender.clone(), "");
+    let mut message = InboundMessage::text(shared.id.clone(), sender.to_owned(), "");
     message.content = EventContent::System(SystemContent {
         code: "session_started".into(),
         message: String::new(),
@@ -385,7 +380,7 @@ pub(crate) async fn run_call(
     message.room_id = explicit_room.clone();
     message.idempotency_key = Some(format!("voice-session:{session_id}"));
     message.session = Some(VoiceSession {
-        id: session_id.clone(),
+        id: session_id.to_owned(),
         room_id: explicit_room,
         participant_id: None,
         channel_id: shared.id.clone(),
@@ -396,32 +391,50 @@ pub(crate) async fn run_call(
     let started = main
         .spawn(async move { k.process_inbound(message).await })
         .await;
-    let room_id = match started {
+    match started {
         Ok(Ok(r)) if !r.blocked => match r.event {
-            Some(e) => e.room_id,
+            Some(e) => Some(e.room_id),
             None => {
-                let _ = call.outbound.try_send(Outbound::HangUp);
                 log_end("no room for the call");
-                return;
+                None
             }
         },
         Ok(Ok(r)) => {
             tracing::info!(target: "roomkit.voice.call", session_id = %session_id, reason = ?r.reason, "the room refused the call");
-            let _ = call.outbound.try_send(Outbound::HangUp);
             log_end("refused");
-            return;
+            None
         }
         Ok(Err(e)) => {
             tracing::warn!(target: "roomkit.voice.call", session_id = %session_id, error = %e, "the call could not join a room");
-            let _ = call.outbound.try_send(Outbound::HangUp);
             log_end("no room");
-            return;
+            None
         }
         Err(e) => {
             tracing::error!(target: "roomkit.voice.call", session_id = %session_id, error = %e, "session start failed");
-            let _ = call.outbound.try_send(Outbound::HangUp);
-            return;
+            None
         }
+    }
+}
+
+/// Runs a call to its end.
+pub(crate) async fn run_call(
+    shared: Arc<Shared>,
+    main: Handle,
+    mut call: Call,
+    session_id: String,
+    mut commands: mpsc::Receiver<CallCommand>,
+) {
+    let Some(kit) = shared.kit() else {
+        tracing::error!(target: "roomkit.voice.call", session_id = %session_id, "the voice channel is not bound to an engine");
+        let _ = call.outbound.try_send(Outbound::HangUp);
+        return;
+    };
+    let info = call.info.clone();
+    let sender = info.from.clone().unwrap_or_else(|| info.call_id.clone());
+
+    let Some(room_id) = join_room(&shared, &main, &kit, &info, &session_id, &sender).await else {
+        let _ = call.outbound.try_send(Outbound::HangUp);
+        return;
     };
     shared.set_room(&session_id, room_id.clone());
 
