@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 // RoomKit: the C API, the training tool and the `dasp` signal adapter are
 // not part of this copy.
+mod simd;
 mod util;
 
 mod denoise;

@@ -228,8 +228,13 @@ fn inner_prod(xs: &[f32], ys: &[f32], n: usize) -> f32 {
     dot(&xs[..n], &ys[..n])
 }
 
-/// The inner product of two slices of the same length, in eight lanes.
-fn dot(xs: &[f32], ys: &[f32]) -> f32 {
+crate::simd::wide! {
+    /// The inner product of two slices of the same length, in eight lanes.
+    fn dot(xs: &[f32], ys: &[f32]) -> f32 => dot_body
+}
+
+#[inline(always)]
+fn dot_body(xs: &[f32], ys: &[f32]) -> f32 {
     let n = xs.len().min(ys.len());
     let n_8 = n - n % 8;
     let mut acc = [0.0f32; 8];
@@ -299,14 +304,19 @@ fn lpc(lpc: &mut [f32], ac: &[f32]) {
     }
 }
 
-/// Computes various terms of the cross-correlation between x and y (the number of terms to compute
-/// is determined by the size of `xcorr`).
 // RoomKit: upstream unrolled four lags by four samples with scalar sums. This
 // version computes four lags at a time with eight lanes each (32 running
 // sums, loaded once per eight samples of `xs`), which the compiler turns
 // into packed multiplies and adds. Each term is the same sum of products,
 // added in a different order, so results differ only by float rounding.
-fn pitch_xcorr(xs: &[f32], ys: &[f32], xcorr: &mut [f32]) {
+crate::simd::wide! {
+    /// Computes various terms of the cross-correlation between x and y (the
+    /// number of terms to compute is determined by the size of `xcorr`).
+    fn pitch_xcorr(xs: &[f32], ys: &[f32], xcorr: &mut [f32]) => pitch_xcorr_body
+}
+
+#[inline(always)]
+fn pitch_xcorr_body(xs: &[f32], ys: &[f32], xcorr: &mut [f32]) {
     let n = xs.len();
     let n_8 = n - n % 8;
     let (x_main, x_tail) = xs.split_at(n_8);

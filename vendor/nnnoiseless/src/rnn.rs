@@ -389,10 +389,15 @@ fn copy(dst: &mut [f32], src: &[f32]) {
 // over the inputs, which the compiler turns into packed multiplies and adds.
 // The per-output order of the additions is unchanged.
 
-/// Adds the product of a weight matrix and `input` to `output`:
-/// `output[j] += sum over i of weights[i * stride + offset + j] * input[i]`,
-/// the inputs taken in order, for every `j` in `0..output.len()`.
-fn mul_add(output: &mut [f32], weights: &[f32], stride: usize, offset: usize, input: &[f32]) {
+crate::simd::wide! {
+    /// Adds the product of a weight matrix and `input` to `output`:
+    /// `output[j] += sum over i of weights[i * stride + offset + j] * input[i]`,
+    /// the inputs taken in order, for every `j` in `0..output.len()`.
+    fn mul_add(output: &mut [f32], weights: &[f32], stride: usize, offset: usize, input: &[f32]) => mul_add_body
+}
+
+#[inline(always)]
+fn mul_add_body(output: &mut [f32], weights: &[f32], stride: usize, offset: usize, input: &[f32]) {
     // Callers may pass a longer input buffer than the matrix has rows (as
     // upstream's zip allowed); only the first rows' worth of it counts.
     let rows = (weights.len() / stride).min(input.len());

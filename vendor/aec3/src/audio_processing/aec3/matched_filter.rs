@@ -10,19 +10,17 @@ use crate::audio_processing::logging::apm_data_dumper::{ApmDataDumper, Diagnosti
 use std::arch::aarch64::{vaddq_f32, vaddvq_f32, vdupq_n_f32, vld1q_f32, vmulq_f32, vst1q_f32};
 #[cfg(target_arch = "x86")]
 use std::arch::x86::{
-    _mm_castps_si128, _mm_castsi128_ps, _mm_movehl_ps, _mm_movelh_ps, _mm_shuffle_ps,
-    _mm_slli_si128, _mm_sub_ps, _mm_unpackhi_ps, _mm_unpacklo_ps,
-    _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_setzero_ps, _mm_storeu_ps,
-    _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_storeu_ps,
+    _mm_add_ps, _mm_castps_si128, _mm_castsi128_ps, _mm_loadu_ps, _mm_movehl_ps, _mm_movelh_ps,
+    _mm_mul_ps, _mm_set1_ps, _mm_setzero_ps, _mm_shuffle_ps, _mm_slli_si128, _mm_storeu_ps,
+    _mm_sub_ps, _mm_unpackhi_ps, _mm_unpacklo_ps, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    _mm_castps_si128, _mm_castsi128_ps, _mm_movehl_ps, _mm_movelh_ps, _mm_shuffle_ps,
-    _mm_slli_si128, _mm_sub_ps, _mm_unpackhi_ps, _mm_unpacklo_ps,
-    _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_setzero_ps, _mm_storeu_ps,
-    _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_storeu_ps,
+    _mm_add_ps, _mm_castps_si128, _mm_castsi128_ps, _mm_loadu_ps, _mm_movehl_ps, _mm_movelh_ps,
+    _mm_mul_ps, _mm_set1_ps, _mm_setzero_ps, _mm_shuffle_ps, _mm_slli_si128, _mm_storeu_ps,
+    _mm_sub_ps, _mm_unpackhi_ps, _mm_unpacklo_ps, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 
 const SATURATION_LIMIT: f32 = 32_000.0;
@@ -52,6 +50,9 @@ pub struct MatchedFilter {
     sub_block_size: usize,
     filter_intra_lag_shift: usize,
     filters: Vec<Vec<f32>>,
+    /// RoomKit: the peak tap of each filter, kept while the filter is not
+    /// updated (most blocks, when the far end is silent).
+    peaks: Vec<Option<usize>>,
     /// Per-filter error of the filter truncated to every
     /// `ACCUMULATED_ERROR_SUB_SAMPLE_RATE` taps. Empty unless pre-echo
     /// detection is enabled.
@@ -120,6 +121,7 @@ impl MatchedFilter {
             optimization,
             sub_block_size,
             filter_intra_lag_shift: alignment_shift_sub_blocks * sub_block_size,
+            peaks: vec![None; filters.len()],
             filters,
             accumulated_error,
             instantaneous_accumulated_error,
@@ -145,6 +147,7 @@ impl MatchedFilter {
         for filter in &mut self.filters {
             filter.fill(0.0);
         }
+        self.peaks.fill(None);
         self.winner_lag = None;
         self.reported_lag_estimate = None;
         if full_reset {
@@ -195,7 +198,15 @@ impl MatchedFilter {
                 self.detect_pre_echo && index as i32 == self.last_detected_best_lag_filter;
 
             let filter = &mut self.filters[index];
-            let result = if compute_pre_echo {
+            let result = if !compute_pre_echo
+                && render_window_is_silent(render_samples, start, filter.len(), capture.len())
+            {
+                // RoomKit: nothing was played in this filter's whole window
+                // (the far end is silent, as it is for most of a call), so
+                // the prediction is zero and the filter cannot adapt: the
+                // result the cores would compute is known.
+                silent_window_result(capture)
+            } else if compute_pre_echo {
                 let accumulated = &mut self.instantaneous_accumulated_error;
                 let scratch = &mut self.scratch_memory;
                 match self.optimization {
@@ -276,7 +287,15 @@ impl MatchedFilter {
                 }
             };
 
-            let peak_index = Self::detect_peak(filter);
+            let peak_index = match self.peaks[index] {
+                Some(peak) if !result.filters_updated => peak,
+                _ => {
+                    let peak = Self::detect_peak(&self.filters[index]);
+                    self.peaks[index] = Some(peak);
+                    peak
+                }
+            };
+            let filter = &self.filters[index];
             let reliable = peak_index > 2
                 && peak_index + 10 < filter.len()
                 && result.error_sum < self.matching_filter_threshold * error_sum_anchor;
@@ -386,14 +405,19 @@ impl MatchedFilter {
                 let v = chunk[lane].abs();
                 let take = v >= best[lane];
                 best[lane] = if take { v } else { best[lane] };
-                best_index[lane] = if take { c * LANES + lane } else { best_index[lane] };
+                best_index[lane] = if take {
+                    c * LANES + lane
+                } else {
+                    best_index[lane]
+                };
             }
         }
         let mut peak = 0usize;
         let mut peak_value = f32::NEG_INFINITY;
         for lane in 0..LANES {
             if !chunks.is_empty()
-                && (best[lane] > peak_value || (best[lane] == peak_value && best_index[lane] > peak))
+                && (best[lane] > peak_value
+                    || (best[lane] == peak_value && best_index[lane] > peak))
             {
                 peak_value = best[lane];
                 peak = best_index[lane];
@@ -454,6 +478,54 @@ fn compute_pre_echo_lag(
 struct MatchedFilterCoreResult {
     filters_updated: bool,
     error_sum: f32,
+}
+
+/// RoomKit: render samples below this magnitude (on the 16-bit scale, about
+/// -330 dBFS) count as silence. Digital silence does not stay exactly zero
+/// through the render path's IIR filters: their tails decay into subnormal
+/// numbers that can round to themselves forever.
+const SILENT_RENDER_LEVEL: f32 = 1e-10;
+
+/// RoomKit: whether every render sample that the filter of length
+/// `filter_len` reads for a sub-block of `sub_block_len` capture samples,
+/// starting at `start`, is silent (below [`SILENT_RENDER_LEVEL`]). The
+/// first capture sample reads `x[start..start + filter_len]` (circularly),
+/// each following one the window one sample earlier.
+fn render_window_is_silent(
+    x: &[f32],
+    start: usize,
+    filter_len: usize,
+    sub_block_len: usize,
+) -> bool {
+    let len = filter_len + sub_block_len.saturating_sub(1);
+    if x.is_empty() || len > x.len() {
+        return false;
+    }
+    let first = (start + x.len() - (sub_block_len.saturating_sub(1) % x.len())) % x.len();
+    let head = len.min(x.len() - first);
+    let all_zero = |part: &[f32]| {
+        part.chunks(32).all(|chunk| {
+            chunk
+                .iter()
+                .fold(true, |acc, &v| acc & (v.abs() < SILENT_RENDER_LEVEL))
+        })
+    };
+    all_zero(&x[first..first + head]) && all_zero(&x[..len - head])
+}
+
+/// RoomKit: what a core returns for a silent render window: the prediction
+/// is zero (or far below the capture's resolution), so each error is the
+/// capture sample itself, and with no render energy the filter is not
+/// updated. The sum runs in the cores' order.
+fn silent_window_result(y: &[f32]) -> MatchedFilterCoreResult {
+    let mut error_sum = 0.0f32;
+    for &y_sample in y {
+        error_sum += y_sample * y_sample;
+    }
+    MatchedFilterCoreResult {
+        filters_updated: false,
+        error_sum,
+    }
 }
 
 fn matched_filter_core(
@@ -1071,19 +1143,34 @@ unsafe fn matched_filter_core_avx2_impl(
         let chunk2 = h_size - chunk1;
         let mut x_ptr = x[x_start_index..].as_ptr();
         let mut h_ptr = h.as_ptr();
-        let mut x2_sum_vec = _mm256_setzero_ps();
-        let mut s_vec = _mm256_setzero_ps();
+        // RoomKit: four independent accumulators per sum. With one, every
+        // vector add waited for the previous one (the loop ran at the add's
+        // latency, not at the loads' rate); the lanes are added together
+        // at the end, so only the summation order changes.
+        let mut x2_acc = [_mm256_setzero_ps(); 4];
+        let mut s_acc = [_mm256_setzero_ps(); 4];
         let mut x2_sum = 0.0f32;
         let mut s = 0.0f32;
 
         for limit in [chunk1, chunk2] {
+            let unrolled_limit = limit & !31;
             let vector_limit = limit & !7;
             let mut processed = 0usize;
+            while processed < unrolled_limit {
+                for (lane, (x2_lane, s_lane)) in x2_acc.iter_mut().zip(s_acc.iter_mut()).enumerate()
+                {
+                    let x_k = _mm256_loadu_ps(x_ptr.add(processed + 8 * lane));
+                    let h_k = _mm256_loadu_ps(h_ptr.add(processed + 8 * lane));
+                    *x2_lane = _mm256_add_ps(*x2_lane, _mm256_mul_ps(x_k, x_k));
+                    *s_lane = _mm256_add_ps(*s_lane, _mm256_mul_ps(h_k, x_k));
+                }
+                processed += 32;
+            }
             while processed < vector_limit {
                 let x_k = _mm256_loadu_ps(x_ptr.add(processed));
                 let h_k = _mm256_loadu_ps(h_ptr.add(processed));
-                x2_sum_vec = _mm256_add_ps(x2_sum_vec, _mm256_mul_ps(x_k, x_k));
-                s_vec = _mm256_add_ps(s_vec, _mm256_mul_ps(h_k, x_k));
+                x2_acc[0] = _mm256_add_ps(x2_acc[0], _mm256_mul_ps(x_k, x_k));
+                s_acc[0] = _mm256_add_ps(s_acc[0], _mm256_mul_ps(h_k, x_k));
                 processed += 8;
             }
             while processed < limit {
@@ -1095,6 +1182,14 @@ unsafe fn matched_filter_core_avx2_impl(
             x_ptr = x.as_ptr();
             h_ptr = h_ptr.add(limit);
         }
+        let x2_sum_vec = _mm256_add_ps(
+            _mm256_add_ps(x2_acc[0], x2_acc[1]),
+            _mm256_add_ps(x2_acc[2], x2_acc[3]),
+        );
+        let s_vec = _mm256_add_ps(
+            _mm256_add_ps(s_acc[0], s_acc[1]),
+            _mm256_add_ps(s_acc[2], s_acc[3]),
+        );
 
         let mut vec_sum = [0.0f32; 8];
         _mm256_storeu_ps(vec_sum.as_mut_ptr(), x2_sum_vec);
