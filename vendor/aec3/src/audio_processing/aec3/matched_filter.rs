@@ -198,94 +198,99 @@ impl MatchedFilter {
                 self.detect_pre_echo && index as i32 == self.last_detected_best_lag_filter;
 
             let filter = &mut self.filters[index];
-            let result = if !compute_pre_echo
-                && render_window_is_silent(render_samples, start, filter.len(), capture.len())
-            {
-                // RoomKit: nothing was played in this filter's whole window
-                // (the far end is silent, as it is for most of a call), so
-                // the prediction is zero and the filter cannot adapt: the
-                // result the cores would compute is known.
-                silent_window_result(capture)
-            } else if compute_pre_echo {
-                let accumulated = &mut self.instantaneous_accumulated_error;
-                let scratch = &mut self.scratch_memory;
-                match self.optimization {
-                    Aec3Optimization::Avx2 => matched_filter_core_accumulated_error_avx2(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                        accumulated,
-                        scratch,
-                    ),
-                    Aec3Optimization::Sse2 => matched_filter_core_accumulated_error_sse2(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                        accumulated,
-                        scratch,
-                    ),
-                    Aec3Optimization::Neon => matched_filter_core_accumulated_error_neon(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                        accumulated,
-                        scratch,
-                    ),
-                    Aec3Optimization::None => matched_filter_core_with_accumulated_error(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                        accumulated,
-                    ),
-                }
-            } else {
-                match self.optimization {
-                    Aec3Optimization::Avx2 => matched_filter_core_avx2(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                    ),
-                    Aec3Optimization::Sse2 => matched_filter_core_sse2(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                    ),
-                    Aec3Optimization::Neon => matched_filter_core_neon(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                    ),
-                    Aec3Optimization::None => matched_filter_core(
-                        start,
-                        x2_sum_threshold,
-                        smoothing,
-                        render_samples,
-                        capture,
-                        filter,
-                    ),
-                }
-            };
+            let result =
+                if render_window_is_silent(render_samples, start, filter.len(), capture.len()) {
+                    // RoomKit: nothing was played in this filter's whole window
+                    // (the far end is silent, as it is for most of a call), so
+                    // the prediction is zero and the filter cannot adapt: the
+                    // result the cores would compute is known. With a zero
+                    // prediction every truncated filter's error is the capture
+                    // itself too, so each accumulated error is the error sum.
+                    let result = silent_window_result(capture);
+                    if compute_pre_echo {
+                        self.instantaneous_accumulated_error.fill(result.error_sum);
+                    }
+                    result
+                } else if compute_pre_echo {
+                    let accumulated = &mut self.instantaneous_accumulated_error;
+                    let scratch = &mut self.scratch_memory;
+                    match self.optimization {
+                        Aec3Optimization::Avx2 => matched_filter_core_accumulated_error_avx2(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                            accumulated,
+                            scratch,
+                        ),
+                        Aec3Optimization::Sse2 => matched_filter_core_accumulated_error_sse2(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                            accumulated,
+                            scratch,
+                        ),
+                        Aec3Optimization::Neon => matched_filter_core_accumulated_error_neon(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                            accumulated,
+                            scratch,
+                        ),
+                        Aec3Optimization::None => matched_filter_core_with_accumulated_error(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                            accumulated,
+                        ),
+                    }
+                } else {
+                    match self.optimization {
+                        Aec3Optimization::Avx2 => matched_filter_core_avx2(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                        ),
+                        Aec3Optimization::Sse2 => matched_filter_core_sse2(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                        ),
+                        Aec3Optimization::Neon => matched_filter_core_neon(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                        ),
+                        Aec3Optimization::None => matched_filter_core(
+                            start,
+                            x2_sum_threshold,
+                            smoothing,
+                            render_samples,
+                            capture,
+                            filter,
+                        ),
+                    }
+                };
 
             let peak_index = match self.peaks[index] {
                 Some(peak) if !result.filters_updated => peak,

@@ -361,6 +361,15 @@ impl RenderDelayBuffer {
         for ch in 0..num_channels {
             let current = self.blocks.buffer[self.blocks.write].view(0, ch);
             let previous = self.blocks.buffer[previous_write].view(0, ch);
+            // RoomKit: the transform of two silent blocks is zero, and so is
+            // its spectrum; the far end is silent for most of a call.
+            if current.iter().chain(previous.iter()).all(|&v| v == 0.0) {
+                let fft = &mut self.ffts.buffer[self.ffts.write][ch];
+                fft.re.fill(0.0);
+                fft.im.fill(0.0);
+                self.spectra.buffer[self.spectra.write][ch].fill(0.0);
+                continue;
+            }
             self.fft.padded_fft(
                 current,
                 previous,
