@@ -161,6 +161,20 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// The machine's cumulative CPU time stolen by the hypervisor, in clock
+/// ticks (the `steal` column of `/proc/stat`); 0 where it is not reported.
+pub fn steal_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The kernel's clock ticks per second, which `/proc/stat` counts in.
+pub const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
 /// The 1, 5 and 15 minute load averages.
 pub fn load_average() -> [f64; 3] {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -46,7 +46,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::{Options, cpu_seconds_of, emit, load_average, mono_ns, percentile};
+use crate::common::{
+    CLOCK_TICKS_PER_SECOND, Options, cpu_seconds_of, emit, load_average, mono_ns, percentile,
+    steal_ticks,
+};
 use crate::server::{raise_fd_limit, rss_of};
 
 /// The auth token the server checks the callers' signatures with.
@@ -627,6 +630,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     // Warm-up, then the measured window.
     tokio::time::sleep(Duration::from_secs(warmup)).await;
     let cpu0 = cpu_seconds_of(pid);
+    let steal0 = steal_ticks();
     let wall0 = Instant::now();
     window.start.store(mono_ns(), Ordering::Relaxed);
     let mut rss_peak = 0;
@@ -640,6 +644,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
         rss_samples += 1;
     }
     let cpu1 = cpu_seconds_of(pid);
+    let steal1 = steal_ticks();
     let wall = wall0.elapsed().as_secs_f64();
     window.end.store(mono_ns(), Ordering::Relaxed);
     let load_end = load_average();
@@ -825,6 +830,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
         "utterance_ms": frames * 20,
         "cpu_core_percent_per_call": (cpu_percent_total / n as f64 * 1000.0).round() / 1000.0,
         "server_cpu_core_percent": (cpu_percent_total * 10.0).round() / 10.0,
+        "host_steal_core_percent": ((steal1.saturating_sub(steal0)) as f64 / CLOCK_TICKS_PER_SECOND / wall * 1000.0).round() / 10.0,
         "calls_per_core_at_this_cost": if cpu_percent_total > 0.0 { (100.0 * n as f64 / cpu_percent_total).floor() } else { 0.0 },
         "rss_bytes_per_call": rss_peak.saturating_sub(rss_idle) / n as u64,
         "server_rss_idle_bytes": rss_idle,
@@ -862,6 +868,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
         "server_clean_exit": clean_exit,
         "notes": {
             "cpu": "server process CPU time (user+system, /proc) over the measured window / wall time / calls, as % of one core",
+            "host_steal_core_percent": "CPU time the hypervisor gave other guests during the window (steal in /proc/stat), as % of one core: on a shared machine a run with much steal measures the neighbours too",
             "rss": "server peak RSS in the window minus its RSS before any room or call, / calls (rooms included)",
             "late_frames": format!("agent media frames reaching the caller more than {late_ms} ms after their slot; frame k of a reply is due at the arrival of its first frame + k x 20 ms; counted in the window"),
             "reply_path_wall": "wall clock across processes: the fake model being asked to the first agent frame read by the caller, minus the fakes' time (excludes the commit of the caller's message, includes the socket to the caller)",
