@@ -156,11 +156,7 @@ impl PitchFinder {
             }
             // Look for another strong correlation at t1b
             let t1b = if k == 2 {
-                if t1 + t0 > max_period {
-                    t0
-                } else {
-                    t0 + t1
-                }
+                if t1 + t0 > max_period { t0 } else { t0 + t1 }
             } else {
                 (2 * SECOND_CHECK[k] * t0 + k) / (2 * k)
             };
@@ -367,14 +363,19 @@ fn pitch_xcorr_body(xs: &[f32], ys: &[f32], xcorr: &mut [f32]) {
     }
 }
 
-/// Returns the indices with the largest and second-largest normalized auto-correlation.
-///
-/// `xcorr` is the autocorrelation of `ys`, taken with windows of length `len`.
-///
-/// To be a little more precise, the function that we're maximizing is xcorr[i] * xcorr[i],
-/// divided by the squared norm of ys[i..(i+len)] (but with a bit of fudging to avoid dividing
-/// by small things).
-fn find_best_pitch(xcorr: &[f32], ys: &[f32], len: usize) -> (usize, usize) {
+crate::simd::wide! {
+    /// Returns the indices with the largest and second-largest normalized auto-correlation.
+    ///
+    /// `xcorr` is the autocorrelation of `ys`, taken with windows of length `len`.
+    ///
+    /// To be a little more precise, the function that we're maximizing is xcorr[i] * xcorr[i],
+    /// divided by the squared norm of ys[i..(i+len)] (but with a bit of fudging to avoid dividing
+    /// by small things).
+    fn find_best_pitch(xcorr: &[f32], ys: &[f32], len: usize) -> (usize, usize) => find_best_pitch_body
+}
+
+#[inline(always)]
+fn find_best_pitch_body(xcorr: &[f32], ys: &[f32], len: usize) -> (usize, usize) {
     let mut best_num = -1.0;
     let mut second_best_num = -1.0;
     let mut best_den = 0.0;
@@ -409,6 +410,7 @@ fn find_best_pitch(xcorr: &[f32], ys: &[f32], len: usize) -> (usize, usize) {
     (best_pitch, second_best_pitch)
 }
 
+#[inline(always)]
 fn fir5_in_place(xs: &mut [f32], num: &[f32]) {
     let num0 = num[0];
     let num1 = num[1];
@@ -450,7 +452,12 @@ fn celt_autocorr(x: &[f32], ac: &mut [f32]) {
     }
 }
 
-fn pitch_downsample(x: &[f32], x_lp: &mut [f32]) {
+crate::simd::wide! {
+    fn pitch_downsample(x: &[f32], x_lp: &mut [f32]) => pitch_downsample_body
+}
+
+#[inline(always)]
+fn pitch_downsample_body(x: &[f32], x_lp: &mut [f32]) {
     let mut ac = [0.0; 5];
     let mut lpc_coeffs = [0.0; 4];
     let mut lpc_coeffs2 = [0.0; 5];
