@@ -69,7 +69,10 @@ fn random_and_mutated_datagrams_are_answered_with_errors_or_round_trip() {
         }
     }
     // Both paths were exercised.
-    assert!(accepted > 1_000 && refused > 1_000, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted > 1_000 && refused > 1_000,
+        "{accepted} accepted, {refused} refused"
+    );
     assert!(matches!(
         RtpPacket::parse(&vec![0x80; MAX_PACKET_LEN + 1]),
         Err(RtpError::TooLong { .. })
