@@ -295,7 +295,9 @@ impl SessionDescription {
         let mut saw_version = false;
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
-            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            // Every carriage return ending the line goes: a stray one left
+            // on a value would be written back as part of it.
+            let raw = raw.trim_end_matches('\r');
             if raw.trim().is_empty() {
                 continue;
             }
@@ -671,6 +673,18 @@ a=sendonly\r\n";
             SessionDescription::parse(many.as_bytes()),
             Err(SdpError::TooManyMedia)
         );
+    }
+
+    /// Found by the `sdp_offer` fuzz target: a last line ending in two
+    /// carriage returns kept one in its attribute, which was then written
+    /// back as part of the line.
+    #[test]
+    fn stray_carriage_returns_do_not_stick_to_values() -> Result<(), SdpError> {
+        let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=x\r\nm=audio 5 RTP/AVP 0\r\na=sendr445\r\r";
+        let sdp = SessionDescription::parse(body.as_bytes())?;
+        assert_eq!(sdp.media[0].attributes, vec![("sendr445".to_owned(), None)]);
+        assert_eq!(SessionDescription::parse(sdp.to_string().as_bytes())?, sdp);
+        Ok(())
     }
 
     #[test]
