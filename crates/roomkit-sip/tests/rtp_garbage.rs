@@ -2,23 +2,11 @@
 //! never panic the RTP reader, every refusal is a typed error, and whatever
 //! is accepted writes back to the same header and payload.
 
+mod common;
+
+use common::Rng;
 use roomkit_sip::rtp::MAX_PACKET_LEN;
 use roomkit_sip::{RtpError, RtpHeader, RtpPacket, TelephoneEvent};
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn check(datagram: &[u8]) -> Result<(), RtpError> {
     let packet = RtpPacket::parse(datagram)?;

@@ -2,26 +2,15 @@
 //! panic the SDP reader or the codec choice; every refusal is a typed
 //! error; whatever is accepted is written out and reads back the same.
 
+mod common;
+
+use common::Rng;
 use roomkit_sip::sdp::{Codec, answer_audio};
 use roomkit_sip::{SdpError, SessionDescription};
 
 const OFFER: &str = "v=0\r\no=- 3 4 IN IP6 2001:db8::7\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
 m=audio 4000 RTP/AVP 0 8 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
 a=fmtp:101 0-15\r\na=ptime:20\r\na=inactive\r\nm=video 0 RTP/AVP 31\r\n";
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 const CODECS: &[Codec] = &[
     Codec {
