@@ -1,8 +1,11 @@
 //! Test support for RoomKit: channels that record what they were given and
 //! can be scripted to answer, fail, stall or panic; helpers to collect
-//! framework events; and the store conformance suite (`conformance`).
+//! framework events; the store conformance suite (`conformance`); and a
+//! real SIP peer, SIPp, with scenarios and RTP captures built for a test
+//! (`sipp`).
 
 pub mod conformance;
+pub mod sipp;
 pub mod tmpfs;
 
 use std::sync::Arc;

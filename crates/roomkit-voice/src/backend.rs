@@ -118,6 +118,14 @@ pub enum Outbound {
     },
     /// End the call.
     HangUp,
+    /// Hand the call to another address (a blind transfer: SIP REFER);
+    /// the call ends once the transfer target answers. Transports that
+    /// cannot transfer log it and keep the call.
+    Transfer {
+        /// Where to: a SIP URI (`sip:+15551234567@trunk.example`) or a
+        /// telephone number.
+        target: String,
+    },
     /// What speech-to-text heard of the caller so far (sent only to
     /// transports whose capabilities say `shows_text`).
     Transcript {

@@ -163,7 +163,7 @@ pub fn encode_outbound(command: &Outbound) -> Option<MediaMessage> {
             json!({"type": "transcript", "text": text, "final": is_final})
         }
         Outbound::AgentText(text) => json!({"type": "agent_text", "text": text}),
-        Outbound::Dtmf { .. } | Outbound::HangUp => return None,
+        Outbound::Dtmf { .. } | Outbound::HangUp | Outbound::Transfer { .. } => return None,
     };
     Some(MediaMessage::Text(text.to_string()))
 }

@@ -148,4 +148,6 @@ pub(crate) enum CallCommand {
     ReplyStored { id: u64, event_id: EventId },
     /// End the call.
     HangUp,
+    /// Hand the call to `target` (blind transfer).
+    Transfer { target: String },
 }

@@ -122,6 +122,49 @@ impl VoiceChannel {
         }
     }
 
+    /// Hands a running call to `target` (blind transfer, on transports
+    /// that can: SIP REFER); `false` when no call has that session id.
+    pub async fn transfer(&self, session_id: &str, target: &str) -> bool {
+        let commands = self
+            .shared
+            .calls
+            .lock()
+            .ok()
+            .and_then(|calls| calls.get(session_id).map(|c| c.commands.clone()));
+        match commands {
+            Some(tx) => tx
+                .send(CallCommand::Transfer {
+                    target: target.to_owned(),
+                })
+                .await
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ends a running call; `false` when no call has that session id.
+    pub async fn hang_up(&self, session_id: &str) -> bool {
+        let commands = self
+            .shared
+            .calls
+            .lock()
+            .ok()
+            .and_then(|calls| calls.get(session_id).map(|c| c.commands.clone()));
+        match commands {
+            Some(tx) => tx.send(CallCommand::HangUp).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// The session ids of the running calls.
+    pub fn call_sessions(&self) -> Vec<String> {
+        self.shared
+            .calls
+            .lock()
+            .map(|calls| calls.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// How many calls are running.
     pub fn active_calls(&self) -> usize {
         self.shared.calls.lock().map(|c| c.len()).unwrap_or(0)

@@ -629,6 +629,10 @@ pub(crate) async fn run_call(
             command = commands.recv() => match command {
                 Some(CallCommand::Reply { id, sentences, event_id, streamed, answer }) => task.on_reply(id, sentences, event_id, streamed, answer),
                 Some(CallCommand::ReplyStored { id, event_id }) => task.on_reply_stored(id, event_id),
+                Some(CallCommand::Transfer { target }) => {
+                    tracing::info!(target: "roomkit.voice.call", session_id = %task.session_id, %target, "transfer asked");
+                    let _ = task.out.try_send(Outbound::Transfer { target });
+                }
                 Some(CallCommand::HangUp) | None => {
                     let _ = task.out.try_send(Outbound::HangUp);
                     break "hung up by the application".to_owned();

@@ -381,6 +381,7 @@ pub fn encode_outbound(stream_sid: &str, command: &Outbound) -> Option<String> {
         }),
         Outbound::Dtmf { .. }
         | Outbound::HangUp
+        | Outbound::Transfer { .. }
         | Outbound::Transcript { .. }
         | Outbound::AgentText(_) => return None,
     };
