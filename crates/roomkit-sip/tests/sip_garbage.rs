@@ -45,7 +45,7 @@ fn check(bytes: &[u8]) -> Result<(), SipError> {
 
 fn mutate(rng: &mut Rng, round: usize) -> Vec<u8> {
     let alphabet = b"SIP/2.0 :;=<>@\r\n\t,\"INVITE v l i 0123456789";
-    if round % 4 == 0 {
+    if round.is_multiple_of(4) {
         let len = rng.below(300);
         return (0..len).map(|_| rng.next() as u8).collect();
     }
