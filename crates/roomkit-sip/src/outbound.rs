@@ -60,6 +60,35 @@ pub struct DialRequest {
     pub parameters: BTreeMap<String, String>,
     /// How long to wait for an answer.
     pub ring_timeout: Duration,
+    /// Told when the callee's phone rings, answers, or the call fails.
+    pub progress: Option<Arc<tokio::sync::watch::Sender<Option<DialProgress>>>>,
+}
+
+/// How far an outbound call got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialProgress {
+    /// The callee's phone rings (180 or 183).
+    Ringing {
+        /// The call's Call-ID.
+        call_id: String,
+    },
+    /// The callee answered.
+    Answered {
+        /// The call's Call-ID.
+        call_id: String,
+    },
+    /// The call failed.
+    Failed(DialError),
+}
+
+impl DialProgress {
+    /// The Call-ID, once the call got that far.
+    pub fn call_id(&self) -> Option<&str> {
+        match self {
+            Self::Ringing { call_id } | Self::Answered { call_id } => Some(call_id),
+            Self::Failed(_) => None,
+        }
+    }
 }
 
 impl DialRequest {
@@ -74,6 +103,7 @@ impl DialRequest {
             credentials: None,
             parameters: BTreeMap::new(),
             ring_timeout: Duration::from_secs(60),
+            progress: None,
         }
     }
 }
@@ -267,6 +297,7 @@ async fn transact(
     peer: Peer,
     rx: &mut mpsc::Receiver<(SipMessage, Peer)>,
     timeout: Duration,
+    on_provisional: &mut (dyn FnMut(u16) + Send),
 ) -> Result<SipMessage, DialError> {
     core.send(request, peer).await;
     let start = Instant::now();
@@ -297,6 +328,7 @@ async fn transact(
                 if code >= 200 {
                     return Ok(m);
                 }
+                on_provisional(code);
                 // A provisional answer stops retransmission (RFC 3261 §17.1.1.2).
                 if request.method() == Some(&Method::Invite) {
                     next = None;
@@ -395,12 +427,20 @@ impl SipEndpoint {
                 };
                 tokio::spawn(established.run());
                 tracing::info!(target: "roomkit.sip", %call_id, to = %uri, "outbound call answered");
+                if let Some(p) = &request.progress {
+                    p.send_replace(Some(DialProgress::Answered {
+                        call_id: call_id.clone(),
+                    }));
+                }
                 Ok(call)
             }
             Err(e) => {
                 core.close_dialog(&call_id);
                 core.active.fetch_sub(1, Ordering::Relaxed);
                 tracing::info!(target: "roomkit.sip", %call_id, to = %uri, error = %e, "outbound call failed");
+                if let Some(p) = &request.progress {
+                    p.send_replace(Some(DialProgress::Failed(e.clone())));
+                }
                 Err(e)
             }
         }
@@ -470,7 +510,16 @@ impl SipEndpoint {
         let deadline = Instant::now() + request.ring_timeout;
         let ok = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let response = match transact(core, &invite, peer, rx, left).await {
+            let mut ringing = |code: u16| {
+                if (code == 180 || code == 183)
+                    && let Some(p) = &request.progress
+                {
+                    p.send_replace(Some(DialProgress::Ringing {
+                        call_id: call_id.to_owned(),
+                    }));
+                }
+            };
+            let response = match transact(core, &invite, peer, rx, left, &mut ringing).await {
                 Ok(r) => r,
                 Err(DialError::Timeout(_)) => {
                     // Withdraw the INVITE (RFC 3261 §9.1).
@@ -718,7 +767,7 @@ async fn register_exchange(
         ),
     );
     register.push("Expires", registration.expires.to_string());
-    let response = transact(core, &register, peer, rx, TRANSACTION_TIMEOUT).await?;
+    let response = transact(core, &register, peer, rx, TRANSACTION_TIMEOUT, &mut |_| {}).await?;
     let code = response.status().unwrap_or_default();
     if code != 401 && code != 407 {
         return granted(&response, registration.expires);
@@ -741,7 +790,7 @@ async fn register_exchange(
         registration.credentials.as_ref(),
         uri,
     )?;
-    let response = transact(core, &again, peer, rx, TRANSACTION_TIMEOUT).await?;
+    let response = transact(core, &again, peer, rx, TRANSACTION_TIMEOUT, &mut |_| {}).await?;
     granted(&response, registration.expires)
 }
 

@@ -83,6 +83,8 @@ pub trait CallTap: Send + Sync + 'static {
 pub(crate) struct CallEntry {
     pub room_id: Option<RoomId>,
     pub commands: mpsc::Sender<CallCommand>,
+    /// The transport's id of the call (its traces name it).
+    pub call_id: String,
 }
 
 pub(crate) struct Shared {
@@ -95,6 +97,7 @@ pub(crate) struct Shared {
     pub calls: Mutex<HashMap<String, CallEntry>>,
     pub next_reply: AtomicU64,
     pub next_session: AtomicU64,
+    pub pending_traces: Mutex<crate::trace::PendingTraces>,
 }
 
 impl Shared {
@@ -103,11 +106,49 @@ impl Shared {
     }
 
     pub fn set_room(&self, session_id: &str, room_id: RoomId) {
+        let mut call_id = None;
         if let Ok(mut calls) = self.calls.lock()
             && let Some(c) = calls.get_mut(session_id)
         {
-            c.room_id = Some(room_id);
+            c.room_id = Some(room_id.clone());
+            call_id = Some(c.call_id.clone());
         }
+        // Replay what the transport traced before the call had a room.
+        let Some(call_id) = call_id else { return };
+        let pending = self
+            .pending_traces
+            .lock()
+            .map(|mut p| p.take(&call_id))
+            .unwrap_or_default();
+        for mut trace in pending {
+            trace.session_id = Some(session_id.to_owned());
+            trace.room_id = Some(room_id.to_string());
+            self.fire_trace(&room_id, trace);
+        }
+    }
+
+    /// Fires `on_protocol_trace` hooks of `room_id` with a trace.
+    pub fn fire_trace(&self, room_id: &RoomId, trace: crate::trace::ProtocolTrace) {
+        let Some(kit) = self.kit() else { return };
+        if !kit.has_hooks(roomkit_core::model::HookTrigger::OnProtocolTrace, room_id) {
+            return;
+        }
+        let payload = serde_json::to_value(&trace).unwrap_or_default();
+        kit.spawn_async_hooks(
+            roomkit_core::model::HookTrigger::OnProtocolTrace,
+            room_id,
+            roomkit_core::HookPayload::Json(payload),
+            None,
+        );
+    }
+
+    /// The session and room of the call a transport knows as `call_id`.
+    pub fn call_by_transport_id(&self, call_id: &str) -> Option<(String, Option<RoomId>)> {
+        let calls = self.calls.lock().ok()?;
+        calls
+            .iter()
+            .find(|(_, c)| c.call_id == call_id)
+            .map(|(session, c)| (session.clone(), c.room_id.clone()))
     }
 
     pub fn remove_call(&self, session_id: &str) {

@@ -103,6 +103,7 @@ impl VoiceChannel {
                 calls: Mutex::new(HashMap::new()),
                 next_reply: AtomicU64::new(1),
                 next_session: AtomicU64::new(1),
+                pending_traces: Mutex::new(crate::trace::PendingTraces::default()),
             }),
         })
     }
@@ -119,6 +120,35 @@ impl VoiceChannel {
     pub fn add_call_tap(&self, tap: Arc<dyn CallTap>) {
         if let Ok(mut t) = self.shared.taps.write() {
             t.push(tap);
+        }
+    }
+
+    /// Routes a transport's protocol trace (RFC §15.6) to the
+    /// `on_protocol_trace` hooks of its call's room; `call_id` is the
+    /// transport's id of the call. A trace of a call that has no room yet
+    /// is kept and replayed when the room is known.
+    pub fn emit_trace(&self, call_id: &str, mut trace: crate::trace::ProtocolTrace) {
+        trace
+            .metadata
+            .entry("call_id")
+            .or_insert_with(|| serde_json::Value::String(call_id.to_owned()));
+        match self.shared.call_by_transport_id(call_id) {
+            Some((session_id, Some(room_id))) => {
+                trace.session_id = Some(session_id);
+                trace.room_id = Some(room_id.to_string());
+                self.shared.fire_trace(&room_id, trace);
+            }
+            Some((session_id, None)) => {
+                trace.session_id = Some(session_id);
+                if let Ok(mut p) = self.shared.pending_traces.lock() {
+                    p.keep(call_id, trace);
+                }
+            }
+            None => {
+                if let Ok(mut p) = self.shared.pending_traces.lock() {
+                    p.keep(call_id, trace);
+                }
+            }
         }
     }
 
@@ -203,6 +233,7 @@ impl VoiceChannel {
                 CallEntry {
                     room_id: None,
                     commands: tx,
+                    call_id: call.info.call_id.clone(),
                 },
             );
         }

@@ -26,6 +26,7 @@ pub mod registry;
 mod session;
 pub mod splitter;
 pub mod stt;
+pub mod trace;
 pub mod tts;
 pub mod twilio;
 pub mod twilio_rest;
@@ -42,3 +43,4 @@ pub use backend::{
 pub use channel::{CallHandle, CallTap, VoiceChannel, VoiceSettings};
 pub use dial::{CallDialer, DialError, DialRequest, DialedCall};
 pub use endpoint::{MediaEndpoint, VoiceMediaEndpoint};
+pub use trace::ProtocolTrace;

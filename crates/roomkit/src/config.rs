@@ -682,6 +682,9 @@ fn validate(
     for (i, spec) in channels.iter().enumerate() {
         if let ChannelSpec::Voice(v) = spec {
             crate::voice::check_agents(ctx, &format!("channels[{i}]"), v, &ids)?;
+            if let Some(sip) = &v.sip {
+                crate::sip::check_routes(ctx, &format!("channels[{i}]"), &v.id, sip, &ids)?;
+            }
         }
     }
     if channels.is_empty() {

@@ -9,6 +9,7 @@ pub mod config;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod serve;
+pub mod sip;
 pub mod telemetry;
 pub mod transport;
 pub mod voice;

@@ -160,6 +160,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut receivers = Vec::new();
     let mut voice_channels = Vec::new();
     let mut dialers = Vec::new();
+    let mut sip_channels = Vec::new();
     for spec in &settings.channels {
         builder = match spec {
             ChannelSpec::WebSocket { id } => builder.channel(Arc::new(WebSocketChannel::new(
@@ -201,6 +202,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                     dialers.push(dialer);
                 }
                 let channel = built.channel.clone();
+                if let Some(sip) = &spec.sip {
+                    sip_channels.push((built.channel.clone(), sip.clone()));
+                }
                 voice_channels.push((built.channel, built.media));
                 builder.channel(Arc::new(channel))
             }
@@ -229,6 +233,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Events committed by other processes sharing the store reach this
     // one's connections; the handle lives as long as the server.
     let _fanout = sql.as_ref().map(|b| b.start_fanout(&kit));
+    // SIP voice channels: their user agents listen from here on.
+    let mut sip_runtimes = Vec::new();
+    for (channel, spec) in sip_channels {
+        let id = roomkit_core::Channel::id(&channel).clone();
+        let runtime = crate::sip::start(&spec, channel, kit.clone())
+            .await
+            .with_context(|| format!("starting SIP for voice channel {id}"))?;
+        tracing::info!(target: "roomkit.config", channel_id = %id, sip = %runtime.endpoint.local_addr(), "SIP voice channel listening");
+        dialers.push(runtime.dialer.clone());
+        sip_runtimes.push(runtime);
+    }
     kit.start_timers(settings.timer_resolution);
     if let Some(url) = &settings.public_url {
         tracing::info!(target: "roomkit.config", public_url = %url, "provider webhook signatures are checked against the public URL");
@@ -253,7 +268,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         server = server.with_webhook_receiver(channel_id, receiver);
     }
     for (_, media) in voice_channels {
-        server = server.with_media_endpoint(media);
+        if let Some(media) = media {
+            server = server.with_media_endpoint(media);
+        }
     }
     for dialer in dialers {
         server = server.with_call_dialer(dialer);
@@ -285,6 +302,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     drop(voices);
     let served = server.run(shutdown_signal()).await.context("serving");
+    drop(sip_runtimes);
     // Open calls end with the server; their exports get a bounded drain.
     if let Some(a) = analytics {
         a.shutdown().await;

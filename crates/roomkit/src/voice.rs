@@ -22,6 +22,9 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, Ctx, Env};
 
+/// The transport name of SIP voice channels.
+pub const SIP: &str = "sip";
+
 /// The env var holding the Twilio auth token when `auth_token_env` is not set.
 pub const DEFAULT_TOKEN_ENV: &str = "TWILIO_AUTH_TOKEN";
 
@@ -52,6 +55,7 @@ struct VoiceSection {
     agents: Option<Vec<String>>,
     stt_timeout_ms: Option<u64>,
     tts_timeout_ms: Option<u64>,
+    sip: Option<crate::sip::SipSection>,
 }
 
 /// A voice channel, as validated.
@@ -73,6 +77,8 @@ pub struct VoiceSpec {
     pub outbound: Option<OutboundSpec>,
     /// Channels attached to a room the router creates for a call.
     pub agents: Vec<String>,
+    /// The SIP user agent (`sip` only).
+    pub sip: Option<crate::sip::SipSpec>,
 }
 
 /// What a Twilio voice channel places outbound calls with; missing pieces
@@ -111,14 +117,20 @@ pub(crate) fn parse(
     public_url: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<VoiceSpec, ConfigError> {
-    let s: VoiceSection = ctx.section(key, table)?;
-    if s.transport != "twilio" && s.transport != roomkit_voice::browser::TRANSPORT {
+    let mut s: VoiceSection = ctx.section(key, table)?;
+    if !["twilio", roomkit_voice::browser::TRANSPORT, SIP].contains(&s.transport.as_str()) {
         return Err(ctx.err(
             format!("{key}.transport"),
             format!(
-                "{:?} is not a voice transport of this build (twilio, browser)",
+                "{:?} is not a voice transport of this build (twilio, browser, sip)",
                 s.transport
             ),
+        ));
+    }
+    if s.transport != SIP && s.sip.is_some() {
+        return Err(ctx.err(
+            format!("{key}.sip"),
+            "is a setting of transport \"sip\" only",
         ));
     }
     if s.transport != "twilio" && s.auth_token_env.is_some() {
@@ -134,6 +146,21 @@ pub(crate) fn parse(
             "{key}: {token_env} is not set; Twilio voice webhooks and media sockets will be refused"
         ));
     }
+    let sip = match s.sip.take() {
+        Some(section) if s.transport == SIP => {
+            Some(crate::sip::parse(ctx, key, section, env, warnings)?)
+        }
+        None if s.transport == SIP => Some(crate::sip::parse(
+            ctx,
+            key,
+            toml::Value::Table(toml::Table::new())
+                .try_into()
+                .map_err(|e| ctx.err(format!("{key}.sip"), format!("{e}")))?,
+            env,
+            warnings,
+        )?),
+        _ => None,
+    };
     let outbound = outbound(
         ctx,
         key,
@@ -192,6 +219,7 @@ pub(crate) fn parse(
         settings,
         outbound,
         agents: s.agents.unwrap_or_default(),
+        sip,
     })
 }
 
@@ -206,11 +234,26 @@ fn check_pipeline(
     transport: &str,
     pipeline: &AudioPipelineConfig,
 ) -> Result<(), ConfigError> {
-    let rate = if transport == roomkit_voice::browser::TRANSPORT {
-        roomkit_voice::browser::SAMPLE_RATE
+    let rates: &[u32] = if transport == roomkit_voice::browser::TRANSPORT {
+        &[roomkit_voice::browser::SAMPLE_RATE]
+    } else if transport == SIP {
+        // G.711 calls at 8 kHz, Opus calls at 16 kHz.
+        &[8_000, 16_000]
     } else {
-        roomkit_voice::twilio::SAMPLE_RATE
+        &[roomkit_voice::twilio::SAMPLE_RATE]
     };
+    for &rate in rates {
+        check_pipeline_at(ctx, key, rate, pipeline)?;
+    }
+    Ok(())
+}
+
+fn check_pipeline_at(
+    ctx: &Ctx<'_>,
+    key: &str,
+    rate: u32,
+    pipeline: &AudioPipelineConfig,
+) -> Result<(), ConfigError> {
     let format = AudioFormat::pcm_mono(rate);
     let internal = pipeline
         .resampler
@@ -437,8 +480,8 @@ pub struct BuiltVoice {
     pub channel: VoiceChannel,
     /// The call webhook (Twilio only).
     pub webhook: Option<Arc<dyn roomkit_channels::WebhookReceiver>>,
-    /// The media socket endpoint.
-    pub media: Arc<dyn roomkit_voice::MediaEndpoint>,
+    /// The media socket endpoint (none for SIP: its media is RTP).
+    pub media: Option<Arc<dyn roomkit_voice::MediaEndpoint>>,
     /// The outbound call dialer (Twilio only).
     pub dialer: Option<Arc<dyn CallDialer>>,
 }
@@ -466,7 +509,16 @@ pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoi
         return Ok(BuiltVoice {
             channel,
             webhook: None,
-            media,
+            media: Some(media),
+            dialer: None,
+        });
+    }
+    if spec.transport == SIP {
+        // The SIP user agent starts with the server (crate::sip::start).
+        return Ok(BuiltVoice {
+            channel,
+            webhook: None,
+            media: None,
             dialer: None,
         });
     }
@@ -506,7 +558,7 @@ pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoi
     Ok(BuiltVoice {
         channel,
         webhook: Some(webhook),
-        media,
+        media: Some(media),
         dialer,
     })
 }

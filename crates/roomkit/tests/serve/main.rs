@@ -29,6 +29,7 @@ mod voice_garbage;
 mod voice_hooks;
 mod voice_offline_example;
 mod voice_outbound;
+mod voice_sip;
 mod voice_twilio;
 mod ws;
 

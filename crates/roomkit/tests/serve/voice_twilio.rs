@@ -156,7 +156,7 @@ pub(crate) struct Setup {
     pub(crate) s: Server,
     _fakes: Vec<Box<dyn std::any::Any + Send>>,
     _chat: tokio::task::JoinHandle<()>,
-    room_ws: crate::Ws,
+    pub(crate) room_ws: crate::Ws,
 }
 
 /// The Deepgram and ElevenLabs fakes, and the speech tables naming them.
@@ -194,6 +194,18 @@ pub(crate) async fn setup_full(
     extra_config: &str,
     extra_env: &[(&str, &str)],
 ) -> Setup {
+    setup_transport("twilio", stt, tts, fakes, extra_config, extra_env).await
+}
+
+/// As `setup_full`, with the `phone` channel on another transport.
+pub(crate) async fn setup_transport(
+    transport: &str,
+    stt: &str,
+    tts: &str,
+    fakes: Vec<Box<dyn std::any::Any + Send>>,
+    extra_config: &str,
+    extra_env: &[(&str, &str)],
+) -> Setup {
     let (chat, chat_task) = fake_chat().await;
     let config = format!(
         r#"
@@ -212,7 +224,7 @@ api_key_env = "FAKE_OPENAI_KEY"
 [[channels]]
 id = "phone"
 type = "voice"
-transport = "twilio"
+transport = "{transport}"
 stt = {stt}
 tts = {tts}
 

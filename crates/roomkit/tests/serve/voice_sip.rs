@@ -1,0 +1,258 @@
+//! A phone call over SIP through the real binary: SIPp calls the server's
+//! SIP address, plays a spoken question (espeak-ng, in a pcap built here)
+//! and an RFC 4733 digit, and hangs up. The question is transcribed (the
+//! fake Deepgram: 8 kHz audio is beyond the offline model) into the room,
+//! the agent (the fake OpenAI chat) answers, the answer is spoken (the fake
+//! ElevenLabs) and comes back as RTP that decodes to speech; the digit
+//! reaches the room's socket as a DTMF event; the SIP messages reach an
+//! `on_protocol_trace` hook with the room; the call is exported to the
+//! fake Roark exactly once.
+//!
+//! Needs sipp, espeak-ng and sox (`scripts/setup test` installs them).
+
+use std::net::UdpSocket;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roomkit_analytics::fake::{FakeRoark, Faults};
+use roomkit_testkit::sipp::{
+    SIPP_PCAP_DIR, Scenario, Sipp, Step, free_udp_port, g711_packets, scratch_dir, speech_8k,
+    tools_present as sipp_present, ulaw_decode, write_rtp_pcap,
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::next_frame;
+use crate::voice_twilio::{ROOM, deepgram_and_elevenlabs, missing, rms, setup_transport};
+
+const KEY: &str = "rk_live_sip_test";
+
+/// An HTTP hook receiver keeping every request.
+async fn hook_server() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(body);
+                axum::Json(json!({"action": "allow"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), seen, task)
+}
+
+/// Reads RTP at `socket` for `limit`: decoded µ-law audio.
+fn ear(socket: UdpSocket, limit: Duration) -> Vec<i16> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut audio = Vec::new();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < limit {
+        let Ok((n, _)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        if n > 12 && buf[1] & 0x7f == 0 {
+            audio.extend(buf[12..n].iter().map(|&b| ulaw_decode(b)));
+        }
+    }
+    audio
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sipp_call_is_heard_answered_traced_and_exported_once() {
+    if !sipp_present() {
+        return missing("sipp, espeak-ng and sox are needed for the SIP call");
+    }
+    let dir = scratch_dir("serve-sip");
+    let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
+    let (hook, seen, _hook_task) = hook_server().await;
+    let sip_port = free_udp_port();
+    let spool = dir.join("spool");
+    let extra = format!(
+        r#"
+[channels.sip]
+listen = "127.0.0.1:{sip_port}"
+ring_ms = 100
+rtp_timeout_s = 20
+routes = [{{ to = "*", room_id = "{ROOM}" }}]
+
+[[hooks]]
+name = "sip-traces"
+trigger = "on_protocol_trace"
+url = "{hook}"
+
+[analytics]
+spool_dir = "{}"
+
+[analytics.roark]
+api_key_env = "ROARK_SIP_TEST_KEY"
+agent_id = "phone-bot"
+"#,
+        spool.display()
+    );
+    let base = fake.base_url();
+    let (stt, tts, fakes) = deepgram_and_elevenlabs().await;
+    let mut setup = setup_transport(
+        "sip",
+        &stt,
+        &tts,
+        fakes,
+        &extra,
+        &[
+            ("ROARK_SIP_TEST_KEY", KEY),
+            ("ROARK_BASE_URL", base.as_str()),
+        ],
+    )
+    .await;
+
+    // The caller: the question, a pause, digit 1, time for the answer, BYE.
+    let question = speech_8k("what time is it", &dir);
+    let pcap = dir.join("question.pcap");
+    let mut padded = vec![0i16; 2400];
+    padded.extend_from_slice(&question);
+    padded.extend(std::iter::repeat_n(0, 8000));
+    write_rtp_pcap(&pcap, &g711_packets(&padded, 0x5150), 6000, 7000);
+    let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut scenario = Scenario::call(
+        "agent",
+        vec![
+            Step::PlayPcap(pcap),
+            Step::Pause(Duration::from_millis(padded.len() as u64 / 8 + 200)),
+            Step::PlayPcap(format!("{SIPP_PCAP_DIR}/dtmf_2833_1.pcap").into()),
+            Step::Pause(Duration::from_secs(8)),
+            Step::Bye,
+        ],
+    );
+    scenario.media_port = Some(listener.local_addr().unwrap().port());
+    let target = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let sipp = Sipp::call(&scenario.to_xml(), target, &dir, &[]);
+    let answer = std::thread::spawn(move || ear(listener, Duration::from_secs(14)));
+
+    // The digit reaches the room's socket.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let digit = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no DTMF event on the room socket; log: {}",
+            setup.s.log()
+        );
+        let Ok(Ok(f)) = tokio::time::timeout(left, next_frame(&mut setup.room_ws)).await else {
+            continue;
+        };
+        if f["type"] == "ephemeral" && f["event"]["content"]["code"] == "dtmf" {
+            break f;
+        }
+    };
+    assert_eq!(digit["event"]["content"]["data"]["digit"], "1", "{digit}");
+    assert_eq!(
+        digit["event"]["content"]["data"]["source"], "signaling",
+        "{digit}"
+    );
+
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(40)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}; log: {}", setup.s.log());
+    let answer = answer.join().unwrap();
+    assert!(
+        answer.len() >= 8000 && rms(&answer) > 1000.0,
+        "the answer did not come back as speech ({} samples, rms {:.0}); log: {}",
+        answer.len(),
+        rms(&answer),
+        setup.s.log()
+    );
+
+    // The question and the answer are in the room.
+    let s = &setup.s;
+    let timeline = s.timeline(ROOM).await;
+    let asked = timeline.iter().find(|e| {
+        e["source"]["channel_id"] == "phone" && e["content"]["text"] == "what time is it"
+    });
+    assert!(
+        asked.is_some(),
+        "the question is not in the room: {timeline:?}"
+    );
+    assert_eq!(
+        asked.unwrap()["source"]["external_id"],
+        "+15550100",
+        "{asked:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["source"]["channel_id"] == "bot" && e["type"] == "message"),
+        "no answer in the room: {timeline:?}"
+    );
+
+    // Exported once: one call started, one ended.
+    let of = |kind: &str| {
+        fake.accepted_events()
+            .into_iter()
+            .filter(|e| e["event"] == kind)
+            .count()
+    };
+    for _ in 0..300 {
+        if of("call-ended") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (of("call-started"), of("call-ended")),
+        (1, 1),
+        "{:?}",
+        fake.accepted_events()
+    );
+
+    // The SIP messages reached the trace hook, with the room.
+    let traces: Vec<Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|b| b["trigger"] == "on_protocol_trace")
+        .cloned()
+        .collect();
+    let summaries: Vec<String> = traces
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["payload"]["direction"].as_str().unwrap_or_default(),
+                t["payload"]["summary"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    for wanted in [
+        "inbound INVITE from +15550100 to agent",
+        "outbound 200 OK (INVITE)",
+        "inbound BYE from +15550100",
+    ] {
+        assert!(
+            summaries.iter().any(|s| s == wanted),
+            "no {wanted:?} trace in {summaries:?}"
+        );
+    }
+    for t in &traces {
+        assert_eq!(t["payload"]["protocol"], "sip", "{t}");
+        assert_eq!(t["payload"]["room_id"], ROOM, "{t}");
+        assert!(
+            t["payload"]["raw"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("SIP/2.0"),
+            "{t}"
+        );
+    }
+}
