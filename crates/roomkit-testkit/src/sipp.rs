@@ -518,6 +518,24 @@ impl Sipp {
         }
     }
 
+    /// The RTP port the far end's SDP answer named (read from SIPp's
+    /// message log, which `-trace_msg` writes), once it has arrived.
+    pub fn answered_media_port(&self) -> Option<u16> {
+        let entries = std::fs::read_dir(&self.dir).ok()?;
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().ends_with("_messages.log") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let answer = text.split("SIP/2.0 200 OK").nth(1)?;
+            let line = answer
+                .lines()
+                .find(|l| l.trim_start().starts_with("m=audio "))?;
+            return line.split_whitespace().nth(1)?.parse().ok();
+        }
+        None
+    }
+
     fn errors(&self) -> String {
         let mut text = String::new();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {

@@ -256,3 +256,184 @@ agent_id = "phone-bot"
         );
     }
 }
+
+/// A deterministic random source for the shaper (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The caller's RTP sent through a shaper on loopback: each packet is lost
+/// with probability `loss` and otherwise delayed by up to `jitter`, so
+/// packets also arrive out of order. Returns when the last one is sent.
+fn send_shaped(
+    socket: &UdpSocket,
+    to: std::net::SocketAddr,
+    packets: &[roomkit_testkit::sipp::TimedPacket],
+    loss: f64,
+    jitter: Duration,
+    seed: u64,
+) -> usize {
+    let mut rng = Rng(seed);
+    let mut schedule: Vec<(Duration, &[u8])> = Vec::new();
+    for p in packets {
+        if rng.unit() < loss {
+            continue;
+        }
+        let delay = jitter.mul_f64(rng.unit());
+        schedule.push((Duration::from_millis(p.at_ms) + delay, &p.rtp));
+    }
+    schedule.sort_by_key(|(at, _)| *at);
+    let start = std::time::Instant::now();
+    for (at, bytes) in &schedule {
+        if let Some(wait) = at.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let _ = socket.send_to(bytes, to);
+    }
+    schedule.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_through_five_percent_loss_and_40_ms_jitter_is_one_utterance_and_answered() {
+    if !sipp_present() {
+        return missing("sipp, espeak-ng and sox are needed for the SIP call");
+    }
+    let dir = scratch_dir("serve-sip-shaped");
+    let fake = FakeRoark::start(KEY, Faults::default()).await.unwrap();
+    let sip_port = free_udp_port();
+    let extra = format!(
+        r#"
+[channels.sip]
+listen = "127.0.0.1:{sip_port}"
+rtp_timeout_s = 20
+routes = [{{ to = "*", room_id = "{ROOM}" }}]
+
+[analytics]
+spool_dir = "{}"
+
+[analytics.roark]
+api_key_env = "ROARK_SIP_TEST_KEY"
+agent_id = "phone-bot"
+"#,
+        dir.join("spool").display()
+    );
+    let base = fake.base_url();
+    let (stt, tts, fakes) = deepgram_and_elevenlabs().await;
+    let setup = setup_transport(
+        "sip",
+        &stt,
+        &tts,
+        fakes,
+        &extra,
+        &[
+            ("ROARK_SIP_TEST_KEY", KEY),
+            ("ROARK_BASE_URL", base.as_str()),
+        ],
+    )
+    .await;
+    let s = &setup.s;
+
+    // SIPp signals; the test's own socket is the caller's media, behind
+    // the shaper.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut scenario = Scenario::call(
+        "agent",
+        vec![Step::Pause(Duration::from_secs(14)), Step::Bye],
+    );
+    scenario.media_port = Some(media.local_addr().unwrap().port());
+    let target = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let sipp = Sipp::call(&scenario.to_xml(), target, &dir, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let server_port = loop {
+        if let Some(p) = sipp.answered_media_port() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no SDP answer; log: {}", s.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let server_media: std::net::SocketAddr = format!("127.0.0.1:{server_port}").parse().unwrap();
+
+    let question = speech_8k("what time is it", &dir);
+    let mut padded = vec![0i16; 2400];
+    padded.extend_from_slice(&question);
+    padded.extend(std::iter::repeat_n(0, 12_000));
+    let packets = g711_packets(&padded, 0xfeed);
+    let total = packets.len();
+    let sender = media.try_clone().unwrap();
+    let started = std::time::Instant::now();
+    let shaped = std::thread::spawn(move || {
+        send_shaped(
+            &sender,
+            server_media,
+            &packets,
+            0.05,
+            Duration::from_millis(40),
+            0x5eed_0001,
+        )
+    });
+    let answer = std::thread::spawn(move || ear(media, Duration::from_secs(12)));
+    let sent = shaped.join().unwrap();
+    let lost = total - sent;
+    assert!(lost > 0, "the shaper lost nothing of {total}");
+    let answer = answer.join().unwrap();
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let call_ms = started.elapsed().as_millis() as u64;
+    assert!(done.is_ok(), "{done:?}; log: {}", s.log());
+
+    // One utterance, transcribed; the answer heard.
+    let timeline = s.timeline(ROOM).await;
+    let heard: Vec<&Value> = timeline
+        .iter()
+        .filter(|e| e["source"]["channel_id"] == "phone" && e["content"]["type"] == "text")
+        .collect();
+    assert_eq!(
+        heard.len(),
+        1,
+        "the question arrived as {} utterances ({lost} of {total} packets lost): {heard:?}",
+        heard.len()
+    );
+    assert_eq!(heard[0]["content"]["text"], "what time is it");
+    assert!(
+        answer.len() >= 8000 && rms(&answer) > 1000.0,
+        "the answer was not heard ({} samples, rms {:.0})",
+        answer.len(),
+        rms(&answer)
+    );
+
+    // The recording covers the call without gaps in time.
+    for _ in 0..300 {
+        if fake
+            .accepted_events()
+            .iter()
+            .any(|e| e["event"] == "call-ended")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started_event = fake
+        .accepted_events()
+        .into_iter()
+        .find(|e| e["event"] == "call-started")
+        .expect("the call was exported");
+    let call_id = started_event["livekitCallId"].as_str().unwrap().to_owned();
+    let stereo = fake.stitched(&call_id);
+    let recorded_ms = (stereo.len() / 4 / 24) as u64;
+    assert!(
+        recorded_ms + 1_000 >= call_ms,
+        "the recording holds {recorded_ms} ms of a {call_ms} ms call"
+    );
+}
