@@ -255,6 +255,21 @@ pub enum FrameworkEvent {
         /// Length of the call on its media clock, in milliseconds.
         duration_ms: u64,
     },
+    /// What the network did to a call's media, reported once at its end by
+    /// transports that measure it (RTP: losses counted from sequence
+    /// numbers, interarrival jitter, round trip time from RTCP).
+    VoiceNetworkStats {
+        /// Session.
+        session_id: String,
+        /// Room.
+        room_id: RoomId,
+        /// The caller's packets lost on the way.
+        packets_lost: u64,
+        /// Interarrival jitter at the end of the call, in milliseconds.
+        jitter_ms: f64,
+        /// Round trip time, when RTCP measured one, in milliseconds.
+        rtt_ms: Option<f64>,
+    },
     /// Latency figures of one voice turn (RFC §15.4), measured on the
     /// call's media clock: every duration counts caller audio received
     /// between the two moments, so it is what the caller lived through.
@@ -355,6 +370,7 @@ impl FrameworkEvent {
             Self::VoiceSessionStarted { .. } => "voice_session_started",
             Self::VoiceSessionReady { .. } => "voice_session_ready",
             Self::VoiceSessionEnded { .. } => "voice_session_ended",
+            Self::VoiceNetworkStats { .. } => "voice_network_stats",
             Self::VoiceTurnMetrics { .. } => "voice_turn_metrics",
             Self::VoiceTranscript { .. } => "voice_transcript",
             Self::SttError { .. } => "stt_error",

@@ -85,6 +85,9 @@ struct VoiceMetrics {
     unanswered_total: AtomicU64,
     barge_ins_total: AtomicU64,
     latency: [Histogram; VOICE_STAGES.len()],
+    packets_lost_total: AtomicU64,
+    jitter: Histogram,
+    rtt: Histogram,
 }
 
 /// Why the server closed a connection it had accepted.
@@ -221,6 +224,19 @@ impl Metrics {
                     }
                 }
             }
+            FrameworkEvent::VoiceNetworkStats {
+                packets_lost,
+                jitter_ms,
+                rtt_ms,
+                ..
+            } => {
+                v.packets_lost_total
+                    .fetch_add(*packets_lost, Ordering::Relaxed);
+                v.jitter.observe(jitter_ms / 1000.0);
+                if let Some(rtt) = rtt_ms {
+                    v.rtt.observe(rtt / 1000.0);
+                }
+            }
             FrameworkEvent::VoiceTranscript {
                 role, interrupted, ..
             } if *interrupted && role == "agent" => {
@@ -257,6 +273,36 @@ impl Metrics {
             "# HELP roomkit_voice_barge_ins_total Agent replies cut off by the caller (talking over them, or hanging up).\n# TYPE roomkit_voice_barge_ins_total counter\nroomkit_voice_barge_ins_total {}",
             v.barge_ins_total.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP roomkit_voice_packets_lost_total Caller media packets lost on the network (RTP calls).\n# TYPE roomkit_voice_packets_lost_total counter\nroomkit_voice_packets_lost_total {}",
+            v.packets_lost_total.load(Ordering::Relaxed)
+        );
+        for (name, help, h) in [
+            (
+                "roomkit_voice_jitter_seconds",
+                "Interarrival jitter of a call's media at its end (RTP calls).",
+                &v.jitter,
+            ),
+            (
+                "roomkit_voice_rtt_seconds",
+                "Round trip time to a call's far end, from RTCP (RTP calls).",
+                &v.rtt,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let mut cumulative = 0;
+            for (le, n) in VOICE_BUCKETS.iter().zip(&h.buckets) {
+                cumulative += n.load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+            );
+        }
         let name = "roomkit_voice_turn_latency_seconds";
         let _ = writeln!(
             out,

@@ -184,7 +184,7 @@ async fn setup(
             return None;
         }
     };
-    let rtp_port = socket.local_addr().map(|a| a.port()).unwrap_or_default();
+    let rtp_port = socket.0.local_addr().map(|a| a.port()).unwrap_or_default();
     let local_tag = dialog::token();
     let mut media = MediaState {
         codec: offer.codec,
@@ -352,7 +352,7 @@ pub(crate) fn wire_call(
     invite: &SipMessage,
     dialog: &Dialog,
     local_tag: &str,
-    socket: tokio::net::UdpSocket,
+    sockets: (tokio::net::UdpSocket, Option<tokio::net::UdpSocket>),
     media: &MediaState,
 ) -> Option<(Call, MediaTask, Links)> {
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -401,11 +401,14 @@ pub(crate) fn wire_call(
         outbound: outbound_tx,
         stats: stats.clone(),
     };
+    let (socket, rtcp) = sockets;
     let task = MediaTask {
         socket,
+        rtcp,
         codec: media.codec,
         params: media.params.clone(),
         rtp_timeout: core.config.rtp_timeout,
+        rtcp_interval: core.config.rtcp_interval,
         events: events_tx.clone(),
         outbound: outbound_rx,
         control: control_rx,

@@ -24,6 +24,7 @@ pub mod jitter;
 pub mod media;
 pub mod message;
 pub mod outbound;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod ua;

@@ -38,7 +38,8 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::jitter::{Insert, JitterBuffer, Playout};
-use crate::rtp::{RtpHeader, RtpPacket, TelephoneEvent};
+use crate::rtcp::{self, ReceiverCounts, SenderInfo};
+use crate::rtp::{RtpError, RtpHeader, RtpPacket, TelephoneEvent};
 
 /// Outbound frames queued before the oldest is dropped (two seconds).
 const SEND_QUEUE: usize = 100;
@@ -266,12 +267,17 @@ enum Queued {
 pub struct MediaTask {
     /// The RTP socket.
     pub socket: UdpSocket,
+    /// The RTCP socket (the RTP port + 1), when it could be bound; reports
+    /// also arrive on the RTP socket when the peer multiplexes them.
+    pub rtcp: Option<UdpSocket>,
     /// The codec.
     pub codec: MediaCodec,
     /// Stream parameters.
     pub params: StreamParams,
     /// Peer silence that ends the call.
     pub rtp_timeout: Duration,
+    /// How often RTCP reports go out.
+    pub rtcp_interval: Duration,
     /// Caller audio and digits, to the voice session.
     pub events: mpsc::Sender<BackendEvent>,
     /// The voice session's commands.
@@ -322,13 +328,55 @@ impl MediaTask {
         let mut last_event: Option<u32> = None;
         let mut sending_event: Option<SendingEvent> = None;
         let mut logged_foreign = 0u64;
+        let mut counts = ReceiverCounts::default();
+        let (mut sent_packets, mut sent_octets) = (0u32, 0u32);
+        let rtcp_interval = self.rtcp_interval.max(Duration::from_millis(100));
+        let mut report =
+            tokio::time::interval_at(tokio::time::Instant::now() + rtcp_interval, rtcp_interval);
+        let mut rtcp_buf = vec![0u8; 1500];
+        let mut rtcp_out: Vec<u8> = Vec::with_capacity(128);
+        let mut rtcp_source: Option<SocketAddr> = None;
+        let cname = format!("roomkit-{ssrc:08x}");
         loop {
             tokio::select! {
+                received = recv_rtcp(self.rtcp.as_ref(), &mut rtcp_buf) => {
+                    let Some((n, from)) = received else { continue };
+                    if let Some(data) = rtcp_buf.get(..n)
+                        && self.on_rtcp(data, ssrc, &mut counts)
+                    {
+                        rtcp_source = Some(from);
+                    }
+                }
+                _ = report.tick() => {
+                    let target = rtcp_source.or_else(|| {
+                        self.params.send_to(source).map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
+                    });
+                    let jitter = jitter.jitter() as u32;
+                    let block = counts.block(jitter);
+                    let sender = (sent_packets > 0).then(|| SenderInfo {
+                        ntp: rtcp::ntp_of(std::time::SystemTime::now()),
+                        rtp_timestamp: timestamp,
+                        packets: sent_packets,
+                        octets: sent_octets,
+                    });
+                    rtcp::write(ssrc, sender.as_ref(), block.as_ref(), &cname, &mut rtcp_out);
+                    if let (Some(to), Some(socket)) = (target, self.rtcp.as_ref()) {
+                        let _ = socket.send_to(&rtcp_out, to).await;
+                    }
+                    self.stats.packets_lost.store(counts.lost().max(0) as u64, Ordering::Relaxed);
+                }
                 received = self.socket.recv_from(&mut buf) => {
                     let Ok((n, from)) = received else { continue };
                     let Some(data) = buf.get(..n) else { continue };
                     let packet = match RtpPacket::parse(data) {
                         Ok(p) => p,
+                        Err(RtpError::Rtcp(_)) => {
+                            // RTCP multiplexed on the RTP port (RFC 5761).
+                            if self.on_rtcp(data, ssrc, &mut counts) {
+                                rtcp_source = Some(from);
+                            }
+                            continue;
+                        }
                         Err(e) => {
                             RtpStats::bump(&self.rtp.bad_packets);
                             TransportStats::bump(&self.stats.bad_messages);
@@ -345,6 +393,9 @@ impl MediaTask {
                         continue;
                     }
                     let pt = packet.header.payload_type;
+                    if pt == self.params.payload_type || Some(pt) == self.params.telephone_event {
+                        counts.on_packet(packet.header.ssrc, packet.header.sequence);
+                    }
                     if pt == self.params.payload_type {
                         if jitter.insert(packet.header.sequence, packet.header.timestamp, packet.payload, Instant::now()) == Insert::Late {
                             RtpStats::bump(&self.rtp.late_packets);
@@ -385,10 +436,9 @@ impl MediaTask {
                         } else {
                             TransportStats::bump(&self.stats.frames_in);
                         }
-                        self.rtp.jitter_us.store(
-                            (jitter.jitter() * 1e6 / f64::from(self.codec.clock_rate())) as u64,
-                            Ordering::Relaxed,
-                        );
+                        let jitter_us = (jitter.jitter() * 1e6 / f64::from(self.codec.clock_rate())) as u64;
+                        self.rtp.jitter_us.store(jitter_us, Ordering::Relaxed);
+                        self.stats.jitter_us.store(jitter_us, Ordering::Relaxed);
                     }
                     if self.params.receive && last_rx.elapsed() > self.rtp_timeout {
                         tracing::info!(target: "roomkit.sip.media", call_id = %self.call_id, timeout_s = self.rtp_timeout.as_secs_f64(), "no RTP from the caller: ending the call");
@@ -430,6 +480,8 @@ impl MediaTask {
                                 header.marker = !talking;
                                 send(&self.socket, target, &header, &encoded, &mut packet, &self.rtp).await;
                                 seq = seq.wrapping_add(1);
+                                sent_packets = sent_packets.wrapping_add(1);
+                                sent_octets = sent_octets.wrapping_add(encoded.len() as u32);
                                 TransportStats::bump(&self.stats.frames_out);
                                 talking = true;
                             }
@@ -500,6 +552,37 @@ impl MediaTask {
                 },
             }
         }
+    }
+
+    /// Reads an RTCP compound packet: an SR's time for our next report
+    /// block, and the peer's report on our stream (round trip time).
+    /// Returns whether it was readable.
+    fn on_rtcp(&self, data: &[u8], ssrc: u32, counts: &mut ReceiverCounts) -> bool {
+        let reports = match rtcp::parse(data) {
+            Ok(r) => r,
+            Err(e) => {
+                RtpStats::bump(&self.rtp.bad_packets);
+                tracing::debug!(target: "roomkit.sip.media", call_id = %self.call_id, error = %e, "dropped an unreadable RTCP packet");
+                return false;
+            }
+        };
+        let now = rtcp::ntp_middle(rtcp::ntp_of(std::time::SystemTime::now()));
+        for report in reports {
+            if let Some(sender) = report.sender
+                && Some(report.ssrc) == counts.ssrc
+            {
+                counts.last_sr = Some((rtcp::ntp_middle(sender.ntp), Instant::now()));
+            }
+            for block in report.blocks.iter().filter(|b| b.ssrc == ssrc) {
+                if let Some(rtt) = rtcp::round_trip(block, now) {
+                    self.stats
+                        .rtt_us
+                        .store(rtt.as_micros() as u64, Ordering::Relaxed);
+                }
+                tracing::debug!(target: "roomkit.sip.media", call_id = %self.call_id, fraction_lost = block.fraction_lost, cumulative_lost = block.cumulative_lost, jitter = block.jitter, "RTCP report on our stream");
+            }
+        }
+        true
     }
 
     async fn wait_stop(mut self) -> String {
@@ -593,6 +676,14 @@ async fn send(
     }
     if socket.send_to(packet, target).await.is_ok() {
         RtpStats::bump(&rtp.packets_out);
+    }
+}
+
+/// The next datagram on the RTCP socket, or never when there is none.
+async fn recv_rtcp(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
     }
 }
 

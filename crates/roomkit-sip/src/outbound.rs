@@ -460,7 +460,7 @@ impl SipEndpoint {
         (
             SipMessage,
             SipMessage,
-            tokio::net::UdpSocket,
+            (tokio::net::UdpSocket, Option<tokio::net::UdpSocket>),
             MediaState,
             Option<(u32, bool)>,
         ),
@@ -471,7 +471,7 @@ impl SipEndpoint {
             .rtp_socket()
             .await
             .map_err(|e| DialError::Local(format!("no RTP port: {e}")))?;
-        let rtp_port = socket.local_addr().map(|a| a.port()).unwrap_or_default();
+        let rtp_port = socket.0.local_addr().map(|a| a.port()).unwrap_or_default();
         let offered: Vec<(MediaCodec, u8)> = core
             .config
             .codecs

@@ -83,6 +83,8 @@ pub struct SipConfig {
     pub rtp_ports: Option<(u16, u16)>,
     /// A call whose peer sends no RTP for this long is ended.
     pub rtp_timeout: Duration,
+    /// How often RTCP reports are sent (RFC 3550 recommends 5 s).
+    pub rtcp_interval: Duration,
     /// How long an inbound call rings (180) before it is answered.
     pub ring: Duration,
     /// Codecs offered and accepted, in preference order.
@@ -103,6 +105,7 @@ impl Default for SipConfig {
             advertise: None,
             rtp_ports: None,
             rtp_timeout: Duration::from_secs(30),
+            rtcp_interval: Duration::from_secs(5),
             ring: Duration::ZERO,
             codecs: default_codecs(),
             max_calls: 1000,
@@ -405,12 +408,30 @@ impl Core {
         }
     }
 
-    /// A UDP socket for a call's RTP, from the configured range (even
-    /// ports, RFC 3550 §11) or chosen by the system.
-    pub async fn rtp_socket(&self) -> std::io::Result<UdpSocket> {
+    /// The UDP sockets for a call's RTP and RTCP (the next port up), from
+    /// the configured range (even RTP ports, RFC 3550 §11) or chosen by the
+    /// system; the RTCP socket is `None` when its port is taken.
+    pub async fn rtp_socket(&self) -> std::io::Result<(UdpSocket, Option<UdpSocket>)> {
         let ip = self.local.ip();
         let Some((low, high)) = self.config.rtp_ports else {
-            return UdpSocket::bind(SocketAddr::new(ip, 0)).await;
+            // Look for a free pair a few times, then settle for RTP alone.
+            let mut last = None;
+            for _ in 0..8 {
+                let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+                let port = rtp.local_addr()?.port();
+                if let Some(next) = port.checked_add(1)
+                    && let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, next)).await
+                {
+                    return Ok((rtp, Some(rtcp)));
+                }
+                last = Some(rtp);
+            }
+            return match last {
+                Some(rtp) => Ok((rtp, None)),
+                None => UdpSocket::bind(SocketAddr::new(ip, 0))
+                    .await
+                    .map(|s| (s, None)),
+            };
         };
         let low = low + (low % 2);
         let span = usize::from(high.saturating_sub(low) / 2 + 1);
@@ -421,7 +442,11 @@ impl Core {
             };
             let port = low.saturating_add(offset);
             if let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, port)).await {
-                return Ok(socket);
+                let rtcp = match port.checked_add(1) {
+                    Some(p) => UdpSocket::bind(SocketAddr::new(ip, p)).await.ok(),
+                    None => None,
+                };
+                return Ok((socket, rtcp));
             }
         }
         Err(std::io::Error::new(

@@ -339,3 +339,71 @@ async fn wrong_credentials_fail_the_outbound_call_with_an_auth_error() {
     drop(sipp);
     let _ = RtpStats::get(&ua.rtp_stats().packets_in);
 }
+
+/// Two user agents of ours on loopback: an Opus call placed by one and
+/// answered by the other carries audio both ways, and each side's RTCP
+/// reports give the other a round trip time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_call_between_two_agents_carries_audio_and_measures_round_trip() {
+    use std::sync::atomic::Ordering;
+    let config = |codecs| SipConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rtcp_interval: Duration::from_millis(300),
+        codecs,
+        ..SipConfig::default()
+    };
+    let (callee, mut calls) = SipEndpoint::bind(config(vec![
+        roomkit_sip::MediaCodec::Opus,
+        roomkit_sip::MediaCodec::Pcmu,
+    ]))
+    .await
+    .unwrap();
+    let (caller, _unused) = SipEndpoint::bind(config(vec![roomkit_sip::MediaCodec::Opus]))
+        .await
+        .unwrap();
+    let mut request = DialRequest::new(format!("sip:agent@{}", callee.local_addr()));
+    request.from = Some("+15550111".into());
+    let outgoing = caller.dial(request).await.expect("answered");
+    let incoming = tokio::time::timeout(Duration::from_secs(5), calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    for call in [&outgoing, &incoming] {
+        assert_eq!(call.info.codec, "opus");
+        assert_eq!(call.info.format.sample_rate, 16_000);
+    }
+    // A 440 Hz tone from each side for two seconds.
+    let tone: Vec<i16> = (0..320)
+        .map(|i| ((i as f32 / 16_000.0 * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16)
+        .collect();
+    for call in [&outgoing, &incoming] {
+        let out = call.outbound.clone();
+        let frame = tone.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                if out.send(Outbound::Audio(frame.clone())).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let (out_stats, in_stats) = (outgoing.stats.clone(), incoming.stats.clone());
+    let hang = incoming.outbound.clone();
+    let listener = tokio::spawn(listen(outgoing, Duration::from_secs(6)));
+    let heard_in = tokio::spawn(listen(incoming, Duration::from_secs(6)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    hang.send(Outbound::HangUp).await.unwrap();
+    let heard_out = listener.await.unwrap();
+    let heard_in = heard_in.await.unwrap();
+    assert_eq!(heard_out.hang_up.as_deref(), Some("remote hangup"));
+    assert_eq!(heard_in.hang_up.as_deref(), Some("local hangup"));
+    for heard in [&heard_out, &heard_in] {
+        let level = rms(&heard.audio);
+        assert!(level > 3000.0, "tone heard at rms {level:.0}");
+    }
+    for stats in [&out_stats, &in_stats] {
+        let rtt = stats.rtt_us.load(Ordering::Relaxed);
+        assert!(rtt > 0 && rtt < 100_000, "round trip {rtt} us");
+        assert_eq!(stats.packets_lost.load(Ordering::Relaxed), 0);
+    }
+}

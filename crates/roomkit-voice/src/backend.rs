@@ -165,6 +165,14 @@ pub struct TransportStats {
     pub frames_in: AtomicU64,
     /// Outbound audio frames written to the transport.
     pub frames_out: AtomicU64,
+    /// Network packets of the caller's audio lost on the way (transports
+    /// that count them: RTP).
+    pub packets_lost: AtomicU64,
+    /// Interarrival jitter of the caller's audio, in microseconds (RTP).
+    pub jitter_us: AtomicU64,
+    /// Round trip time to the far end, in microseconds, 0 until measured
+    /// (RTCP).
+    pub rtt_us: AtomicU64,
 }
 
 impl TransportStats {

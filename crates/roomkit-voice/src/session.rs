@@ -265,6 +265,10 @@ fn push_words(out: &mut String, text: &str) {
     out.push_str(text);
 }
 
+/// Transports that measure the network (RTP): their calls report
+/// [`FrameworkEvent::VoiceNetworkStats`] at the end.
+const NETWORK_MEASURED: [&str; 2] = ["sip", "webrtc"];
+
 struct CallTask {
     shared: Arc<Shared>,
     main: Handle,
@@ -279,6 +283,8 @@ struct CallTask {
     shows_text: bool,
     pipeline: AudioPipeline,
     transport_rate: u32,
+    /// The transport's name (`sip`, `twilio`, ...).
+    transport_name: String,
     internal_rate: u32,
     frame_len: usize,
     /// Caller samples received, at the transport rate: the media clock.
@@ -519,6 +525,7 @@ pub(crate) async fn run_call(
         can_clear: call.capabilities.interruption,
         shows_text: call.capabilities.shows_text,
         transport_rate: transport.sample_rate,
+        transport_name: info.transport.clone(),
         internal_rate: internal.sample_rate,
         frame_len: (internal.sample_rate * settings.frame_ms / 1000) as usize,
         clock: 0,
@@ -1770,6 +1777,19 @@ impl CallTask {
             }
             self.fire(HookTrigger::OnRecordingStopped, payload);
         }
+        let packets_lost = TransportStats::get(&self.stats.packets_lost);
+        let jitter_us = TransportStats::get(&self.stats.jitter_us);
+        let rtt_us = TransportStats::get(&self.stats.rtt_us);
+        if NETWORK_MEASURED.contains(&self.transport_name.as_str()) {
+            self.kit
+                .emit_framework_event(FrameworkEvent::VoiceNetworkStats {
+                    session_id: self.session_id.clone(),
+                    room_id: self.room_id.clone(),
+                    packets_lost,
+                    jitter_ms: jitter_us as f64 / 1000.0,
+                    rtt_ms: (rtt_us > 0).then_some(rtt_us as f64 / 1000.0),
+                });
+        }
         self.kit
             .emit_framework_event(FrameworkEvent::VoiceSessionEnded {
                 session_id: self.session_id.clone(),
@@ -1782,6 +1802,9 @@ impl CallTask {
             dropped_outbound = TransportStats::get(&self.stats.dropped_outbound),
             dropped_stt = self.stt_feed.dropped(),
             sent_samples = self.sent,
+            packets_lost,
+            jitter_us,
+            rtt_us,
             "call ended");
     }
 }
