@@ -16,6 +16,7 @@ mod audio;
 mod common;
 mod inbound;
 mod server;
+mod sip_calls;
 mod soak;
 mod store;
 mod voice_calls;
@@ -26,7 +27,7 @@ fn main() -> std::process::ExitCode {
     let Some(workload) = args.first().cloned() else {
         eprintln!("usage: roomkit-bench <workload> [--key value ...]");
         eprintln!(
-            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load server_soak ai_single ai_multi analytics_call analytics_export voice_calls voice_memory"
+            "workloads: inbound_single inbound_multi memory_rooms audio_stages audio_chain store_append store_page_read server_ws_load server_soak ai_single ai_multi analytics_call analytics_export voice_calls voice_memory sip_calls"
         );
         return std::process::ExitCode::from(2);
     };

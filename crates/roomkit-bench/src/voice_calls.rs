@@ -75,6 +75,7 @@ pub fn run(workload: &str, opts: &Options) -> anyhow::Result<bool> {
             runtime.block_on(calls(opts))?;
         }
         "voice_server" => crate::voice_server::run(opts)?,
+        "sip_calls" => crate::sip_calls::run(opts)?,
         "voice_memory" => crate::voice_server::memory(opts)?,
         _ => return Ok(false),
     }
@@ -172,10 +173,11 @@ fn line_noise(amplitude: i64) -> Vec<String> {
     samples.chunks(FRAME_SAMPLES).map(encode).collect()
 }
 
-fn speech(opts: &Options) -> anyhow::Result<Speech> {
-    let noise: i64 = opts.num("noise", 0)?;
+/// The caller's utterance at 8 kHz (`--signal auto|espeak|synthetic`),
+/// and what made it.
+pub(crate) fn utterance(opts: &Options) -> anyhow::Result<(Vec<i16>, &'static str)> {
     let wanted = opts.get("signal").unwrap_or("auto");
-    let (samples, source) = match wanted {
+    Ok(match wanted {
         "synthetic" => (synthetic_speech(), "synthetic voiced signal"),
         "espeak" | "auto" => match espeak_speech()? {
             Some(s) => (s, "espeak-ng"),
@@ -183,7 +185,12 @@ fn speech(opts: &Options) -> anyhow::Result<Speech> {
             None => bail!("--signal espeak: espeak-ng is not on the PATH"),
         },
         other => bail!("--signal: {other:?} is not auto, espeak or synthetic"),
-    };
+    })
+}
+
+fn speech(opts: &Options) -> anyhow::Result<Speech> {
+    let noise: i64 = opts.num("noise", 0)?;
+    let (samples, source) = utterance(opts)?;
     let mut frames: Vec<String> = samples.chunks(FRAME_SAMPLES).map(encode).collect();
     if let Some(last) = samples.chunks(FRAME_SAMPLES).last()
         && last.len() < FRAME_SAMPLES

@@ -372,6 +372,13 @@ async fn serve(opts: &Options) -> anyhow::Result<()> {
             move |url, headers| verify_upgrade(&check_token, url, headers),
         )));
 
+    // `--sip ADDR`: calls also come in over SIP (the `sip_calls`
+    // workload); each gets a room of its own with the phone and the agent.
+    let sip = match opts.get("sip") {
+        Some(addr) => Some(start_sip(addr, calls, &kit, &voice).await?),
+        None => None,
+    };
+
     // Stdin closing asks for the report, then the shutdown.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -395,8 +402,27 @@ async fn serve(opts: &Options) -> anyhow::Result<()> {
                 )
             })
             .collect();
+        let rtp = sip.as_ref().map(|endpoint| {
+            use roomkit_sip::RtpStats;
+            let r = endpoint.rtp_stats();
+            let s = endpoint.stats();
+            let get =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            json!({
+                "packets_in": RtpStats::get(&r.packets_in),
+                "packets_out": RtpStats::get(&r.packets_out),
+                "late_packets": RtpStats::get(&r.late_packets),
+                "lost_packets": RtpStats::get(&r.lost_packets),
+                "concealed_frames": RtpStats::get(&r.concealed_frames),
+                "bad_packets": RtpStats::get(&r.bad_packets),
+                "foreign_packets": RtpStats::get(&r.foreign_packets),
+                "calls_established": get(&s.calls_established),
+                "calls_refused": get(&s.calls_refused),
+            })
+        });
         let report = json!({
             "report": "voice_server",
+            "rtp": rtp,
             "turn_metrics": std::mem::take(&mut *metrics.lock()),
             "framework_events_lagged": lagged.load(std::sync::atomic::Ordering::Relaxed),
             "fakes": fakes,
@@ -415,6 +441,55 @@ async fn serve(opts: &Options) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Binds the SIP user agent for `sip_calls` and hands its calls to the
+/// voice channel, each in a new room with the phone and the agent. Prints
+/// `roomkit sip on ADDR` before the HTTP line.
+async fn start_sip(
+    addr: &str,
+    calls: usize,
+    kit: &RoomKit,
+    voice: &VoiceChannel,
+) -> anyhow::Result<roomkit_sip::SipEndpoint> {
+    let config = roomkit_sip::SipConfig {
+        listen: addr.parse()?,
+        max_calls: calls + 16,
+        ..roomkit_sip::SipConfig::default()
+    };
+    let (endpoint, mut incoming) = roomkit_sip::SipEndpoint::bind(config).await?;
+    println!("roomkit sip on {}", endpoint.local_addr());
+    let (kit, voice) = (kit.clone(), voice.clone());
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some(mut call) = incoming.recv().await {
+            n += 1;
+            let room = roomkit_core::model::RoomId::from(format!("sip-{n}").as_str());
+            let created = kit
+                .create_room(roomkit_core::CreateRoom {
+                    id: Some(room.clone()),
+                    ..roomkit_core::CreateRoom::default()
+                })
+                .await;
+            if created.is_err() {
+                continue;
+            }
+            for ch in ["phone", "bot"] {
+                let _ = kit
+                    .attach_channel(
+                        &room,
+                        &roomkit_core::model::ChannelId::from(ch),
+                        roomkit_core::AttachOptions::default(),
+                    )
+                    .await;
+            }
+            call.info
+                .parameters
+                .insert("room_id".into(), room.to_string());
+            let _ = voice.start_call(call);
+        }
+    });
+    Ok(endpoint)
 }
 
 /// `voice_memory`: where a call's memory goes. Builds `--calls N` audio

@@ -22,6 +22,10 @@ pub const SLOTS: usize = 64;
 /// The most packets the buffer waits for before playing (300 ms of 20 ms
 /// packets).
 pub const MAX_TARGET: usize = 15;
+/// A packet this many sequence numbers behind playout is not late but a
+/// restarted stream (RFC 3550 A.1's misorder bound): the buffer starts
+/// over from it.
+pub const MAX_MISORDER: u64 = 100;
 /// Packets held beyond the target before the buffer starts skipping.
 const SKIP_MARGIN: usize = 3;
 /// Packets played between two skips.
@@ -174,25 +178,26 @@ impl JitterBuffer {
     /// Stores a packet that arrived at `arrival`.
     pub fn insert(&mut self, seq: u16, timestamp: u32, payload: &[u8], arrival: Instant) -> Insert {
         self.track_jitter(timestamp, arrival);
-        let ext = self.extend(seq);
+        let mut ext = self.extend(seq);
+        let mut outcome = Insert::Stored;
         if let Some(next) = self.next
             && ext < next
         {
-            self.stats.late += 1;
-            return Insert::Late;
+            if next - ext <= MAX_MISORDER {
+                self.stats.late += 1;
+                return Insert::Late;
+            }
+            // The sender started over (a new stream, a replayed one).
+            self.reset();
+            ext = self.extend(seq);
+            outcome = Insert::Resynced;
         }
-        let mut outcome = Insert::Stored;
         let floor = self.next.or_else(|| self.oldest_filled());
         if let Some(floor) = floor
             && ext >= floor + SLOTS as u64
         {
             // Too far ahead to fit: the stream jumped. Start over from it.
-            for s in &mut self.slots {
-                s.filled = false;
-            }
-            self.next = None;
-            self.filling = true;
-            self.highest = None;
+            self.reset();
             outcome = Insert::Resynced;
         }
         let slot = &mut self.slots[(ext % SLOTS as u64) as usize];
@@ -208,6 +213,17 @@ impl JitterBuffer {
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.stats.stored += 1;
         outcome
+    }
+
+    /// Forgets every packet and the playout position (a new stream), but
+    /// keeps the jitter estimate and the counters.
+    pub fn reset(&mut self) {
+        for s in &mut self.slots {
+            s.filled = false;
+        }
+        self.next = None;
+        self.highest = None;
+        self.filling = true;
     }
 
     fn oldest_filled(&self) -> Option<u64> {
@@ -402,6 +418,25 @@ mod tests {
         assert!(b.stats().underruns >= 1, "{:?}", b.stats());
         assert!(b.stats().skipped >= 1, "{:?}", b.stats());
         assert!(played > 250, "played {played}, {:?}", b.stats());
+    }
+
+    #[test]
+    fn a_stream_that_starts_over_is_followed() {
+        let t0 = Instant::now();
+        let at = |k: u64| t0 + Duration::from_millis(k * 20);
+        let mut b = JitterBuffer::new(8000);
+        for seq in 0u16..300 {
+            feed(&mut b, seq, at(u64::from(seq)));
+            assert!(matches!(b.pop(), Playout::Packet { .. } | Playout::Waiting));
+        }
+        // The sender restarts its sequence numbers (and timestamps).
+        assert_eq!(feed(&mut b, 0, at(300)), Insert::Resynced);
+        for seq in 1u16..4 {
+            assert_eq!(feed(&mut b, seq, at(300 + u64::from(seq))), Insert::Stored);
+        }
+        let played: Vec<Option<u8>> = (0..4).map(|_| payload_of(b.pop())).collect();
+        assert_eq!(played, vec![Some(0), Some(1), Some(2), Some(3)]);
+        assert_eq!(b.stats().late, 0);
     }
 
     #[test]

@@ -394,6 +394,11 @@ impl MediaTask {
                     }
                     let pt = packet.header.payload_type;
                     if pt == self.params.payload_type || Some(pt) == self.params.telephone_event {
+                        if counts.ssrc.is_some_and(|s| s != packet.header.ssrc) {
+                            // A new source (a transfer, a media server
+                            // switch): its numbering starts afresh.
+                            jitter.reset();
+                        }
                         counts.on_packet(packet.header.ssrc, packet.header.sequence);
                     }
                     if pt == self.params.payload_type {
