@@ -358,8 +358,11 @@ impl SipMessage {
                         reason: "a continuation line before any header".to_owned(),
                     });
                 };
-                last.1.push(' ');
-                last.1.push_str(line.trim());
+                let more = line.trim();
+                if !last.1.is_empty() && !more.is_empty() {
+                    last.1.push(' ');
+                }
+                last.1.push_str(more);
                 continue;
             }
             let (name, value) = line.split_once(':').ok_or_else(|| SipError::Header {
@@ -879,6 +882,15 @@ v=0\r";
             SipMessage::parse(b"SIP/2.0 99 Odd\r\n\r\n"),
             Err(SipError::StartLine(_))
         ));
+    }
+
+    #[test]
+    fn a_header_folded_onto_an_empty_value_round_trips() {
+        let text = "BYE sip:a@b SIP/2.0\r\nVia: x\r\nFrom:\n <sip:a@b>\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n";
+        let m = SipMessage::parse(text.as_bytes()).expect("parses");
+        assert_eq!(m.header("From"), Some("<sip:a@b>"));
+        let again = SipMessage::parse(&m.to_bytes()).expect("again");
+        assert_eq!(again.header("From"), Some("<sip:a@b>"));
     }
 
     #[test]
