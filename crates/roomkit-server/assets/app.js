@@ -217,7 +217,7 @@ class RoomKitMic extends AudioWorkletProcessor {
 }
 registerProcessor("roomkit-mic", RoomKitMic);
 `;
-const call = { ws: null, ctx: null, stream: null, node: null, next: 0, playing: [], interim: null, stats: { audioBytes: 0, audioFrames: 0, sentFrames: 0, transcripts: 0, errors: 0 } };
+const call = { ws: null, ctx: null, stream: null, node: null, pc: null, audio: null, statsTimer: null, next: 0, playing: [], interim: null, stats: { audioBytes: 0, audioFrames: 0, sentFrames: 0, transcripts: 0, errors: 0, rtcBytesReceived: 0, rtcPacketsReceived: 0, rtcAudioEnergy: 0, rtcPacketsSent: 0 } };
 window.roomkitCall = call.stats;
 
 function callStatus(text) { $("call-status").textContent = text; }
@@ -280,8 +280,82 @@ async function attachVoice(room) {
   }
 }
 
+// ---- WebRTC calls (`transport = "webrtc"`): the microphone goes out as an
+// Opus track of an RTCPeerConnection, with the browser's own echo
+// cancellation, noise suppression and gain control; the offer and answer
+// travel over /voice/webrtc/media, which stays open to hang up; the agent's
+// audio arrives as the remote track and plays in an <audio> element.
+async function startWebRtcCall() {
+  callUi(true);
+  callStatus("Starting the call…");
+  let pc;
+  try {
+    await attachVoice(state.room);
+    call.stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
+    pc = new RTCPeerConnection({ iceServers: [] });
+    call.pc = pc;
+    for (const track of call.stream.getAudioTracks()) pc.addTrack(track, call.stream);
+    pc.ontrack = (e) => {
+      const audio = document.createElement("audio");
+      audio.autoplay = true;
+      audio.srcObject = e.streams[0] || new MediaStream([e.track]);
+      call.audio = audio;
+      audio.play().catch(() => { /* autoplay may wait for a gesture */ });
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    // No trickle: wait for the host candidates (loopback and LAN are quick).
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") { resolve(); return; }
+      const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 2000);
+    });
+  } catch (e) { callStatus("Cannot start the call: " + e.message); endCall(); return; }
+  const params = new URLSearchParams();
+  if (key()) params.set("token", key());
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(proto + "//" + location.host + "/voice/webrtc/media?" + params);
+  call.ws = ws;
+  let opened = false;
+  ws.onopen = () => { opened = true; ws.send(JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, room_id: state.room, participant: me() })); };
+  ws.onmessage = async (m) => {
+    let msg;
+    try { msg = JSON.parse(m.data); } catch (e) { return; }
+    if (msg.type === "answer") {
+      try {
+        await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+        callStatus("In call (WebRTC)");
+        call.statsTimer = setInterval(webRtcStats, 500);
+      } catch (e) { call.stats.errors++; callStatus("Call error: " + e.message); }
+    } else if (msg.type === "ended") {
+      callStatus("Call ended (" + msg.reason + ")");
+    }
+  };
+  ws.onclose = () => {
+    if (call.ws !== ws) return;
+    if (!opened) callStatus("Cannot call: the server refused the media socket (no WebRTC voice channel, or a wrong key)");
+    else if (!$("call-status").textContent.startsWith("Call ended")) callStatus("Call ended");
+    endCall();
+  };
+}
+
+// What the peer connection received, for the page and for tests.
+async function webRtcStats() {
+  if (!call.pc) return;
+  const report = await call.pc.getStats();
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      call.stats.rtcBytesReceived = s.bytesReceived || 0;
+      call.stats.rtcPacketsReceived = s.packetsReceived || 0;
+      call.stats.rtcAudioEnergy = s.totalAudioEnergy || 0;
+    }
+    if (s.type === "outbound-rtp" && s.kind === "audio") call.stats.rtcPacketsSent = s.packetsSent || 0;
+  });
+}
+
 async function startCall() {
   if (call.ws || !state.room) return;
+  if ($("call-mode").value === "webrtc") { await startWebRtcCall(); return; }
   callUi(true);
   callStatus("Starting the call…");
   try {
@@ -342,6 +416,9 @@ function endCall() {
   if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify({ type: "stop" })); ws.close(); }
   clearPlayback();
   if (call.node) { call.node.port.onmessage = null; call.node.disconnect(); call.node = null; }
+  if (call.statsTimer) { clearInterval(call.statsTimer); call.statsTimer = null; }
+  if (call.pc) { call.pc.close(); call.pc = null; }
+  if (call.audio) { call.audio.srcObject = null; call.audio = null; }
   if (call.stream) { call.stream.getTracks().forEach((t) => t.stop()); call.stream = null; }
   if (call.ctx) { call.ctx.close(); call.ctx = null; }
   call.interim = null;

@@ -56,6 +56,15 @@ struct VoiceSection {
     stt_timeout_ms: Option<u64>,
     tts_timeout_ms: Option<u64>,
     sip: Option<crate::sip::SipSection>,
+    webrtc: Option<WebRtcSection>,
+}
+
+/// `[channels.webrtc]`: where browser media is received.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebRtcSection {
+    host: Option<String>,
+    public: Option<String>,
 }
 
 /// A voice channel, as validated.
@@ -79,6 +88,8 @@ pub struct VoiceSpec {
     pub agents: Vec<String>,
     /// The SIP user agent (`sip` only).
     pub sip: Option<crate::sip::SipSpec>,
+    /// Where browser media is received (`webrtc` only).
+    pub webrtc: Option<roomkit_webrtc::WebRtcConfig>,
 }
 
 /// What a Twilio voice channel places outbound calls with; missing pieces
@@ -118,15 +129,54 @@ pub(crate) fn parse(
     warnings: &mut Vec<String>,
 ) -> Result<VoiceSpec, ConfigError> {
     let mut s: VoiceSection = ctx.section(key, table)?;
-    if !["twilio", roomkit_voice::browser::TRANSPORT, SIP].contains(&s.transport.as_str()) {
+    if ![
+        "twilio",
+        roomkit_voice::browser::TRANSPORT,
+        SIP,
+        roomkit_webrtc::TRANSPORT,
+    ]
+    .contains(&s.transport.as_str())
+    {
         return Err(ctx.err(
             format!("{key}.transport"),
             format!(
-                "{:?} is not a voice transport of this build (twilio, browser, sip)",
+                "{:?} is not a voice transport of this build (twilio, browser, sip, webrtc)",
                 s.transport
             ),
         ));
     }
+    if s.transport != roomkit_webrtc::TRANSPORT && s.webrtc.is_some() {
+        return Err(ctx.err(
+            format!("{key}.webrtc"),
+            "is a setting of transport \"webrtc\" only",
+        ));
+    }
+    let webrtc = if s.transport == roomkit_webrtc::TRANSPORT {
+        let section = s.webrtc.take();
+        let ip =
+            |name: &str, value: Option<&String>| -> Result<Option<std::net::IpAddr>, ConfigError> {
+                value
+                    .map(|v| {
+                        v.parse().map_err(|_| {
+                            ctx.err(
+                                format!("{key}.webrtc.{name}"),
+                                format!("{v:?} is not an IP address"),
+                            )
+                        })
+                    })
+                    .transpose()
+            };
+        let mut config = roomkit_webrtc::WebRtcConfig::default();
+        if let Some(section) = &section {
+            if let Some(host) = ip("host", section.host.as_ref())? {
+                config.host = host;
+            }
+            config.public = ip("public", section.public.as_ref())?;
+        }
+        Some(config)
+    } else {
+        None
+    };
     if s.transport != SIP && s.sip.is_some() {
         return Err(ctx.err(
             format!("{key}.sip"),
@@ -220,6 +270,7 @@ pub(crate) fn parse(
         outbound,
         agents: s.agents.unwrap_or_default(),
         sip,
+        webrtc,
     })
 }
 
@@ -236,6 +287,8 @@ fn check_pipeline(
 ) -> Result<(), ConfigError> {
     let rates: &[u32] = if transport == roomkit_voice::browser::TRANSPORT {
         &[roomkit_voice::browser::SAMPLE_RATE]
+    } else if transport == roomkit_webrtc::TRANSPORT {
+        &[roomkit_webrtc::SAMPLE_RATE]
     } else if transport == SIP {
         // G.711 calls at 8 kHz, Opus calls at 16 kHz.
         &[8_000, 16_000]
@@ -501,6 +554,25 @@ pub fn build(spec: &VoiceSpec, browser: &BrowserAuth) -> anyhow::Result<BuiltVoi
         let media = Arc::new(VoiceMediaEndpoint::new(
             channel.clone(),
             Arc::new(roomkit_voice::browser::BrowserBackend::new()),
+            move |url, headers| {
+                open || (!keys.is_empty()
+                    && roomkit_voice::browser::authorize_api_key(&keys, url, headers))
+            },
+        ));
+        return Ok(BuiltVoice {
+            channel,
+            webhook: None,
+            media: Some(media),
+            dialer: None,
+        });
+    }
+    if let Some(config) = &spec.webrtc {
+        // Who may open a call: as for the browser socket.
+        let keys: Vec<String> = browser.key.iter().cloned().collect();
+        let open = browser.open;
+        let media = Arc::new(VoiceMediaEndpoint::new(
+            channel.clone(),
+            Arc::new(roomkit_webrtc::WebRtcBackend::new(config.clone())),
             move |url, headers| {
                 open || (!keys.is_empty()
                     && roomkit_voice::browser::authorize_api_key(&keys, url, headers))

@@ -31,6 +31,7 @@ mod voice_offline_example;
 mod voice_outbound;
 mod voice_sip;
 mod voice_twilio;
+mod voice_webrtc;
 mod ws;
 
 use std::process::Stdio;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::Server;
 use crate::browser::{Driver, eventually, find};
 
-fn missing(what: &str) {
+pub(crate) fn missing(what: &str) {
     assert!(
         std::env::var_os("CI").is_none() && std::env::var_os("ROOMKIT_TEST_REQUIRE_ALL").is_none(),
         "the browser voice test cannot run here (CI or ROOMKIT_TEST_REQUIRE_ALL): {what}"
@@ -38,7 +38,7 @@ fn run(program: &str, args: &[&str]) {
 
 /// The caller's question: espeak-ng speech, 48 kHz mono 16-bit, with
 /// silence around it so the VAD sees it start and end.
-fn speech_wav(text: &str) -> std::path::PathBuf {
+pub(crate) fn speech_wav(text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join("roomkit-serve-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let raw = dir.join(format!("speech-{}.wav", std::process::id()));
@@ -98,7 +98,7 @@ tts = { provider = "espeak" }
 vad = { provider = "webrtc" }
 "#;
 
-async fn script(d: &Driver, js: &str) -> Value {
+pub(crate) async fn script(d: &Driver, js: &str) -> Value {
     d.call(
         reqwest::Method::POST,
         "/execute/sync",
@@ -107,7 +107,7 @@ async fn script(d: &Driver, js: &str) -> Value {
     .await
 }
 
-async fn click(d: &Driver, css: &str) {
+pub(crate) async fn click(d: &Driver, css: &str) {
     let id = d.element(css).await;
     d.call(
         reqwest::Method::POST,
@@ -117,9 +117,84 @@ async fn click(d: &Driver, css: &str) {
     .await;
 }
 
+/// Chromium driven by chromedriver, headless, with `wav` as its fake
+/// microphone and `extra` flags; the chromedriver process lives as long as
+/// the returned child.
+pub(crate) async fn chromium(
+    chromium: &str,
+    chromedriver: &str,
+    wav: &std::path::Path,
+    extra: &[&str],
+) -> (Driver, tokio::process::Child) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let driver = tokio::process::Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let http = crate::client();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("chromedriver is ready", || {
+        let http = http.clone();
+        let url = format!("{base}/status");
+        async move {
+            match http.get(url).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let capture = format!("--use-file-for-fake-audio-capture={}", wav.display());
+    let mut args = vec![
+        "--headless".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-background-networking".into(),
+        "--use-fake-ui-for-media-stream".into(),
+        "--use-fake-device-for-media-stream".into(),
+        capture,
+        "--autoplay-policy=no-user-gesture-required".into(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        "binary": chromium,
+        "args": args}}}});
+    let created: Value = http
+        .post(format!("{base}/session"))
+        .json(&caps)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = created["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {created}"))
+        .to_owned();
+    (
+        Driver {
+            http,
+            base,
+            session,
+        },
+        driver,
+    )
+}
+
 #[tokio::test]
 async fn a_call_from_the_web_page_shows_the_transcript_and_plays_the_agent() {
-    let (Some(chromium), Some(chromedriver)) = (
+    let (Some(chromium_bin), Some(chromedriver)) = (
         find(&["chromium", "chromium-browser"]),
         find(&["chromedriver"]),
     ) else {
@@ -158,57 +233,8 @@ async fn a_call_from_the_web_page_shows_the_transcript_and_plays_the_agent() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_signature", "{body}");
 
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let _driver = tokio::process::Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromedriver starts");
-    let http = crate::client();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually("chromedriver is ready", || {
-        let http = http.clone();
-        let url = format!("{base}/status");
-        async move {
-            match http.get(url).send().await {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .is_ok_and(|v| v["value"]["ready"] == true),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
-    let capture = format!("--use-file-for-fake-audio-capture={}", wav.display());
-    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-        "binary": chromium,
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", capture,
-                 "--autoplay-policy=no-user-gesture-required"]}}}});
-    let created: Value = http
-        .post(format!("{base}/session"))
-        .json(&caps)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = created["value"]["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no session: {created}"))
-        .to_owned();
-    let d = Driver {
-        http: http.clone(),
-        base: base.clone(),
-        session,
-    };
+    let (d, _driver) = chromium(&chromium_bin, &chromedriver, &wav, &[]).await;
+    let (http, base) = (d.http.clone(), d.base.clone());
 
     // The key lives in the tab's sessionStorage, as the chat keeps it.
     d.call(
