@@ -32,7 +32,8 @@ pub mod ua;
 pub use media::{MediaCodec, RtpStats};
 pub use message::{Method, SipError, SipMessage};
 pub use outbound::{
-    Credentials, DialError, DialRequest, Registration, RegistrationHandle, RegistrationState,
+    Credentials, DialError, DialProgress, DialRequest, KeepAliveHandle, Reachability, Registration,
+    RegistrationHandle, RegistrationState,
 };
 pub use rtp::{RtpError, RtpHeader, RtpPacket, TelephoneEvent};
 pub use sdp::{SdpError, SessionDescription};

@@ -645,6 +645,138 @@ impl SipEndpoint {
     }
 }
 
+/// Whether a peer kept alive with OPTIONS answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not asked yet.
+    Unknown,
+    /// It answered (any final status: a peer that refuses OPTIONS is
+    /// still alive), with the round trip in milliseconds.
+    Reachable {
+        /// Status of its answer.
+        status: u16,
+        /// Round trip of the request.
+        rtt_ms: u64,
+    },
+    /// It did not answer, or could not be resolved.
+    Unreachable(String),
+}
+
+/// A peer kept alive with OPTIONS; dropping it stops the pings.
+#[derive(Debug)]
+pub struct KeepAliveHandle {
+    task: tokio::task::JoinHandle<()>,
+    state: Arc<std::sync::Mutex<Reachability>>,
+}
+
+impl KeepAliveHandle {
+    /// The last answer.
+    pub fn state(&self) -> Reachability {
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(Reachability::Unknown)
+    }
+}
+
+impl Drop for KeepAliveHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SipEndpoint {
+    /// Sends OPTIONS to `target` (`host[:port]`) every `interval`, keeping
+    /// NAT bindings open and telling whether the trunk is up (logged when
+    /// it changes).
+    pub fn keep_alive(
+        &self,
+        target: &str,
+        transport: Transport,
+        interval: Duration,
+    ) -> KeepAliveHandle {
+        let core = self.core.clone();
+        let target = target.to_owned();
+        let state = Arc::new(std::sync::Mutex::new(Reachability::Unknown));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let call_id = format!("{}@roomkit", dialog::token());
+            let mut cseq = 0u32;
+            let mut was_up: Option<bool> = None;
+            loop {
+                cseq += 1;
+                let started = Instant::now();
+                let outcome = ping(&core, &target, transport, &call_id, cseq).await;
+                let now = match outcome {
+                    Ok(status) => Reachability::Reachable {
+                        status,
+                        rtt_ms: started.elapsed().as_millis() as u64,
+                    },
+                    Err(e) => Reachability::Unreachable(e.to_string()),
+                };
+                let up = matches!(now, Reachability::Reachable { .. });
+                if was_up != Some(up) {
+                    if up {
+                        tracing::info!(target: "roomkit.sip", %target, state = ?now, "trunk reachable");
+                    } else {
+                        tracing::warn!(target: "roomkit.sip", %target, state = ?now, "trunk unreachable");
+                    }
+                    was_up = Some(up);
+                }
+                if let Ok(mut s) = shared.lock() {
+                    *s = now;
+                }
+                tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
+            }
+        });
+        KeepAliveHandle { task, state }
+    }
+}
+
+/// One OPTIONS transaction; the final status.
+async fn ping(
+    core: &Arc<Core>,
+    target: &str,
+    transport: Transport,
+    call_id: &str,
+    cseq: u32,
+) -> Result<u16, DialError> {
+    let addr = resolve(target).await?;
+    let peer = Peer { addr, transport };
+    let uri = format!("sip:{target}");
+    let from = format!("<sip:roomkit@{}>;tag={}", core.host_port(), dialog::token());
+    let to = format!("<{uri}>");
+    let request = new_request(
+        core,
+        Method::Options,
+        &Addressing {
+            uri: &uri,
+            from: &from,
+            to: &to,
+            call_id,
+        },
+        cseq,
+        transport,
+    );
+    let mut rx = loop {
+        if let Some(rx) = core.open_dialog(call_id) {
+            break rx;
+        }
+        core.close_dialog(call_id);
+    };
+    let result = transact(
+        core,
+        &request,
+        peer,
+        &mut rx,
+        Duration::from_secs(8),
+        &mut |_| {},
+    )
+    .await;
+    core.close_dialog(call_id);
+    result.map(|r| r.status().unwrap_or_default())
+}
+
 /// A binding to keep at a registrar.
 #[derive(Debug, Clone)]
 pub struct Registration {

@@ -407,3 +407,297 @@ async fn an_opus_call_between_two_agents_carries_audio_and_measures_round_trip()
         assert_eq!(stats.packets_lost.load(Ordering::Relaxed), 0);
     }
 }
+
+/// Sends the agent's audio (a tone) for `frames` frames, one every 20 ms
+/// as a voice session does.
+fn speak_tone(call: &Call, frames: usize) {
+    let out = call.outbound.clone();
+    tokio::spawn(async move {
+        let tone: Vec<i16> = (0..160)
+            .map(|i| ((i as f32 / 8000.0 * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16)
+            .collect();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..frames {
+            tick.tick().await;
+            if out.send(Outbound::Audio(tone.clone())).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Arrival times (since the start) of the RTP packets reaching `socket`.
+fn arrivals(socket: UdpSocket, limit: Duration) -> Vec<Duration> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut times = Vec::new();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < limit {
+        if let Ok((n, _)) = socket.recv_from(&mut buf)
+            && RtpPacket::parse(&buf[..n]).is_ok_and(|p| p.header.payload_type == 0)
+        {
+            times.push(start.elapsed());
+        }
+    }
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_puts_the_agent_on_hold_and_another_resumes_it() {
+    if !require_tools() {
+        return;
+    }
+    let dir = scratch_dir("hold");
+    let ear = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut scenario = Scenario::call(
+        "bot",
+        vec![
+            Step::Pause(Duration::from_millis(1000)),
+            Step::ReInvite {
+                direction: "sendonly",
+                answer: "recvonly",
+            },
+            Step::Pause(Duration::from_millis(2000)),
+            Step::ReInvite {
+                direction: "sendrecv",
+                answer: "sendrecv",
+            },
+            Step::Pause(Duration::from_millis(1500)),
+            Step::Bye,
+        ],
+    );
+    scenario.media_port = Some(ear.local_addr().unwrap().port());
+    let (ua, mut calls) = endpoint(Duration::ZERO).await;
+    let sipp = Sipp::call(&scenario.to_xml(), ua.local_addr(), &dir, &[]);
+    let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    speak_tone(&call, 300);
+    let ears = std::thread::spawn(move || arrivals(ear, Duration::from_secs(6)));
+    let heard = listen(call, Duration::from_secs(15)).await;
+    let times = ears.join().unwrap();
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}");
+    assert_eq!(heard.hang_up.as_deref(), Some("remote hangup"));
+    // Audio before the hold, none during it, audio again after it.
+    let gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "the longest pause in the agent's audio was {gap:?}"
+    );
+    let (first, last) = (times[0], times[times.len() - 1]);
+    assert!(first < Duration::from_millis(1200), "{first:?}");
+    assert!(last > Duration::from_millis(3500), "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_transfers_the_call_with_refer_and_it_ends_when_the_target_answers() {
+    if !require_tools() {
+        return;
+    }
+    let dir = scratch_dir("refer");
+    let scenario = Scenario::call(
+        "bot",
+        vec![Step::ExpectRefer {
+            timeout: Duration::from_secs(10),
+        }],
+    );
+    let (ua, mut calls) = endpoint(Duration::ZERO).await;
+    let sipp = Sipp::call(&scenario.to_xml(), ua.local_addr(), &dir, &[]);
+    let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    call.outbound
+        .send(Outbound::Transfer {
+            target: "+15559990000".into(),
+        })
+        .await
+        .unwrap();
+    let heard = listen(call, Duration::from_secs(15)).await;
+    assert_eq!(heard.hang_up.as_deref(), Some("transferred"), "{heard:?}");
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_tcp_is_answered_and_hung_up() {
+    if !require_tools() {
+        return;
+    }
+    let dir = scratch_dir("tcp");
+    let scenario = Scenario::call(
+        "bot",
+        vec![Step::Pause(Duration::from_millis(500)), Step::Bye],
+    );
+    let (ua, mut calls) = endpoint(Duration::ZERO).await;
+    let sipp = Sipp::call(&scenario.to_xml(), ua.local_addr(), &dir, &["-t", "t1"]);
+    let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .expect("the call arrives over TCP")
+        .unwrap();
+    let heard = listen(call, Duration::from_secs(10)).await;
+    assert_eq!(heard.hang_up.as_deref(), Some("remote hangup"));
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_interval_under_90_seconds_is_refused_with_422() {
+    if !require_tools() {
+        return;
+    }
+    let dir = scratch_dir("422");
+    let mut scenario = Scenario::call("bot", vec![]);
+    scenario.invite_headers = "Session-Expires: 30\nSupported: timer".into();
+    scenario.expect_refusal = Some(422);
+    let (ua, mut calls) = endpoint(Duration::ZERO).await;
+    let sipp = Sipp::call(&scenario.to_xml(), ua.local_addr(), &dir, &[]);
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}");
+    assert!(calls.try_recv().is_err());
+    assert_eq!(
+        ua.stats()
+            .calls_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_from_a_stranger_or_of_an_unknown_type_is_dropped_and_counted() {
+    if !require_tools() {
+        return;
+    }
+    let dir = scratch_dir("stranger");
+    let ear = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut scenario = Scenario::call(
+        "bot",
+        vec![Step::Pause(Duration::from_millis(2500)), Step::Bye],
+    );
+    scenario.media_port = Some(ear.local_addr().unwrap().port());
+    let (ua, mut calls) = endpoint(Duration::ZERO).await;
+    let sipp = Sipp::call(&scenario.to_xml(), ua.local_addr(), &dir, &[]);
+    let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let port = loop {
+        if let Some(p) = sipp.answered_media_port() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let packet = |pt: u8| {
+        let mut p = vec![0x80, pt, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
+        p.extend(std::iter::repeat_n(0xff, 160));
+        p
+    };
+    // Another host on loopback, and a payload type nobody negotiated.
+    let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for _ in 0..5 {
+        stranger.send_to(&packet(0), server).unwrap();
+        ear.send_to(&packet(96), server).unwrap();
+        ear.send_to(b"not rtp at all", server).unwrap();
+        ear.send_to(&vec![0x80; 3000], server).unwrap();
+    }
+    let heard = listen(call, Duration::from_secs(10)).await;
+    assert_eq!(heard.hang_up.as_deref(), Some("remote hangup"));
+    let stats = ua.rtp_stats();
+    assert_eq!(RtpStats::get(&stats.foreign_packets), 5);
+    assert_eq!(RtpStats::get(&stats.unknown_payload), 5);
+    assert!(RtpStats::get(&stats.bad_packets) >= 5);
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_answers_the_challenge_and_is_refreshed() {
+    if !require_tools() {
+        return;
+    }
+    let dir = scratch_dir("register");
+    let round = "  <recv request=\"REGISTER\"/>\n  <send>\n    <![CDATA[\n      SIP/2.0 401 Unauthorized\n      [last_Via:]\n      [last_From:]\n      [last_To:];tag=reg1\n      [last_Call-ID:]\n      [last_CSeq:]\n      WWW-Authenticate: Digest realm=\"roomkit.test\", nonce=\"n0nce\", qop=\"auth\"\n      Content-Length: 0\n    ]]>\n  </send>\n  <recv request=\"REGISTER\" check_it=\"true\">\n    <action>\n      <verifyauth assign_to=\"ok\" username=\"agent\" password=\"pw\"/>\n    </action>\n  </recv>\n  <nop test=\"ok\" next=\"good\"/>\n  <send next=\"end\">\n    <![CDATA[\n      SIP/2.0 403 Forbidden\n      [last_Via:]\n      [last_From:]\n      [last_To:];tag=reg1\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n    ]]>\n  </send>\n  <label id=\"good\"/>\n  <send>\n    <![CDATA[\n      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:];tag=reg1\n      [last_Call-ID:]\n      [last_CSeq:]\n      [last_Contact:]\n      Expires: 2\n      Content-Length: 0\n    ]]>\n  </send>\n";
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"registrar\">\n{}{}  <label id=\"end\"/>\n</scenario>\n",
+        round,
+        round
+            .replace("\"good\"", "\"good2\"")
+            .replace("\"end\"", "\"end\"")
+    );
+    let sipp = Sipp::answer(&xml, &dir, &[]);
+    let (ua, _calls) = endpoint(Duration::ZERO).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let handle = ua.register(roomkit_sip::Registration {
+        registrar: format!("127.0.0.1:{}", sipp.sip_port),
+        domain: Some("roomkit.test".into()),
+        user: "agent".into(),
+        transport: Transport::Udp,
+        credentials: Some(Credentials {
+            username: "agent".into(),
+            password: "pw".into(),
+        }),
+        expires: 2,
+    });
+    // Registered, then refreshed after half the lifetime: SIPp ends after
+    // the second round.
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}");
+    assert_eq!(
+        handle.state(),
+        roomkit_sip::RegistrationState::Registered { expires: 2 }
+    );
+}
+
+/// OPTIONS keep-alives tell a live trunk from a dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_keep_alives_tell_a_live_trunk_from_a_dead_one() {
+    let (trunk, _calls) = endpoint(Duration::ZERO).await;
+    let (ua, _unused) = endpoint(Duration::ZERO).await;
+    let alive = ua.keep_alive(
+        &trunk.local_addr().to_string(),
+        Transport::Udp,
+        Duration::from_secs(1),
+    );
+    // A port nobody answers on.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = ua.keep_alive(
+        &silent.local_addr().unwrap().to_string(),
+        Transport::Udp,
+        Duration::from_secs(1),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (a, d) = (alive.state(), dead.state());
+        if matches!(a, roomkit_sip::Reachability::Reachable { status: 200, .. })
+            && matches!(d, roomkit_sip::Reachability::Unreachable(_))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alive: {a:?}, dead: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -244,6 +244,22 @@ pub enum Step {
         /// How long to wait for it.
         timeout: Duration,
     },
+    /// Send a re-INVITE offering `direction` (`sendonly` puts the peer on
+    /// hold, `sendrecv` resumes), check that the 200's SDP answers with
+    /// `answer`, and ACK it.
+    ReInvite {
+        /// The offered direction.
+        direction: &'static str,
+        /// The direction the answer must carry.
+        answer: &'static str,
+    },
+    /// Wait for a REFER (blind transfer), accept it (202), report the
+    /// transfer target's answer in a NOTIFY (`SIP/2.0 200 OK`), then wait
+    /// for the BYE that ends the call.
+    ExpectRefer {
+        /// How long to wait for the REFER.
+        timeout: Duration,
+    },
 }
 
 /// A UAC scenario: INVITE (offering PCMU and telephone events, media at
@@ -259,6 +275,11 @@ pub struct Scenario {
     pub media_ip: Option<String>,
     /// Cancel after the 180 instead of waiting for the answer.
     pub cancel_after_ringing: bool,
+    /// More header lines for the INVITE (`Session-Expires: 90\n`).
+    pub invite_headers: String,
+    /// The final answer expected instead of 200 (the INVITE is then only
+    /// acknowledged).
+    pub expect_refusal: Option<u16>,
     /// What to do once the call is up.
     pub steps: Vec<Step>,
 }
@@ -271,6 +292,8 @@ impl Scenario {
             media_port: None,
             media_ip: None,
             cancel_after_ringing: false,
+            invite_headers: String::new(),
+            expect_refusal: None,
             steps,
         }
     }
@@ -299,11 +322,24 @@ impl Scenario {
         let mut x = String::from(
             "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"roomkit test call\">\n",
         );
+        let extra: String = self
+            .invite_headers
+            .lines()
+            .map(|l| format!("      {l}\n"))
+            .collect();
         x.push_str(&format!(
-            "  <send retrans=\"500\">\n    <![CDATA[\n      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}      Content-Type: application/sdp\n      Content-Length: [len]\n\n      v=0\n      o=sipp 1 1 IN IP4 {ip}\n      s=-\n      c=IN IP4 {ip}\n      t=0 0\n      m=audio {port} RTP/AVP 0 101\n      a=rtpmap:0 PCMU/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-16\n      a=ptime:20\n    ]]>\n  </send>\n",
+            "  <send retrans=\"500\">\n    <![CDATA[\n      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}{extra}      Content-Type: application/sdp\n      Content-Length: [len]\n\n      v=0\n      o=sipp 1 1 IN IP4 {ip}\n      s=-\n      c=IN IP4 {ip}\n      t=0 0\n      m=audio {port} RTP/AVP 0 101\n      a=rtpmap:0 PCMU/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-16\n      a=ptime:20\n    ]]>\n  </send>\n",
             Self::headers("1 INVITE")
         ));
         x.push_str("  <recv response=\"100\" optional=\"true\"/>\n");
+        if let Some(code) = self.expect_refusal {
+            x.push_str(&format!("  <recv response=\"{code}\"/>\n"));
+            x.push_str(&format!(
+                "  <send>\n    <![CDATA[\n      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}      Content-Length: 0\n    ]]>\n  </send>\n</scenario>\n",
+                Self::headers("1 ACK")
+            ));
+            return x.replace("[service]", &self.service);
+        }
         if self.cancel_after_ringing {
             x.push_str("  <recv response=\"180\"/>\n");
             x.push_str(&format!(
@@ -323,6 +359,7 @@ impl Scenario {
             "  <send>\n    <![CDATA[\n      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}      Content-Length: 0\n    ]]>\n  </send>\n",
             Self::headers("1 ACK")
         ));
+        let mut cseq = 1u32;
         for step in &self.steps {
             match step {
                 Step::PlayPcap(path) => x.push_str(&format!(
@@ -335,8 +372,40 @@ impl Scenario {
                 Step::Bye => {
                     x.push_str(&format!(
                         "  <send retrans=\"500\">\n    <![CDATA[\n      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}      Content-Length: 0\n    ]]>\n  </send>\n  <recv response=\"200\"/>\n",
-                        Self::headers("2 BYE")
+                        Self::headers(&{
+                            cseq += 1;
+                            format!("{cseq} BYE")
+                        })
                     ));
+                }
+                Step::ReInvite { direction, answer } => {
+                    cseq += 1;
+                    x.push_str(&format!(
+                        "  <send retrans=\"500\">\n    <![CDATA[\n      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}      Content-Type: application/sdp\n      Content-Length: [len]\n\n      v=0\n      o=sipp 1 2 IN IP4 {ip}\n      s=-\n      c=IN IP4 {ip}\n      t=0 0\n      m=audio {port} RTP/AVP 0 101\n      a=rtpmap:0 PCMU/8000\n      a=rtpmap:101 telephone-event/8000\n      a={direction}\n    ]]>\n  </send>\n",
+                        Self::headers(&format!("{cseq} INVITE"))
+                    ));
+                    x.push_str(&format!(
+                        "  <recv response=\"200\">\n    <action>\n      <ereg regexp=\"a={answer}\" search_in=\"body\" check_it=\"true\" assign_to=\"answered\"/>\n    </action>\n  </recv>\n  <Reference variables=\"answered\"/>\n"
+                    ));
+                    x.push_str(&format!(
+                        "  <send>\n    <![CDATA[\n      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}      Content-Length: 0\n    ]]>\n  </send>\n",
+                        Self::headers(&format!("{cseq} ACK"))
+                    ));
+                }
+                Step::ExpectRefer { timeout } => {
+                    let ok = "  <send>\n    <![CDATA[\n      SIP/2.0 STATUS\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n    ]]>\n  </send>\n";
+                    x.push_str(&format!(
+                        "  <recv request=\"REFER\" timeout=\"{}\">\n    <action>\n      <ereg regexp=\"sip:[^>]*\" search_in=\"hdr\" header=\"Refer-To:\" check_it=\"true\" assign_to=\"target\"/>\n    </action>\n  </recv>\n  <Reference variables=\"target\"/>\n",
+                        timeout.as_millis()
+                    ));
+                    x.push_str(&ok.replace("STATUS", "202 Accepted"));
+                    cseq += 1;
+                    x.push_str(&format!(
+                        "  <send retrans=\"500\">\n    <![CDATA[\n      NOTIFY sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}      Event: refer\n      Subscription-State: terminated;reason=noresource\n      Content-Type: message/sipfrag;version=2.0\n      Content-Length: [len]\n\n      SIP/2.0 200 OK\n    ]]>\n  </send>\n  <recv response=\"200\"/>\n",
+                        Self::headers(&format!("{cseq} NOTIFY"))
+                    ));
+                    x.push_str("  <recv request=\"BYE\" timeout=\"10000\"/>\n");
+                    x.push_str(&ok.replace("STATUS", "200 OK"));
                 }
                 Step::ExpectBye { timeout } => {
                     x.push_str(&format!(

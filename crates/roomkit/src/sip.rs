@@ -54,6 +54,7 @@ struct TrunkSection {
     register: Option<bool>,
     register_expires_s: Option<u32>,
     domain: Option<String>,
+    keepalive_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +84,8 @@ pub struct TrunkSpec {
     pub register_expires: u32,
     /// The registration's domain.
     pub domain: Option<String>,
+    /// OPTIONS pings to the proxy at this interval, when set.
+    pub keepalive: Option<Duration>,
 }
 
 /// Where calls to a number or user go.
@@ -251,6 +254,13 @@ pub(crate) fn parse(
             register,
             register_expires: t.register_expires_s.unwrap_or(3600).max(60),
             domain: t.domain,
+            keepalive: match t.keepalive_s {
+                Some(0) => {
+                    return Err(ctx.err(format!("{tkey}.keepalive_s"), "must be more than 0"));
+                }
+                Some(s) => Some(Duration::from_secs(s)),
+                None => None,
+            },
         });
     }
     let routes = s
@@ -313,6 +323,7 @@ pub struct SipRuntime {
     /// The dialer for `POST /voice/calls`.
     pub dialer: Arc<dyn CallDialer>,
     _registrations: Vec<RegistrationHandle>,
+    _keep_alives: Vec<roomkit_sip::KeepAliveHandle>,
 }
 
 /// Puts a call in its route's room: the named room (created and given the
@@ -399,6 +410,14 @@ pub async fn start(
             expires: trunk.register_expires,
         }));
     }
+    let keep_alives = spec
+        .trunks
+        .iter()
+        .filter_map(|t| {
+            t.keepalive
+                .map(|every| endpoint.keep_alive(&t.proxy, t.transport, every))
+        })
+        .collect();
     let routes = spec.routes.clone();
     let accept_channel = channel.clone();
     tokio::spawn(async move {
@@ -439,6 +458,7 @@ pub async fn start(
         endpoint,
         dialer,
         _registrations: registrations,
+        _keep_alives: keep_alives,
     })
 }
 
