@@ -146,11 +146,14 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     // Setup and warm-up, then the measured window.
     tokio::time::sleep(Duration::from_secs(setup_s + warmup)).await;
     let load_start = load_average();
+    let sipp_pid = sipp.id().unwrap_or(0);
+    let sipp_cpu0 = cpu_seconds_of(sipp_pid);
     let (cpu0, steal0) = (cpu_seconds_of(pid), steal_ticks());
     let t0 = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let wall = t0.elapsed().as_secs_f64();
     let (cpu1, steal1) = (cpu_seconds_of(pid), steal_ticks());
+    let sipp_cores = (cpu_seconds_of(sipp_pid) - sipp_cpu0) / wall;
     let rss_busy = rss_of(pid);
     let load_end = load_average();
 
@@ -190,6 +193,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
         "calls_refused": rtp["calls_refused"],
         "turns": report["turn_metrics"].as_array().map_or(0, Vec::len),
         "sipp_clean_exit": sipp_ok,
+        "caller_cores": (sipp_cores * 1000.0).round() / 1000.0,
         "host_steal_core_percent": round1(steal * 100.0),
         "load_average_start": load_start,
         "load_average_end": load_end,
