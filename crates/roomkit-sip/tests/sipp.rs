@@ -699,3 +699,40 @@ async fn options_keep_alives_tell_a_live_trunk_from_a_dead_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Digits the agent sends leave as RFC 4733 events and arrive as digits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digits_sent_by_one_agent_arrive_as_digits_at_the_other() {
+    let (callee, mut calls) = endpoint(Duration::ZERO).await;
+    let (caller, _unused) = endpoint(Duration::ZERO).await;
+    let outgoing = caller
+        .dial(DialRequest::new(format!(
+            "sip:agent@{}",
+            callee.local_addr()
+        )))
+        .await
+        .expect("answered");
+    let incoming = tokio::time::timeout(Duration::from_secs(5), calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outgoing.capabilities.dtmf_signaling);
+    // Some audio first, so the far side's stream has started.
+    speak_tone(&outgoing, 20);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for digit in ['5', '#'] {
+        outgoing
+            .outbound
+            .send(Outbound::Dtmf {
+                digit,
+                duration_ms: 100,
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    outgoing.outbound.send(Outbound::HangUp).await.unwrap();
+    let heard = listen(incoming, Duration::from_secs(5)).await;
+    assert_eq!(heard.digits, vec!['5', '#'], "{heard:?}");
+    assert_eq!(heard.hang_up.as_deref(), Some("remote hangup"));
+}

@@ -437,3 +437,201 @@ agent_id = "phone-bot"
         "the recording holds {recorded_ms} ms of a {call_ms} ms call"
     );
 }
+
+/// `POST /voice/calls` on a SIP channel calls through the trunk: the trunk
+/// (a SIPp UAS) challenges with digest, the server answers with the
+/// credentials from the environment, the REST call returns once the phone
+/// rings, and the answered call joins the room until the callee hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_outbound_call_goes_through_the_trunk_with_digest_authentication() {
+    if !sipp_present() {
+        return missing("sipp, espeak-ng and sox are needed for the SIP call");
+    }
+    let dir = scratch_dir("serve-sip-outbound");
+    let trunk = Sipp::answer(
+        &roomkit_testkit::sipp::uas_xml(
+            Some(("trunk-user", "trunk-secret")),
+            Some(Duration::from_secs(3)),
+        ),
+        &dir,
+        &[],
+    );
+    let sip_port = free_udp_port();
+    let extra = format!(
+        r#"
+[channels.sip]
+listen = "127.0.0.1:{sip_port}"
+
+[[channels.sip.trunks]]
+name = "test-trunk"
+proxy = "127.0.0.1:{}"
+username_env = "TRUNK_USER"
+password_env = "TRUNK_PASSWORD"
+from = "+15550001111"
+"#,
+        trunk.sip_port
+    );
+    let (stt, tts, fakes) = deepgram_and_elevenlabs().await;
+    let setup = setup_transport(
+        "sip",
+        &stt,
+        &tts,
+        fakes,
+        &extra,
+        &[
+            ("TRUNK_USER", "trunk-user"),
+            ("TRUNK_PASSWORD", "trunk-secret"),
+        ],
+    )
+    .await;
+    let s = &setup.s;
+    let (status, body) = s
+        .call(
+            "POST",
+            "/voice/calls",
+            Some(json!({"channel_id": "phone", "to": "+15557654321", "room_id": ROOM})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}; log: {}", s.log());
+    // The trunk answers right after ringing: either may be the news.
+    assert!(
+        body["status"] == "ringing" || body["status"] == "in-progress",
+        "{body}"
+    );
+    assert_eq!(body["from"], "+15550001111", "{body}");
+    assert!(
+        body["call_sid"].as_str().is_some_and(|c| !c.is_empty()),
+        "{body}"
+    );
+
+    // The answered call joins the room, and ends when the trunk hangs up.
+    let done = tokio::task::spawn_blocking(move || trunk.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}; log: {}", s.log());
+    let timeline = s.timeline(ROOM).await;
+    let started = timeline
+        .iter()
+        .find(|e| e["content"]["code"] == "session_started")
+        .unwrap_or_else(|| panic!("no call in the room: {timeline:?}"));
+    assert_eq!(started["content"]["data"]["transport"], "sip", "{started}");
+    assert_eq!(
+        started["content"]["data"]["to"], "+15557654321",
+        "{started}"
+    );
+}
+
+/// A trunk that refuses the credentials is the REST caller's 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_a_502_naming_the_sip_status() {
+    if !sipp_present() {
+        return missing("sipp, espeak-ng and sox are needed for the SIP call");
+    }
+    let dir = scratch_dir("serve-sip-outbound-bad");
+    let trunk = Sipp::answer(
+        &roomkit_testkit::sipp::uas_xml(Some(("trunk-user", "trunk-secret")), None),
+        &dir,
+        &[],
+    );
+    let sip_port = free_udp_port();
+    let extra = format!(
+        r#"
+[channels.sip]
+listen = "127.0.0.1:{sip_port}"
+
+[[channels.sip.trunks]]
+name = "test-trunk"
+proxy = "127.0.0.1:{}"
+username_env = "TRUNK_USER"
+password_env = "TRUNK_PASSWORD"
+"#,
+        trunk.sip_port
+    );
+    let (stt, tts, fakes) = deepgram_and_elevenlabs().await;
+    let setup = setup_transport(
+        "sip",
+        &stt,
+        &tts,
+        fakes,
+        &extra,
+        &[("TRUNK_USER", "trunk-user"), ("TRUNK_PASSWORD", "wrong")],
+    )
+    .await;
+    let (status, body) = setup
+        .s
+        .call(
+            "POST",
+            "/voice/calls",
+            Some(json!({"channel_id": "phone", "to": "+15557654321", "room_id": ROOM})),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("403"),
+        "{body}"
+    );
+}
+
+/// `examples/sip-offline.toml` starts with its SIP address taken from
+/// `ROOMKIT_SIP_LISTEN` and answers any INVITE with the offline agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sip_offline_example_answers_an_invite_at_roomkit_sip_listen() {
+    if !sipp_present() {
+        return missing("sipp, espeak-ng and sox are needed for the SIP call");
+    }
+    let offline = roomkit_voice::registry::STT_PROVIDERS.contains(&"pocketsphinx")
+        && roomkit_voice::registry::TTS_PROVIDERS.contains(&"espeak");
+    if !offline {
+        return missing("this build has no offline speech providers (scripts/test turns them on)");
+    }
+    let dir = scratch_dir("serve-sip-example");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sip-offline.toml");
+    let sip_port = free_udp_port();
+    let listen = format!("127.0.0.1:{sip_port}");
+    let store = format!("sqlite://{}", dir.join("example.db").display());
+    let s = crate::Server::start_with(
+        &["--config", example.to_str().unwrap(), "--store", &store],
+        &[("ROOMKIT_SIP_LISTEN", listen.as_str())],
+    )
+    .await;
+    let question = speech_8k("hello", &dir);
+    let pcap = dir.join("hello.pcap");
+    write_rtp_pcap(&pcap, &g711_packets(&question, 9), 6000, 7000);
+    let scenario = Scenario::call(
+        "agent",
+        vec![
+            Step::PlayPcap(pcap),
+            Step::Pause(Duration::from_secs(4)),
+            Step::Bye,
+        ],
+    );
+    let sipp = Sipp::call(&scenario.to_xml(), listen.parse().unwrap(), &dir, &[]);
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}; log: {}", s.log());
+    // The call got a room of its own with the agent in it.
+    let rooms = s.ok("GET", "/rooms?limit=100", None).await;
+    let mut found = false;
+    for room in rooms["items"].as_array().cloned().unwrap_or_default() {
+        let id = room["id"].as_str().unwrap_or_default().to_owned();
+        let timeline = s.timeline(&id).await;
+        let called = timeline.iter().any(|e| {
+            e["content"]["code"] == "session_started" && e["content"]["data"]["transport"] == "sip"
+        });
+        let agent = timeline.iter().any(|e| {
+            e["content"]["code"] == "channel_attached"
+                && e["content"]["data"]["channel_id"] == "bot"
+        });
+        found |= called && agent;
+    }
+    assert!(
+        found,
+        "no room with the SIP call and the agent: {rooms}; log: {}",
+        s.log()
+    );
+}
