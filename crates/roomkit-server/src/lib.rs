@@ -402,6 +402,10 @@ fn routes() -> Router<AppState> {
         .route("/ws/{room_id}", get(ws::upgrade))
         .route("/voice/{provider}/media", get(voice::media))
         .route("/voice/calls", post(voice::create_call))
+        .route(
+            "/voice/calls/{call_sid}/transfer",
+            post(voice::transfer_call),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

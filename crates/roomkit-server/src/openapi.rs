@@ -145,6 +145,7 @@ pub const ROUTES: &[RouteDoc] = &[
         authenticated: false,
     },
     route!("post" "/voice/calls" "create_call" "Place an outbound call through a voice channel (Twilio: the Calls API). The answered call joins `room_id`, or a room created for it (with the voice channel attached); the provider is told to fetch the channel's voice webhook with the room in its URL. 404 for an unknown channel or room, 422 for a channel that cannot place calls or lacks the settings (`outbound_not_configured`), 502 `provider_error` when the provider refuses or cannot be reached (the room created for the call is removed again).", body: Some("CreateCall"), ok: 201 Some("CallCreated"), query: &[], errors: &[400, 403, 404, 413, 422, 502, 503]),
+    route!("post" "/voice/calls/{call_sid}/transfer" "transfer_call" "Hand a running call to another number or `sip:` address (a blind transfer; SIP calls send REFER and end when the target answers). 202 once asked; 404 for an unknown channel or call, 422 for a transport that cannot transfer.", body: Some("TransferCall"), ok: 202 Some("TransferAsked"), query: &[], errors: &[400, 403, 404, 413, 422, 502]),
     route!("get" "/ws/{room_id}" "websocket" "WebSocket connection to a room (HTTP 101 upgrade). See the WebSocket protocol in the API guide.", body: None, ok: 101 None,
         query: &[("channel_id", "The attached websocket channel (required)."), ("participant_id", "Participant the connection sends as."), ("after_index", "Replay what came after this index, then go live."), ("token", "The API key, for clients that cannot set headers.")], errors: &[400]),
 ];
@@ -272,6 +273,10 @@ fn schemas() -> Value {
         "CallCreated": object(json!({"call_sid": s("string"), "status": s("string"), "room_id": s("string"), "room_created": s("boolean"),
             "channel_id": s("string"), "to": s("string"), "from": s("string")}),
             &["call_sid", "status", "room_id", "room_created", "channel_id", "to", "from"], false),
+        "TransferCall": object(json!({"channel_id": s("string"), "to": {"type": "string", "description": "E.164 number, or a sip: address"}}),
+            &["channel_id", "to"], true),
+        "TransferAsked": object(json!({"call_sid": s("string"), "to": s("string"), "status": s("string")}),
+            &["call_sid", "to", "status"], false),
         "ChannelPage": page("Channel"),
         "RoomPage": page("Room"),
         "BindingPage": page("ChannelBinding"),

@@ -259,6 +259,69 @@ pub struct CreateCallBody {
     pub metadata: Option<Map<String, Value>>,
 }
 
+/// Body of `POST /voice/calls/{call_sid}/transfer`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    /// The voice channel the call runs on.
+    pub channel_id: String,
+    /// Where to hand the call: a number or a `sip:` address.
+    pub to: String,
+}
+
+/// `POST /voice/calls/{call_sid}/transfer`: hands a running call to another
+/// number or address (a blind transfer: SIP REFER); the call ends when the
+/// target answers. 202 once asked.
+pub async fn transfer_call(
+    State(state): State<AppState>,
+    axum::extract::Path(call_sid): axum::extract::Path<String>,
+    StrictJson(body): StrictJson<TransferBody>,
+) -> Result<Response, ApiError> {
+    ids::check("channel_id", &body.channel_id)?;
+    address("to", &body.to)?;
+    if call_sid.is_empty() || call_sid.len() > 256 || call_sid.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "invalid call id: 1 to 256 printable characters",
+        ));
+    }
+    let channel = ChannelId::from(body.channel_id.as_str());
+    let Some(dialer) = state
+        .dialers
+        .iter()
+        .find(|d| *d.channel_id() == channel)
+        .cloned()
+    else {
+        return Err(ApiError::not_found(
+            "channel_not_found",
+            format!("no voice channel {channel} that places calls is configured on this server"),
+        ));
+    };
+    match dialer.transfer(&call_sid, &body.to).await {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(
+                serde_json::json!({"call_sid": call_sid, "to": body.to, "status": "transferring"}),
+            ),
+        )
+            .into_response()),
+        Err(DialError::UnknownCall(_)) => Err(ApiError::not_found(
+            "call_not_found",
+            format!("no call {call_sid} is running on channel {channel}"),
+        )),
+        Err(e @ DialError::NotConfigured(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channel_rejected",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "provider_error",
+            e.to_string(),
+        )),
+    }
+}
+
 /// Answer of `POST /voice/calls`.
 #[derive(Debug, Serialize)]
 pub struct CreatedCall {

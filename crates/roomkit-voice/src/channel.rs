@@ -172,6 +172,15 @@ impl VoiceChannel {
         }
     }
 
+    /// Hands the call a transport knows as `call_id` to `target` (blind
+    /// transfer); `false` when no running call has that id.
+    pub async fn transfer_by_call_id(&self, call_id: &str, target: &str) -> bool {
+        match self.shared.call_by_transport_id(call_id) {
+            Some((session_id, _)) => self.transfer(&session_id, target).await,
+            None => false,
+        }
+    }
+
     /// Ends a running call; `false` when no call has that session id.
     pub async fn hang_up(&self, session_id: &str) -> bool {
         let commands = self

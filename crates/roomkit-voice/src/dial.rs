@@ -53,6 +53,9 @@ pub enum DialError {
         /// A description in this crate's words.
         message: String,
     },
+    /// No running call of this channel has that id.
+    #[error("no call {0} is running on this channel")]
+    UnknownCall(String),
     /// The provider could not be reached or answered nonsense; whether the
     /// call was placed is unknown, so it is not retried.
     #[error("{provider} could not be asked to place the call: {message}")]
@@ -92,6 +95,21 @@ pub trait CallDialer: Send + Sync {
     /// # Errors
     /// See [`DialError`].
     async fn dial(&self, request: &DialRequest) -> Result<DialedCall, DialError>;
+
+    /// Hands the running call `call_id` (the provider's id, as `dial` and
+    /// the call's events give it) to `to`: a blind transfer. The call ends
+    /// once the target answers.
+    ///
+    /// # Errors
+    /// [`DialError::NotConfigured`] when the transport cannot transfer,
+    /// [`DialError::UnknownCall`] when no such call runs.
+    async fn transfer(&self, call_id: &str, to: &str) -> Result<(), DialError> {
+        let _ = (call_id, to);
+        Err(DialError::NotConfigured(format!(
+            "{} calls cannot be transferred",
+            self.provider()
+        )))
+    }
 }
 
 /// Whether `address` is something a phone provider can ring: an E.164

@@ -494,6 +494,15 @@ impl CallDialer for SipDialer {
         Ok(())
     }
 
+    async fn transfer(&self, call_id: &str, to: &str) -> Result<(), DialError> {
+        if self.channel.transfer_by_call_id(call_id, to).await {
+            tracing::info!(target: "roomkit.sip", channel_id = %self.channel_id, %call_id, %to, "transfer asked");
+            Ok(())
+        } else {
+            Err(DialError::UnknownCall(call_id.to_owned()))
+        }
+    }
+
     async fn dial(&self, request: &DialRequest) -> Result<DialedCall, DialError> {
         let direct = request.to.starts_with("sip:");
         if !direct && self.trunk.is_none() {

@@ -635,3 +635,75 @@ async fn the_sip_offline_example_answers_an_invite_at_roomkit_sip_listen() {
         s.log()
     );
 }
+
+/// `POST /voice/calls/{call_sid}/transfer` hands a running SIP call to a
+/// number: the caller gets a REFER for it, reports the target's answer,
+/// and the call ends with a BYE. An unknown call is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_transfer_sends_refer_and_ends_the_call_when_the_target_answers() {
+    if !sipp_present() {
+        return missing("sipp, espeak-ng and sox are needed for the SIP call");
+    }
+    let dir = scratch_dir("serve-sip-transfer");
+    let sip_port = free_udp_port();
+    let extra = format!(
+        r#"
+[channels.sip]
+listen = "127.0.0.1:{sip_port}"
+routes = [{{ to = "*", room_id = "{ROOM}" }}]
+"#
+    );
+    let (stt, tts, fakes) = deepgram_and_elevenlabs().await;
+    let setup = setup_transport("sip", &stt, &tts, fakes, &extra, &[]).await;
+    let s = &setup.s;
+    let scenario = Scenario::call(
+        "agent",
+        vec![Step::ExpectRefer {
+            timeout: Duration::from_secs(20),
+        }],
+    );
+    let target = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let sipp = Sipp::call(&scenario.to_xml(), target, &dir, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let call_id = loop {
+        let timeline = s.timeline(ROOM).await;
+        if let Some(id) = timeline
+            .iter()
+            .find(|e| e["content"]["code"] == "session_started")
+            .and_then(|e| e["content"]["data"]["call_id"].as_str())
+        {
+            break id.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call did not start; log: {}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, body) = s
+        .call(
+            "POST",
+            "/voice/calls/no-such-call/transfer",
+            Some(json!({"channel_id": "phone", "to": "+15559990000"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("call_not_found")),
+        "{body}"
+    );
+    let (status, body) = s
+        .call(
+            "POST",
+            &format!("/voice/calls/{call_id}/transfer"),
+            Some(json!({"channel_id": "phone", "to": "+15559990000"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}; log: {}", s.log());
+    assert_eq!(body["status"], "transferring");
+    let done = tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}; log: {}", s.log());
+}
