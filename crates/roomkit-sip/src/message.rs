@@ -379,13 +379,13 @@ impl SipMessage {
             }
             let name = canonical(name);
             // Content-Length is written by this side whatever was read, so
-            // it does not count towards the limit (once).
-            if name == "Content-Length" {
-                lengths += 1;
-            }
-            if headers.len() - lengths.min(1) >= MAX_HEADERS {
+            // one of them does not count towards the limit.
+            let is_length = name == "Content-Length";
+            let counted = headers.len() - usize::from(lengths > 0);
+            if !(is_length && lengths == 0) && counted >= MAX_HEADERS {
                 return Err(SipError::TooManyHeaders);
             }
+            lengths += usize::from(is_length);
             headers.push((name, value.trim().to_owned()));
         }
         let available = bytes.len() - body_start;
