@@ -283,7 +283,9 @@ async fn setup(
     }
     core.stats.calls_established.fetch_add(1, Ordering::Relaxed);
     let dialog = dialog_of(core, &invite, peer, &local_tag);
-    let (call, media_task, links) = wire_call(core, &invite, &dialog, &local_tag, socket, &media)?;
+    let (mut call, media_task, links) =
+        wire_call(core, &invite, &dialog, &local_tag, socket, &media)?;
+    call.media = Some(media_work(media_task));
     if core.calls.try_send(call).is_err() {
         tracing::warn!(target: "roomkit.sip", %call_id, "nobody takes calls: hanging up");
         let mut d = dialog;
@@ -291,7 +293,6 @@ async fn setup(
         core.send(&bye, peer).await;
         return None;
     }
-    tokio::spawn(media_task.run());
     media.params = offer.params;
     Some(Established {
         core: core.clone(),
@@ -337,6 +338,15 @@ fn dialog_of(core: &Core, invite: &SipMessage, peer: Peer, local_tag: &str) -> D
         remote_cseq: invite.cseq().map(|c| c.seq).unwrap_or(0),
         peer,
     }
+}
+
+/// The call's media task, for whoever runs the call.
+pub(crate) fn media_work(task: MediaTask) -> roomkit_voice::CallMedia {
+    roomkit_voice::CallMedia(Box::new(move || {
+        Box::pin(async move {
+            task.run().await;
+        })
+    }))
 }
 
 /// The channels between the dialog, the media task and the voice session.
@@ -400,8 +410,11 @@ pub(crate) fn wire_call(
         events: events_rx,
         outbound: outbound_tx,
         stats: stats.clone(),
+        media: None,
     };
     let (socket, rtcp) = sockets;
+    let socket = socket.into_std().ok()?;
+    let rtcp = rtcp.and_then(|s| s.into_std().ok());
     let task = MediaTask {
         socket,
         rtcp,

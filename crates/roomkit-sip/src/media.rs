@@ -265,11 +265,12 @@ enum Queued {
 
 /// Everything one media task owns.
 pub struct MediaTask {
-    /// The RTP socket.
-    pub socket: UdpSocket,
+    /// The RTP socket (non-blocking; registered with the runtime that
+    /// runs the task, when it starts).
+    pub socket: std::net::UdpSocket,
     /// The RTCP socket (the RTP port + 1), when it could be bound; reports
     /// also arrive on the RTP socket when the peer multiplexes them.
-    pub rtcp: Option<UdpSocket>,
+    pub rtcp: Option<std::net::UdpSocket>,
     /// The codec.
     pub codec: MediaCodec,
     /// Stream parameters.
@@ -297,6 +298,21 @@ pub struct MediaTask {
 impl MediaTask {
     /// Runs until the call ends; returns why.
     pub async fn run(mut self) -> String {
+        // The sockets join the I/O driver of the runtime running the task
+        // (the call's thread, beside the voice session).
+        let socket = match self.socket.try_clone().and_then(UdpSocket::from_std) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: "roomkit.sip.media", call_id = %self.call_id, error = %e, "the RTP socket cannot be used");
+                let _ = self.notices.try_send(MediaNotice::HangUp);
+                return format!("rtp socket: {e}");
+            }
+        };
+        let rtcp_socket = self
+            .rtcp
+            .as_ref()
+            .and_then(|s| s.try_clone().ok())
+            .and_then(|s| UdpSocket::from_std(s).ok());
         let mut coder = match self.codec.coder() {
             Ok(c) => c,
             Err(e) => {
@@ -339,7 +355,7 @@ impl MediaTask {
         let cname = format!("roomkit-{ssrc:08x}");
         loop {
             tokio::select! {
-                received = recv_rtcp(self.rtcp.as_ref(), &mut rtcp_buf) => {
+                received = recv_rtcp(rtcp_socket.as_ref(), &mut rtcp_buf) => {
                     let Some((n, from)) = received else { continue };
                     if let Some(data) = rtcp_buf.get(..n)
                         && self.on_rtcp(data, ssrc, &mut counts)
@@ -360,12 +376,12 @@ impl MediaTask {
                         octets: sent_octets,
                     });
                     rtcp::write(ssrc, sender.as_ref(), block.as_ref(), &cname, &mut rtcp_out);
-                    if let (Some(to), Some(socket)) = (target, self.rtcp.as_ref()) {
+                    if let (Some(to), Some(socket)) = (target, rtcp_socket.as_ref()) {
                         let _ = socket.send_to(&rtcp_out, to).await;
                     }
                     self.stats.packets_lost.store(counts.lost().max(0) as u64, Ordering::Relaxed);
                 }
-                received = self.socket.recv_from(&mut buf) => {
+                received = socket.recv_from(&mut buf) => {
                     let Ok((n, from)) = received else { continue };
                     let Some(data) = buf.get(..n) else { continue };
                     let packet = match RtpPacket::parse(data) {
@@ -465,7 +481,7 @@ impl MediaTask {
                         header.payload_type = self.params.telephone_event.unwrap_or(self.params.payload_type);
                         header.marker = event.sent == ts_per_frame;
                         header.timestamp = event.timestamp;
-                        send(&self.socket, target, &header, &bytes, &mut packet, &self.rtp).await;
+                        send(&socket, target, &header, &bytes, &mut packet, &self.rtp).await;
                         seq = seq.wrapping_add(1);
                         if done {
                             sending_event = None;
@@ -483,7 +499,7 @@ impl MediaTask {
                         Some(Queued::Audio(pcm)) => {
                             if self.params.send && coder.encoder().encode(&pcm, &mut encoded).is_ok() {
                                 header.marker = !talking;
-                                send(&self.socket, target, &header, &encoded, &mut packet, &self.rtp).await;
+                                send(&socket, target, &header, &encoded, &mut packet, &self.rtp).await;
                                 seq = seq.wrapping_add(1);
                                 sent_packets = sent_packets.wrapping_add(1);
                                 sent_octets = sent_octets.wrapping_add(encoded.len() as u32);

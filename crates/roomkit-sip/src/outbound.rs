@@ -413,7 +413,7 @@ impl SipEndpoint {
                 };
                 call.info.parameters.extend(request.parameters.clone());
                 core.stats.calls_established.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(task.run());
+                call.media = Some(crate::inbound::media_work(task));
                 let established = Established {
                     core: core.clone(),
                     dialog,

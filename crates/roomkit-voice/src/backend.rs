@@ -19,6 +19,7 @@
 //! (a SIP listener) hand their `Call`s to the voice channel directly.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -187,6 +188,20 @@ impl TransportStats {
     }
 }
 
+/// A transport's media work for one call (an RTP or WebRTC task), run by
+/// whoever runs the call: [`crate::VoiceChannel::start_call`] runs it on
+/// the call's own thread, beside the call's task, so the two wake each
+/// other without crossing threads, and so do the sockets it creates there.
+/// Elsewhere (a test, a program without a voice channel) call
+/// [`Call::start_media`].
+pub struct CallMedia(pub Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>);
+
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallMedia")
+    }
+}
+
 /// One call, as a transport hands it over.
 #[derive(Debug)]
 pub struct Call {
@@ -200,6 +215,18 @@ pub struct Call {
     pub outbound: mpsc::Sender<Outbound>,
     /// The transport's counters for this call.
     pub stats: std::sync::Arc<TransportStats>,
+    /// Media work the transport leaves to whoever runs the call.
+    pub media: Option<CallMedia>,
+}
+
+impl Call {
+    /// Runs the call's media work (if the transport left any) as a task of
+    /// the current Tokio runtime.
+    pub fn start_media(&mut self) {
+        if let Some(media) = self.media.take() {
+            tokio::spawn((media.0)());
+        }
+    }
 }
 
 /// A message on a media socket.

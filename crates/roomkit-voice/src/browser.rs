@@ -371,6 +371,7 @@ impl VoiceBackend for BrowserBackend {
             events: event_rx,
             outbound: out_tx,
             stats,
+            media: None,
         })
     }
 }

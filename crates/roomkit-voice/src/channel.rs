@@ -230,7 +230,7 @@ impl VoiceChannel {
     ///
     /// # Errors
     /// [`VoiceError::Transport`] when the call threads cannot start.
-    pub fn start_call(&self, call: Call) -> Result<CallHandle, VoiceError> {
+    pub fn start_call(&self, mut call: Call) -> Result<CallHandle, VoiceError> {
         let main = tokio::runtime::Handle::try_current()
             .map_err(|_| VoiceError::Transport("no Tokio runtime to run the call on".into()))?;
         let n = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
@@ -249,7 +249,12 @@ impl VoiceChannel {
         let (done_tx, done_rx) = oneshot::channel();
         let shared = self.shared.clone();
         let sid = session_id.clone();
+        let media = call.media.take();
         let job: crate::pool::CallJob = Box::new(move || {
+            // The transport's media work runs on this thread, beside the call.
+            if let Some(media) = media {
+                tokio::task::spawn_local((media.0)());
+            }
             Box::pin(async move {
                 session::run_call(shared.clone(), main, call, sid.clone(), rx).await;
                 shared.remove_call(&sid);

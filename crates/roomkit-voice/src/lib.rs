@@ -37,7 +37,7 @@ pub use stt::{SttAudio, SttProvider, SttSession, Transcript};
 pub use tts::{TtsChunk, TtsProvider, TtsStream};
 
 pub use backend::{
-    BackendEvent, Call, CallInfo, MediaMessage, MediaSocket, Outbound, TransportStats,
+    BackendEvent, Call, CallInfo, CallMedia, MediaMessage, MediaSocket, Outbound, TransportStats,
     VoiceBackend, VoiceCapabilities,
 };
 pub use channel::{CallHandle, CallTap, VoiceChannel, VoiceSettings};

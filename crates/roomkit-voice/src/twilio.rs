@@ -530,6 +530,7 @@ impl VoiceBackend for TwilioMediaStreams {
             events: event_rx,
             outbound: out_tx,
             stats,
+            media: None,
         })
     }
 }

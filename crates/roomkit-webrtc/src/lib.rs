@@ -232,6 +232,7 @@ impl VoiceBackend for WebRtcBackend {
             events: events_rx,
             outbound: outbound_tx,
             stats,
+            media: None,
         })
     }
 }
