@@ -35,7 +35,6 @@ use roomkit_audio::codec::{AudioDecoder, AudioEncoder, G711, G711Law};
 use roomkit_voice::{BackendEvent, Outbound, TransportStats};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 
 use crate::jitter::{Insert, JitterBuffer, Playout};
 use crate::rtcp::{self, ReceiverCounts, SenderInfo};
@@ -43,6 +42,13 @@ use crate::rtp::{RtpError, RtpHeader, RtpPacket, TelephoneEvent};
 
 /// Outbound frames queued before the oldest is dropped (two seconds).
 const SEND_QUEUE: usize = 100;
+/// One frame of the call's clock.
+const FRAME: Duration = Duration::from_millis(20);
+/// How long after a frame's time the clock's timer wakes the task when no
+/// packet did.
+const FRAME_SLACK: Duration = Duration::from_millis(15);
+/// How far before the caller's packets the frames fall due.
+const FRAME_LEAD: Duration = Duration::from_millis(5);
 /// RFC 4733 end packets are sent three times (§2.5.1.4).
 const END_REPEATS: u32 = 3;
 /// The payload type of comfort noise (RFC 3389), ignored quietly.
@@ -326,8 +332,9 @@ impl MediaTask {
         let ts_per_frame = self.codec.clock_rate() / 50;
         let mut jitter = JitterBuffer::new(self.codec.clock_rate());
         jitter.set_packet_samples(ts_per_frame);
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        // The 20 ms clock both directions run on; aligned to the caller's
+        // packets once they come, so that their arrival drives it.
+        let mut next_due = tokio::time::Instant::now() + FRAME;
         let mut buf = vec![0u8; 2048];
         let mut decoded = vec![0i16; 5760];
         let mut pending: Vec<i16> = Vec::with_capacity(frame * 4);
@@ -445,77 +452,14 @@ impl MediaTask {
                     }
                     RtpStats::bump(&self.rtp.packets_in);
                     last_rx = Instant::now();
+                    if !started {
+                        // Frames fall due just before the caller's packets
+                        // arrive (a little early, for their jitter).
+                        next_due = tokio::time::Instant::now() - FRAME_LEAD;
+                    }
                     started = true;
                 }
-                _ = tick.tick() => {
-                    // Caller side: one frame per tick once media flows.
-                    if started {
-                        fill_frame(&mut jitter, coder.decoder(), &mut pending, &mut decoded, frame, &self.rtp);
-                        let out: Vec<i16> = pending.drain(..frame).collect();
-                        if self.events.try_send(BackendEvent::Audio(out)).is_err() {
-                            TransportStats::bump(&self.stats.dropped_inbound);
-                        } else {
-                            TransportStats::bump(&self.stats.frames_in);
-                        }
-                        let jitter_us = (jitter.jitter() * 1e6 / f64::from(self.codec.clock_rate())) as u64;
-                        self.rtp.jitter_us.store(jitter_us, Ordering::Relaxed);
-                        self.stats.jitter_us.store(jitter_us, Ordering::Relaxed);
-                    }
-                    if self.params.receive && last_rx.elapsed() > self.rtp_timeout {
-                        tracing::info!(target: "roomkit.sip.media", call_id = %self.call_id, timeout_s = self.rtp_timeout.as_secs_f64(), "no RTP from the caller: ending the call");
-                        let _ = self.notices.try_send(MediaNotice::Timeout);
-                        let _ = self.events.try_send(BackendEvent::HangUp { reason: "rtp timeout".into() });
-                        return "rtp timeout".into();
-                    }
-                    // Agent side.
-                    let target = self.params.send_to(source);
-                    let mut header = RtpHeader {
-                        marker: false,
-                        payload_type: self.params.payload_type,
-                        sequence: seq,
-                        timestamp,
-                        ssrc,
-                    };
-                    if let Some(event) = sending_event.as_mut() {
-                        let (bytes, done) = next_event_packet(event, ts_per_frame);
-                        header.payload_type = self.params.telephone_event.unwrap_or(self.params.payload_type);
-                        header.marker = event.sent == ts_per_frame;
-                        header.timestamp = event.timestamp;
-                        send(&socket, target, &header, &bytes, &mut packet, &self.rtp).await;
-                        seq = seq.wrapping_add(1);
-                        if done {
-                            sending_event = None;
-                            talking = false;
-                        }
-                        timestamp = timestamp.wrapping_add(ts_per_frame);
-                        continue;
-                    }
-                    while let Some(Queued::Mark(_)) = queue.front() {
-                        if let Some(Queued::Mark(name)) = queue.pop_front() {
-                            let _ = self.events.try_send(BackendEvent::Mark(name));
-                        }
-                    }
-                    match queue.pop_front() {
-                        Some(Queued::Audio(pcm)) => {
-                            if self.params.send && coder.encoder().encode(&pcm, &mut encoded).is_ok() {
-                                header.marker = !talking;
-                                send(&socket, target, &header, &encoded, &mut packet, &self.rtp).await;
-                                seq = seq.wrapping_add(1);
-                                sent_packets = sent_packets.wrapping_add(1);
-                                sent_octets = sent_octets.wrapping_add(encoded.len() as u32);
-                                TransportStats::bump(&self.stats.frames_out);
-                                talking = true;
-                            }
-                        }
-                        _ => talking = false,
-                    }
-                    while let Some(Queued::Mark(_)) = queue.front() {
-                        if let Some(Queued::Mark(name)) = queue.pop_front() {
-                            let _ = self.events.try_send(BackendEvent::Mark(name));
-                        }
-                    }
-                    timestamp = timestamp.wrapping_add(ts_per_frame);
-                }
+                _ = tokio::time::sleep_until(next_due + FRAME_SLACK) => {}
                 command = self.outbound.recv() => match command {
                     Some(Outbound::Audio(pcm)) => {
                         if queue.len() >= SEND_QUEUE {
@@ -571,6 +515,92 @@ impl MediaTask {
                         return "signalling ended".into();
                     }
                 },
+            }
+            // Every frame whose time has come: one caller frame delivered,
+            // one agent packet sent. A packet's arrival usually brings this
+            // here; the timer above only when the caller is silent.
+            while tokio::time::Instant::now() >= next_due {
+                next_due += FRAME;
+                // Caller side: one frame per tick once media flows.
+                if started {
+                    fill_frame(
+                        &mut jitter,
+                        coder.decoder(),
+                        &mut pending,
+                        &mut decoded,
+                        frame,
+                        &self.rtp,
+                    );
+                    let out: Vec<i16> = pending.drain(..frame).collect();
+                    if self.events.try_send(BackendEvent::Audio(out)).is_err() {
+                        TransportStats::bump(&self.stats.dropped_inbound);
+                    } else {
+                        TransportStats::bump(&self.stats.frames_in);
+                    }
+                    let jitter_us =
+                        (jitter.jitter() * 1e6 / f64::from(self.codec.clock_rate())) as u64;
+                    self.rtp.jitter_us.store(jitter_us, Ordering::Relaxed);
+                    self.stats.jitter_us.store(jitter_us, Ordering::Relaxed);
+                }
+                if self.params.receive && last_rx.elapsed() > self.rtp_timeout {
+                    tracing::info!(target: "roomkit.sip.media", call_id = %self.call_id, timeout_s = self.rtp_timeout.as_secs_f64(), "no RTP from the caller: ending the call");
+                    let _ = self.notices.try_send(MediaNotice::Timeout);
+                    let _ = self.events.try_send(BackendEvent::HangUp {
+                        reason: "rtp timeout".into(),
+                    });
+                    return "rtp timeout".into();
+                }
+                // Agent side.
+                let target = self.params.send_to(source);
+                let mut header = RtpHeader {
+                    marker: false,
+                    payload_type: self.params.payload_type,
+                    sequence: seq,
+                    timestamp,
+                    ssrc,
+                };
+                if let Some(event) = sending_event.as_mut() {
+                    let (bytes, done) = next_event_packet(event, ts_per_frame);
+                    header.payload_type = self
+                        .params
+                        .telephone_event
+                        .unwrap_or(self.params.payload_type);
+                    header.marker = event.sent == ts_per_frame;
+                    header.timestamp = event.timestamp;
+                    send(&socket, target, &header, &bytes, &mut packet, &self.rtp).await;
+                    seq = seq.wrapping_add(1);
+                    if done {
+                        sending_event = None;
+                        talking = false;
+                    }
+                    timestamp = timestamp.wrapping_add(ts_per_frame);
+                    continue;
+                }
+                while let Some(Queued::Mark(_)) = queue.front() {
+                    if let Some(Queued::Mark(name)) = queue.pop_front() {
+                        let _ = self.events.try_send(BackendEvent::Mark(name));
+                    }
+                }
+                match queue.pop_front() {
+                    Some(Queued::Audio(pcm)) => {
+                        if self.params.send && coder.encoder().encode(&pcm, &mut encoded).is_ok() {
+                            header.marker = !talking;
+                            send(&socket, target, &header, &encoded, &mut packet, &self.rtp).await;
+                            seq = seq.wrapping_add(1);
+                            sent_packets = sent_packets.wrapping_add(1);
+                            sent_octets = sent_octets.wrapping_add(encoded.len() as u32);
+                            TransportStats::bump(&self.stats.frames_out);
+                            talking = true;
+                        }
+                    }
+                    _ => talking = false,
+                }
+                while let Some(Queued::Mark(_)) = queue.front() {
+                    if let Some(Queued::Mark(name)) = queue.pop_front() {
+                        let _ = self.events.try_send(BackendEvent::Mark(name));
+                    }
+                }
+                timestamp = timestamp.wrapping_add(ts_per_frame);
             }
         }
     }
