@@ -5,14 +5,16 @@
 //! the heuristic turn detector) and is answered by the instant fakes.
 //!
 //! Each SIPp call plays one G.711 RTP stream from a pcap built here: a
-//! spoken question (espeak-ng, or a synthetic voiced signal) every four
-//! seconds for the length of the run; then it hangs up. After the calls are all up and a
+//! spoken question (espeak-ng, or a synthetic voiced signal) every
+//! `--cycle-ms` (4.5 s, the turn cycle of `voice_calls`' callers) for the
+//! length of the run; then it hangs up. After the calls are all up and a
 //! warm-up, the server's CPU time and resident memory are read over the
 //! measured window; the server's RTP counters say how many packets came
 //! too late for the jitter buffer or never came.
 //!
 //! Options: `--calls N` (100), `--seconds S` measured (30), `--warmup S`
-//! (5), `--rate R` calls set up per second (20), `--signal`, `--without`
+//! (5), `--rate R` calls set up per second (20), `--cycle-ms`, `--signal`,
+//! `--without`
 //! (stages left out, as in `voice_calls`). Prints one JSON line with
 //! `calls`, `cpu_core_percent_per_call`, `rss_bytes_per_call` and
 //! `late_packets`.
@@ -30,8 +32,11 @@ use crate::common::{
 };
 use crate::server::{raise_fd_limit, rss_of};
 
-/// Length of one caller cycle: the question, then silence.
-const CYCLE_MS: u64 = 4_000;
+/// Default length of one caller cycle (the question, then silence): the
+/// average turn cycle `voice_calls`' callers make (speak, hear the whole
+/// answer, pause a second), about 4.5 s, so both workloads put the same
+/// speech through the chain per second.
+const CYCLE_MS: u64 = 4_500;
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,9 +50,10 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     let seconds: u64 = opts.num("seconds", 30)?;
     let warmup: u64 = opts.num("warmup", 5)?;
     let rate: usize = opts.num("rate", 20)?;
+    let cycle_ms: u64 = opts.num("cycle-ms", CYCLE_MS)?;
     anyhow::ensure!(
-        (1..=1000).contains(&n) && seconds >= 1 && rate >= 1,
-        "--calls must be 1..=1000, --seconds and --rate at least 1"
+        (1..=1000).contains(&n) && seconds >= 1 && rate >= 1 && cycle_ms >= 1000,
+        "--calls must be 1..=1000, --seconds and --rate at least 1, --cycle-ms at least 1000"
     );
     anyhow::ensure!(
         std::process::Command::new("sipp")
@@ -67,10 +73,10 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     // silence, again and again.
     let (question, source) = crate::voice_calls::utterance(opts)?;
     let mut cycle = question;
-    cycle.resize((CYCLE_MS * 8) as usize, 0);
+    cycle.resize((cycle_ms * 8) as usize, 0);
     let setup_s = n.div_ceil(rate) as u64;
     let total_ms = (setup_s + warmup + seconds + 2) * 1000;
-    let cycles = total_ms.div_ceil(CYCLE_MS) as usize;
+    let cycles = total_ms.div_ceil(cycle_ms) as usize;
     let stream: Vec<i16> = cycle
         .iter()
         .copied()
@@ -81,7 +87,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
     write_rtp_pcap(&pcap, &g711_packets(&stream, 0x51b), 6000, 7000);
     let steps = vec![
         Step::PlayPcap(pcap.clone()),
-        Step::Pause(Duration::from_millis(cycles as u64 * CYCLE_MS)),
+        Step::Pause(Duration::from_millis(cycles as u64 * cycle_ms)),
         Step::Bye,
     ];
     let scenario = dir.join("calls.xml");
@@ -178,6 +184,7 @@ async fn calls(opts: &Options) -> anyhow::Result<()> {
         "calls": n,
         "seconds": seconds,
         "signal": source,
+        "cycle_ms": cycle_ms,
         "without": opts.get("without").unwrap_or(""),
         "cpu_core_percent_per_call": (cores * 100.0 / n as f64 * 1000.0).round() / 1000.0,
         "server_cores": (cores * 1000.0).round() / 1000.0,
