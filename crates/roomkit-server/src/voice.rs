@@ -274,7 +274,7 @@ pub struct TransferBody {
 /// target answers. 202 once asked.
 pub async fn transfer_call(
     State(state): State<AppState>,
-    axum::extract::Path(call_sid): axum::extract::Path<String>,
+    crate::extract::Path(call_sid): crate::extract::Path<String>,
     StrictJson(body): StrictJson<TransferBody>,
 ) -> Result<Response, ApiError> {
     ids::check("channel_id", &body.channel_id)?;
