@@ -265,9 +265,10 @@ fn push_words(out: &mut String, text: &str) {
     out.push_str(text);
 }
 
-/// Transports that measure the network (RTP): their calls report
-/// [`FrameworkEvent::VoiceNetworkStats`] at the end.
-const NETWORK_MEASURED: [&str; 2] = ["sip", "webrtc"];
+/// Transports that measure the network (SIP's RTP and RTCP): their calls
+/// report [`FrameworkEvent::VoiceNetworkStats`] at the end. (WebRTC's
+/// stack keeps its own statistics, not yet read into the call's counters.)
+const NETWORK_MEASURED: [&str; 1] = ["sip"];
 
 struct CallTask {
     shared: Arc<Shared>,
