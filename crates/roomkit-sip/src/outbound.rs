@@ -62,6 +62,14 @@ pub struct DialRequest {
     pub ring_timeout: Duration,
     /// Told when the callee's phone rings, answers, or the call fails.
     pub progress: Option<Arc<tokio::sync::watch::Sender<Option<DialProgress>>>>,
+    /// The Call-ID to use (from [`new_call_id`]), so that the caller knows
+    /// it before the call is answered; a fresh one when `None`.
+    pub call_id: Option<String>,
+}
+
+/// A fresh Call-ID for an outbound call.
+pub fn new_call_id() -> String {
+    format!("{}@roomkit", dialog::token())
 }
 
 /// How far an outbound call got.
@@ -104,6 +112,7 @@ impl DialRequest {
             parameters: BTreeMap::new(),
             ring_timeout: Duration::from_secs(60),
             progress: None,
+            call_id: None,
         }
     }
 }
@@ -377,7 +386,7 @@ impl SipEndpoint {
         let local_tag = dialog::token();
         let from = format!("<{from_uri}>;tag={local_tag}");
         let to = format!("<{uri}>");
-        let call_id = format!("{}@roomkit", dialog::token());
+        let call_id = request.call_id.clone().unwrap_or_else(new_call_id);
         let mut rx = core
             .open_dialog(&call_id)
             .ok_or_else(|| DialError::Local("Call-ID collision".into()))?;

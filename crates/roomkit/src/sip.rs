@@ -525,6 +525,9 @@ impl CallDialer for SipDialer {
         }
         sip.parameters = BTreeMap::from([("room_id".to_owned(), request.room_id.to_string())]);
         let from = sip.from.clone().unwrap_or_else(|| "roomkit".into());
+        // Known now, so the answer names the call even before it rings.
+        let call_id = roomkit_sip::outbound::new_call_id();
+        sip.call_id = Some(call_id.clone());
         let (progress_tx, mut progress) = tokio::sync::watch::channel(None);
         sip.progress = Some(Arc::new(progress_tx));
         let endpoint = self.endpoint.clone();
@@ -554,11 +557,11 @@ impl CallDialer for SipDialer {
             }
         })
         .await;
-        let call_id = match waited {
+        match waited {
             Ok(Some(roomkit_sip::outbound::DialProgress::Failed(e))) => {
                 return Err(refusal(&e));
             }
-            Ok(Some(p)) => p.call_id().unwrap_or_default().to_owned(),
+            Ok(Some(_)) | Err(_) => {}
             Ok(None) => {
                 // The attempt ended without reporting: read its outcome.
                 return match attempt.await {
@@ -569,11 +572,12 @@ impl CallDialer for SipDialer {
                     }),
                 };
             }
-            Err(_) => String::new(),
-        };
+        }
         let status = match progress.borrow().clone() {
             Some(roomkit_sip::outbound::DialProgress::Answered { .. }) => "in-progress",
-            _ => "ringing",
+            Some(roomkit_sip::outbound::DialProgress::Ringing { .. }) => "ringing",
+            // Nothing heard within the wait: the INVITE is still out.
+            _ => "calling",
         };
         Ok(DialedCall {
             call_id,
