@@ -507,6 +507,45 @@ fn stamp_received(message: &mut SipMessage, from: SocketAddr) {
     }
 }
 
+/// Binds UDP and TCP on the same port. With port 0 the system picks the
+/// UDP port, and the TCP port of that number may be taken: then another
+/// UDP port is tried, a few times.
+async fn bind_pair(
+    listen: SocketAddr,
+) -> Result<(UdpSocket, TcpListener, SocketAddr), SipStartError> {
+    let attempts = if listen.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|source| SipStartError::Bind {
+                addr: listen,
+                transport: "udp",
+                source,
+            })?;
+        let local = udp.local_addr().map_err(|source| SipStartError::Bind {
+            addr: listen,
+            transport: "udp",
+            source,
+        })?;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp, local)),
+            Err(source) => {
+                last = Some(SipStartError::Bind {
+                    addr: local,
+                    transport: "tcp",
+                    source,
+                });
+            }
+        }
+    }
+    Err(last.unwrap_or(SipStartError::Bind {
+        addr: listen,
+        transport: "tcp",
+        source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port pair"),
+    }))
+}
+
 /// A running SIP user agent.
 #[derive(Clone)]
 pub struct SipEndpoint {
@@ -541,26 +580,7 @@ impl SipEndpoint {
     /// # Errors
     /// [`SipStartError::Bind`] when the address is taken or not local.
     pub async fn bind(config: SipConfig) -> Result<(Self, mpsc::Receiver<Call>), SipStartError> {
-        let udp = UdpSocket::bind(config.listen)
-            .await
-            .map_err(|source| SipStartError::Bind {
-                addr: config.listen,
-                transport: "udp",
-                source,
-            })?;
-        let local = udp.local_addr().map_err(|source| SipStartError::Bind {
-            addr: config.listen,
-            transport: "udp",
-            source,
-        })?;
-        // TCP on the same port as UDP.
-        let tcp = TcpListener::bind(local)
-            .await
-            .map_err(|source| SipStartError::Bind {
-                addr: local,
-                transport: "tcp",
-                source,
-            })?;
+        let (udp, tcp, local) = bind_pair(config.listen).await?;
         let advertise = config.advertise.unwrap_or_else(|| {
             if local.ip().is_unspecified() {
                 outward_address(local.is_ipv6()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))

@@ -224,10 +224,17 @@ pub fn write_rtp_pcap(path: &Path, packets: &[TimedPacket], src_port: u16, dst_p
     std::fs::write(path, out).expect("pcap written");
 }
 
-/// A free port on 127.0.0.1 for UDP (and, the same number, likely TCP).
+/// A port on 127.0.0.1 free for both UDP and TCP at the time of asking
+/// (a SIP listener takes both).
 pub fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("addr").port()
+    for _ in 0..64 {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
 }
 
 /// One step of a scenario.
