@@ -87,6 +87,13 @@ fn main() -> std::process::ExitCode {
             } else {
                 voice_calls::run(&workload, &opts)
             }
+        })
+        .and_then(|done| {
+            if done || workload != "sip_calls" {
+                Ok(done)
+            } else {
+                sip_calls::run(&opts).map(|()| true)
+            }
         });
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -75,7 +75,6 @@ pub fn run(workload: &str, opts: &Options) -> anyhow::Result<bool> {
             runtime.block_on(calls(opts))?;
         }
         "voice_server" => crate::voice_server::run(opts)?,
-        "sip_calls" => crate::sip_calls::run(opts)?,
         "voice_memory" => crate::voice_server::memory(opts)?,
         _ => return Ok(false),
     }

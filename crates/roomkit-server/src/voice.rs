@@ -259,6 +259,15 @@ pub struct CreateCallBody {
     pub metadata: Option<Map<String, Value>>,
 }
 
+/// The dialer of a voice channel, when it places calls.
+fn dialer_of(state: &AppState, channel: &ChannelId) -> Option<Arc<dyn roomkit_voice::CallDialer>> {
+    state
+        .dialers
+        .iter()
+        .find(|d| d.channel_id() == channel)
+        .cloned()
+}
+
 /// Body of `POST /voice/calls/{call_sid}/transfer`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,12 +295,7 @@ pub async fn transfer_call(
         ));
     }
     let channel = ChannelId::from(body.channel_id.as_str());
-    let Some(dialer) = state
-        .dialers
-        .iter()
-        .find(|d| *d.channel_id() == channel)
-        .cloned()
-    else {
+    let Some(dialer) = dialer_of(&state, &channel) else {
         return Err(ApiError::not_found(
             "channel_not_found",
             format!("no voice channel {channel} that places calls is configured on this server"),
@@ -448,12 +452,7 @@ pub async fn create_call(
         ));
     }
     let channel = ChannelId::from(body.channel_id.as_str());
-    let Some(dialer) = state
-        .dialers
-        .iter()
-        .find(|d| *d.channel_id() == channel)
-        .cloned()
-    else {
+    let Some(dialer) = dialer_of(&state, &channel) else {
         if state.kit.channel(&channel).is_some() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

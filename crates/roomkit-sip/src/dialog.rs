@@ -26,11 +26,7 @@ use crate::ua::{Core, Peer, T1, T2, TRANSACTION_TIMEOUT, Transport};
 /// The shortest session interval accepted (RFC 4028 §4: 90 s).
 pub const MIN_SESSION_EXPIRES: u32 = 90;
 
-/// A fresh token for tags and branches.
-pub(crate) fn token() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    id[..16].to_owned()
-}
+pub(crate) use crate::ua::token;
 
 /// Who the dialog is between and where its requests go.
 #[derive(Debug, Clone)]
@@ -54,15 +50,7 @@ impl Dialog {
         self.local_cseq += 1;
         let cseq = format!("{} {method}", self.local_cseq);
         let mut r = SipMessage::request(method, self.remote_target.clone());
-        r.push(
-            "Via",
-            format!(
-                "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-                self.peer.transport.via_name(),
-                core.host_port(),
-                token()
-            ),
-        );
+        r.push("Via", core.via(self.peer.transport));
         r.push("Max-Forwards", "70");
         r.push("From", self.local.clone());
         r.push("To", self.remote.clone());
@@ -508,7 +496,7 @@ impl Established {
                     return r;
                 }
             };
-            let supported = [crate::inbound::codec_spec(self.media.codec)];
+            let supported = [self.media.codec.sdp_codec()];
             match sdp::answer_audio(&offer, &supported) {
                 Ok(agreement) => {
                     let offered = offer

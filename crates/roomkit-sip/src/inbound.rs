@@ -26,24 +26,6 @@ use crate::message::{Method, SipMessage, uri_of, user_of};
 use crate::sdp::{self, SessionDescription};
 use crate::ua::{Core, Peer, T1, T2, TRANSACTION_TIMEOUT, Transport};
 
-/// The SDP codec of a media codec.
-pub(crate) fn codec_spec(codec: MediaCodec) -> sdp::Codec {
-    match codec {
-        MediaCodec::Pcmu => sdp::Codec {
-            encoding: "PCMU",
-            clock_rate: 8000,
-        },
-        MediaCodec::Pcma => sdp::Codec {
-            encoding: "PCMA",
-            clock_rate: 8000,
-        },
-        MediaCodec::Opus => sdp::Codec {
-            encoding: "opus",
-            clock_rate: 48000,
-        },
-    }
-}
-
 /// Whether the peer's media address is not where its signalling comes
 /// from (a NAT, or an SDP without an address): then media is latched.
 pub(crate) fn behind_nat(media_ip: Option<std::net::IpAddr>, peer: Peer) -> bool {
@@ -110,7 +92,7 @@ fn read_offer(
     }
     let offer = SessionDescription::parse(&invite.body)
         .map_err(|e| (488, "Not Acceptable Here", format!("unreadable SDP: {e}")))?;
-    let supported: Vec<sdp::Codec> = core.config.codecs.iter().map(|c| codec_spec(*c)).collect();
+    let supported: Vec<sdp::Codec> = core.config.codecs.iter().map(|c| c.sdp_codec()).collect();
     let agreement = sdp::answer_audio(&offer, &supported)
         .map_err(|e| (488, "Not Acceptable Here", e.to_string()))?;
     let codec = MediaCodec::from_sdp(agreement.codec.encoding, agreement.codec.clock_rate)

@@ -129,6 +129,19 @@ impl MediaCodec {
         }
     }
 
+    /// The codec as SDP names it (encoding and RTP clock rate).
+    pub fn sdp_codec(self) -> crate::sdp::Codec {
+        let encoding = match self {
+            Self::Pcmu => "PCMU",
+            Self::Pcma => "PCMA",
+            Self::Opus => "opus",
+        };
+        crate::sdp::Codec {
+            encoding,
+            clock_rate: self.clock_rate(),
+        }
+    }
+
     /// The name for logs and call info (`pcmu`, `pcma`, `opus`).
     pub fn name(self) -> &'static str {
         match self {

@@ -208,15 +208,7 @@ fn new_request(
 ) -> SipMessage {
     let (uri, from, to, call_id) = (a.uri, a.from, a.to, a.call_id);
     let mut r = SipMessage::request(method.clone(), uri);
-    r.push(
-        "Via",
-        format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-            transport.via_name(),
-            core.host_port(),
-            dialog::token()
-        ),
-    );
+    r.push("Via", core.via(transport));
     r.push("Max-Forwards", "70");
     r.push("From", from);
     r.push("To", to);
@@ -553,15 +545,7 @@ impl SipEndpoint {
                 cseq += 1;
                 let mut again = invite.clone();
                 again.set("CSeq", format!("{cseq} INVITE"));
-                again.set(
-                    "Via",
-                    format!(
-                        "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-                        peer.transport.via_name(),
-                        core.host_port(),
-                        dialog::token()
-                    ),
-                );
+                again.set("Via", core.via(peer.transport));
                 authorize(&mut again, &response, request.credentials.as_ref(), uri)?;
                 invite = again;
                 continue;
@@ -579,12 +563,7 @@ impl SipEndpoint {
         };
         let answer = SessionDescription::parse(&ok.body)
             .map_err(|e| DialError::Media(format!("unreadable SDP answer: {e}")))?;
-        let supported: Vec<sdp::Codec> = core
-            .config
-            .codecs
-            .iter()
-            .map(|c| crate::inbound::codec_spec(*c))
-            .collect();
+        let supported: Vec<sdp::Codec> = core.config.codecs.iter().map(|c| c.sdp_codec()).collect();
         let agreement =
             sdp::answer_audio(&answer, &supported).map_err(|e| DialError::Media(e.to_string()))?;
         let codec = MediaCodec::from_sdp(agreement.codec.encoding, agreement.codec.clock_rate)
@@ -916,15 +895,7 @@ async fn register_exchange(
     *cseq += 1;
     let mut again = register.clone();
     again.set("CSeq", format!("{} REGISTER", *cseq));
-    again.set(
-        "Via",
-        format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-            peer.transport.via_name(),
-            core.host_port(),
-            dialog::token()
-        ),
-    );
+    again.set("Via", core.via(peer.transport));
     authorize(
         &mut again,
         &response,

@@ -389,6 +389,17 @@ impl Core {
         }
     }
 
+    /// A `Via` value for a new request over `transport`, with a fresh
+    /// branch and `rport` (RFC 3581).
+    pub fn via(&self, transport: Transport) -> String {
+        format!(
+            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
+            transport.via_name(),
+            self.host_port(),
+            token()
+        )
+    }
+
     /// Registers a queue for a Call-ID's messages; `None` when the Call-ID
     /// is taken.
     pub fn open_dialog(&self, call_id: &str) -> Option<mpsc::Receiver<(SipMessage, Peer)>> {
@@ -544,6 +555,12 @@ async fn bind_pair(
         transport: "tcp",
         source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port pair"),
     }))
+}
+
+/// A fresh token for tags and branches.
+pub(crate) fn token() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..16].to_owned()
 }
 
 /// A running SIP user agent.

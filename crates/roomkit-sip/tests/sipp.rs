@@ -719,6 +719,9 @@ async fn digits_sent_by_one_agent_arrive_as_digits_at_the_other() {
         .await
         .unwrap()
         .unwrap();
+    // Its media runs from the start, as a voice channel would run it.
+    let mut incoming = incoming;
+    incoming.start_media();
     assert!(outgoing.capabilities.dtmf_signaling);
     // Some audio first, so the far side's stream has started.
     speak_tone(&outgoing, 20);
